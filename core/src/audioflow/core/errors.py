@@ -1,0 +1,90 @@
+"""Typed errors raised by core and mapped once by each caller (HTTP envelope, stream outcome, kopf).
+
+Each error carries a stable machine-readable ``code`` and the HTTP status a gateway should answer with.
+"""
+
+from __future__ import annotations
+
+
+class AudioflowError(Exception):
+    """Base class: ``code`` is stable for clients, ``message`` names the problem."""
+
+    code = "error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(AudioflowError):
+    code = "bad_request"
+    http_status = 400
+
+
+class InvalidWav(BadRequest):
+    code = "invalid_wav"
+
+
+class InvalidId(BadRequest):
+    code = "invalid_id"
+
+
+class Unauthorized(AudioflowError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class SignatureError(Unauthorized):
+    code = "bad_signature"
+
+
+class Forbidden(AudioflowError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(AudioflowError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(AudioflowError):
+    code = "conflict"
+    http_status = 409
+
+
+class PayloadTooLarge(AudioflowError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(AudioflowError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class RangeNotSatisfiable(AudioflowError):
+    code = "range_not_satisfiable"
+    http_status = 416
+
+
+class FormatMismatch(AudioflowError):
+    code = "format_mismatch"
+    http_status = 422
+
+
+class RecordingFull(AudioflowError):
+    """The recording would pass the RIFF 4 GiB limit; nothing was written."""
+
+    code = "recording_full"
+    http_status = 507
+
+
+class Unavailable(AudioflowError):
+    """A dependency (Redis, the database) is down; the client should retry."""
+
+    code = "unavailable"
+    http_status = 503

@@ -1,0 +1,108 @@
+"""The one settings object, parsed from the environment once per process.
+
+Names follow design §3: ``REDIS_URL``, ``DATABASE_URL`` and ``AUDIOFLOW_*``. A bad value stops the process
+with one line naming the variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    data_dir: Path = Field(Path(".audioflow"), validation_alias=_env("AUDIOFLOW_DATA_DIR"))
+    redis_prefix: str = Field("af:", validation_alias=_env("AUDIOFLOW_REDIS_PREFIX"), pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+
+    webhook_secret: str | None = Field(None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET"))
+    api_token: str | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
+    auto_create_meetings: bool = Field(True, validation_alias=_env("AUDIOFLOW_AUTO_CREATE_MEETINGS"))
+    max_chunk_bytes: int = Field(32 * 1024 * 1024, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_BYTES"), gt=44)
+    signature_tolerance_s: int = Field(300, validation_alias=_env("AUDIOFLOW_SIGNATURE_TOLERANCE_S"), ge=1)
+    ingest_root: Path | None = Field(None, validation_alias=_env("AUDIOFLOW_INGEST_ROOT"))
+    url_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("AUDIOFLOW_URL_ALLOWLIST")
+    )
+    download_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_DOWNLOAD_TIMEOUT_S"), gt=0)
+
+    stt_engine: Literal["pocketsphinx", "whisper"] = Field("pocketsphinx", validation_alias=_env("AUDIOFLOW_STT_ENGINE"))
+    stt_language: str = Field("en-us", validation_alias=_env("AUDIOFLOW_STT_LANGUAGE"))
+    stt_overlap_s: float = Field(1.0, validation_alias=_env("AUDIOFLOW_STT_OVERLAP_S"), ge=0, le=10)
+    whisper_model_path: Path | None = Field(None, validation_alias=_env("AUDIOFLOW_WHISPER_MODEL_PATH"))
+
+    gap_timeout_s: float = Field(30.0, validation_alias=_env("AUDIOFLOW_GAP_TIMEOUT_S"), gt=0)
+    fsync: bool = Field(True, validation_alias=_env("AUDIOFLOW_FSYNC"))
+    lease_ms: int = Field(60_000, validation_alias=_env("AUDIOFLOW_LEASE_MS"), ge=100)
+    claim_interval_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_CLAIM_INTERVAL_S"), gt=0)
+    max_deliveries: int = Field(5, validation_alias=_env("AUDIOFLOW_MAX_DELIVERIES"), ge=1)
+    block_ms: int = Field(2_000, validation_alias=_env("AUDIOFLOW_BLOCK_MS"), ge=1)
+    events_maxlen: int = Field(100_000, validation_alias=_env("AUDIOFLOW_EVENTS_MAXLEN"), ge=100)
+
+    metrics_port: int = Field(0, validation_alias=_env("AUDIOFLOW_METRICS_PORT"), ge=0, le=65535)
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("AUDIOFLOW_LOG_FORMAT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("AUDIOFLOW_LOG_LEVEL"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        if not value.startswith(("postgresql+psycopg://", "sqlite://")):
+            raise ValueError("use postgresql+psycopg://… (or postgres://…) or sqlite:///path")
+        return value
+
+    @field_validator("webhook_secret", "api_token")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            from audioflow.core.signing import decode_secret
+
+            decode_secret(value)
+        return value
+
+    @field_validator("url_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """``DATABASE_URL``, or SQLite inside the data folder when it is unset."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'audioflow.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Parse the environment; on a bad value print one line naming it and exit with status 2."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]) or "settings"
+        field = Settings.model_fields.get(loc)
+        name = loc
+        if field is not None and isinstance(field.validation_alias, AliasChoices):
+            name = str(field.validation_alias.choices[0])
+        print(f"audioflow: invalid setting {name}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

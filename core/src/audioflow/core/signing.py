@@ -1,0 +1,104 @@
+"""Standard Webhooks signing and verification.
+
+The signed content is ``"{webhook-id}.{webhook-timestamp}.{body}"``; the signature header is a
+space-separated list of ``v1,<base64 HMAC-SHA256>``; the secret is ``whsec_`` + base64 key bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from audioflow.core.errors import SignatureError
+
+SECRET_PREFIX = "whsec_"
+DEFAULT_TOLERANCE_S = 300
+
+
+def decode_secret(secret: str) -> bytes:
+    """The key bytes of a ``whsec_`` secret; ValueError names what is wrong."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("webhook secret must start with 'whsec_'")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("webhook secret after 'whsec_' must be base64") from None
+    if len(key) < 16:
+        raise ValueError("webhook secret key must be at least 16 bytes")
+    return key
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    webhook_id: str
+    timestamp: int
+    signature: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "webhook-id": self.webhook_id,
+            "webhook-timestamp": str(self.timestamp),
+            "webhook-signature": self.signature,
+        }
+
+
+def sign(secret: str, body: bytes, *, msg_id: str | None = None, timestamp: int | None = None) -> SignedHeaders:
+    """Headers that make ``body`` a signed Standard Webhooks delivery."""
+    msg_id = msg_id or "msg_" + secrets.token_hex(12)
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    sig = _signature(decode_secret(secret), msg_id, timestamp, body)
+    return SignedHeaders(msg_id, timestamp, f"v1,{sig}")
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+) -> str:
+    """Check a delivery's signature and timestamp; return its ``webhook-id`` (the idempotency key)."""
+    msg_id = headers.get("webhook-id")
+    raw_ts = headers.get("webhook-timestamp")
+    raw_sig = headers.get("webhook-signature")
+    if not msg_id or not raw_ts or not raw_sig:
+        missing = [
+            name
+            for name, value in (("webhook-id", msg_id), ("webhook-timestamp", raw_ts), ("webhook-signature", raw_sig))
+            if not value
+        ]
+        raise SignatureError(f"missing signature header(s): {', '.join(missing)}", code="missing_signature")
+    if len(msg_id) > 256:
+        raise SignatureError("webhook-id is longer than 256 characters", code="bad_signature")
+    try:
+        timestamp = int(raw_ts)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not an integer", code="bad_timestamp") from None
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        raise SignatureError(
+            f"webhook-timestamp is {int(now - timestamp)} s away from now (tolerance {tolerance_s} s)",
+            code="stale_timestamp",
+        )
+    expected = _signature(decode_secret(secret), msg_id, timestamp, body)
+    for candidate in raw_sig.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
+            return msg_id
+    raise SignatureError("webhook-signature does not match the body", code="bad_signature")

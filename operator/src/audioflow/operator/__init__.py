@@ -1,0 +1,1 @@
+"""audioflow Kubernetes operator; built in its own issue."""

@@ -1,0 +1,138 @@
+"""Real Redis and PostgreSQL for the tests.
+
+``REDIS_URL`` and ``DATABASE_URL`` (a PostgreSQL URL) name running servers; when unset, an embedded
+server is started from the machine's own binaries (``redis-server``; ``initdb``/``pg_ctl``) for the
+session. Every test gets its own Redis key prefix and its own database, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("REDIS_URL is unset and no redis-server binary is installed (apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="af-redis-") as workdir:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"DATABASE_URL is unset and no PostgreSQL {name} binary is installed")
+    return found
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="af-pg-") as workdir:
+        data = Path(workdir) / "data"
+        run_as: dict[str, object] = {}
+        if os.geteuid() == 0:  # initdb refuses root: run the cluster as an unprivileged user
+            import pwd
+
+            user = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
+            os.chown(workdir, user.pw_uid, user.pw_gid)
+            run_as = {"user": user.pw_uid, "group": user.pw_gid}
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+        )
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -F",
+             "-w", "start", "-l", str(Path(workdir) / "log")],
+            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+        )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                           stdout=subprocess.DEVNULL, check=False, **run_as)  # type: ignore[arg-type]
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def psycopg_conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def sqlalchemy_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """CREATE a database of its own (optionally from a migrated template), DROP it afterwards."""
+    name = "af_test_" + uuid.uuid4().hex[:12]
+    admin = psycopg.connect(psycopg_conninfo(server_url), autocommit=True)
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        base = server_url.rsplit("/", 1)[0]
+        yield sqlalchemy_url(f"{base}/{name}")
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def redis_prefix() -> str:
+    return f"aftest:{uuid.uuid4().hex[:10]}:"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
