@@ -1,0 +1,55 @@
+"""The gateway application: ``create_app(settings)``; clients are built in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from audioflow.api.context import AppContext
+from audioflow.api.errors import install_error_handlers
+from audioflow.api.routes import audio, events, health, ingest, meetings, transcript
+from audioflow.core.db.engine import make_engine, make_sessionmaker
+from audioflow.core.keys import Keys
+from audioflow.core.settings import Settings
+from audioflow.core.storage import LocalStorage
+
+REDIS_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.effective_database_url)
+        sync_redis = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)  # type: ignore[arg-type]
+        # The async client blocks on XREAD for WebSocket followers, so its read timeout must be longer.
+        async_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, health_check_interval=15)
+        app.state.ctx = AppContext(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=sync_redis,
+            aredis=async_redis,
+            storage=LocalStorage(settings.data_dir, fsync=settings.fsync),
+            keys=Keys(settings.redis_prefix),
+        )
+        try:
+            yield
+        finally:
+            await async_redis.aclose()
+            sync_redis.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="audioflow gateway",
+        version="0.1.0",
+        summary="Signed WAV chunk ingest, meetings, transcripts, live audio and events",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (ingest.router, meetings.router, transcript.router, audio.router, events.router, health.router):
+        app.include_router(router)
+    return app

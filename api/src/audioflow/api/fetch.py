@@ -1,0 +1,88 @@
+"""Fetching a chunk named by URL (the ``/webhooks/chunk`` shape), without trusting the URL.
+
+``http(s)`` URLs must start with an entry of ``AUDIOFLOW_URL_ALLOWLIST``; redirects are not followed;
+``file:`` URLs must resolve (symlinks included) to a regular file inside ``AUDIOFLOW_INGEST_ROOT``.
+Sizes are bounded while reading, whatever the server claims.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+from audioflow.core.errors import AudioflowError, BadRequest, Forbidden, PayloadTooLarge
+from audioflow.core.settings import Settings
+
+
+class DownloadFailed(AudioflowError):
+    code = "download_failed"
+    http_status = 502
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"chunk is larger than the limit of {limit} bytes", code="chunk_too_large")
+
+
+def _allowed(url: str, allowlist: tuple[str, ...]) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    normalised = f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path or '/'}"
+    return any(normalised.startswith(prefix if "://" in prefix else f"https://{prefix}/") for prefix in allowlist)
+
+
+def _read_file(url: str, settings: Settings) -> bytes:
+    root = settings.ingest_root
+    if root is None:
+        raise Forbidden("file: URLs are refused: the server has no AUDIOFLOW_INGEST_ROOT", code="url_forbidden")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise Forbidden("file: URLs must not name a host", code="url_forbidden")
+    raw_path = urllib.request.url2pathname(parsed.path)
+    if "\x00" in raw_path:
+        raise BadRequest("file: URL contains a NUL byte", code="invalid_url")
+    base = root.resolve()
+    target = (base / raw_path.lstrip("/")).resolve() if not Path(raw_path).is_absolute() else Path(raw_path).resolve()
+    if not target.is_relative_to(base):
+        raise Forbidden(f"file: URL points outside the ingest root {str(base)!r}", code="url_forbidden")
+    if not target.is_file():
+        raise BadRequest("file: URL does not name a regular file under the ingest root", code="url_not_found")
+    size = target.stat().st_size
+    if size > settings.max_chunk_bytes:
+        raise _too_large(settings.max_chunk_bytes)
+    with target.open("rb") as handle:
+        data = handle.read(settings.max_chunk_bytes + 1)
+    if len(data) > settings.max_chunk_bytes:
+        raise _too_large(settings.max_chunk_bytes)
+    return data
+
+
+def _download(url: str, settings: Settings) -> bytes:
+    if not _allowed(url, settings.url_allowlist):
+        raise Forbidden("URL is not on the server's AUDIOFLOW_URL_ALLOWLIST", code="url_forbidden")
+    limit = settings.max_chunk_bytes
+    try:
+        with httpx.stream("GET", url, timeout=settings.download_timeout_s, follow_redirects=False) as response:
+            if response.status_code != 200:
+                raise DownloadFailed(f"fetching the chunk URL answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise _too_large(limit)
+            body = bytearray()
+            for piece in response.iter_bytes():
+                body += piece
+                if len(body) > limit:
+                    raise _too_large(limit)
+            return bytes(body)
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(f"fetching the chunk URL failed: {type(exc).__name__}") from None
+
+
+def fetch_chunk(url: str, settings: Settings) -> bytes:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":
+        return _read_file(url, settings)
+    if scheme in ("http", "https"):
+        return _download(url, settings)
+    raise BadRequest(f"unsupported URL scheme {scheme!r}: use http, https or file", code="unsupported_url")

@@ -1,0 +1,122 @@
+"""Accepting a chunk: verify, validate, store, record, enqueue. Shared by both ingest routes.
+
+Order matters for "nothing lost": the row is inserted (which takes the key's lock), the file written,
+the transaction committed, and only then is work enqueued. A chunk stored but not enqueued (Redis down)
+is answered 503; the producer's retry finds an exact duplicate and enqueues it again. Handlers
+downstream are idempotent on (meeting_id, seq), so enqueueing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy.exc
+
+from audioflow.api.context import AppContext
+from audioflow.core import events
+from audioflow.core.db import queries
+from audioflow.core.db.engine import transaction
+from audioflow.core.errors import Conflict, NotFound
+from audioflow.core.ids import check_meeting_id, check_seq
+from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
+from audioflow.core.wav import parse_wav
+
+log = logging.getLogger("audioflow.api.ingest")
+
+WAV_CONTENT_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
+
+
+@dataclass(frozen=True)
+class Accepted:
+    meeting_id: str
+    seq: int
+    status: Literal["created", "duplicate"]
+    bytes: int
+    duration_s: float
+    sha256: str
+    needs_work: bool        # enqueue (again): new, or a duplicate whose work is not finished
+    first_chunk: bool       # the meeting goes live with it
+
+
+def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
+    info = parse_wav(body)
+    sha = hashlib.sha256(body).hexdigest()
+    with transaction(ctx.sessions) as session:
+        if webhook_id is not None and (seen := queries.seen_delivery(session, webhook_id)) is not None:
+            if (seen.meeting_id, seen.seq, seen.sha256) != (meeting_id, seq, sha):
+                raise Conflict(
+                    f"webhook-id {webhook_id!r} was already used for another delivery", code="webhook_id_reused"
+                )
+        try:
+            meeting = queries.get_meeting(session, meeting_id)
+        except NotFound:
+            if not ctx.settings.auto_create_meetings:
+                raise NotFound(
+                    f"meeting {meeting_id!r} does not exist (auto-create is off; POST /v1/meetings first)",
+                    code="meeting_not_found",
+                ) from None
+            meeting = queries.create_meeting(session, meeting_id, info.format)
+        queries.check_format(meeting, info.format)
+        status = queries.add_chunk(
+            session, meeting_id, seq, sha256=sha, size_bytes=len(body), data_bytes=info.data_length,
+            duration_s=info.duration_s,
+        )
+        if status == "created":
+            # Inside the transaction, after the insert took the key: a concurrent sender of other
+            # bytes for this seq waits here and then fails on the key, so it never overwrites the file.
+            ctx.storage.put_chunk(meeting_id, seq, body)
+            needs_work, first_chunk = True, queries.chunk_count(session, meeting_id) == 1
+        else:
+            needs_work, first_chunk = _work_unfinished(ctx, meeting_id, seq), False
+        if webhook_id is not None and queries.seen_delivery(session, webhook_id) is None:
+            queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
+    return Accepted(meeting_id, seq, status, len(body), info.duration_s, sha, needs_work, first_chunk)
+
+
+def _work_unfinished(ctx: AppContext, meeting_id: str, seq: int) -> bool:
+    with ctx.sessions() as session:
+        transcribed = queries.get_segment(session, meeting_id, seq) is not None
+        recording = queries.get_recording(session, meeting_id)
+        in_recording = recording is not None and recording.concatenated_through >= seq
+    return not (transcribed and in_recording)
+
+
+def accept_chunk(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
+    """Store one chunk and enqueue its work; raises typed errors for every bad input."""
+    check_meeting_id(meeting_id)
+    check_seq(seq)
+    for attempt in range(3):
+        try:
+            accepted = _record(ctx, meeting_id, seq, body, webhook_id)
+            break
+        except sqlalchemy.exc.IntegrityError:
+            # A concurrent request created the same meeting, chunk or delivery first: look again.
+            if attempt == 2:
+                raise
+    if accepted.needs_work:
+        _enqueue(ctx, accepted)
+    CHUNKS_INGESTED.labels(accepted.status).inc()
+    if accepted.status == "created":
+        INGEST_BYTES.inc(accepted.bytes)
+    log.info("chunk %s (%d bytes, %.2f s)", accepted.status, accepted.bytes, accepted.duration_s,
+             extra={"meeting_id": meeting_id, "seq": seq})
+    return accepted
+
+
+def _enqueue(ctx: AppContext, accepted: Accepted) -> None:
+    work = {"meeting_id": accepted.meeting_id, "seq": str(accepted.seq)}
+    keys = ctx.keys
+    pipe = ctx.redis.pipeline(transaction=True)
+    pipe.xadd(keys.transcribe, work)  # type: ignore[arg-type]
+    pipe.xadd(keys.concat, work)  # type: ignore[arg-type]
+    if accepted.status == "created":
+        maxlen = ctx.settings.events_maxlen
+        stream = keys.events(accepted.meeting_id)
+        if accepted.first_chunk:
+            pipe.xadd(stream, events.event_fields("meeting.phase", {"phase": "live"}), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        data = {"seq": accepted.seq, "bytes": accepted.bytes, "duration_s": accepted.duration_s}
+        pipe.xadd(stream, events.event_fields("chunk.received", data), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    pipe.execute()

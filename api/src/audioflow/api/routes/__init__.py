@@ -1,0 +1,1 @@
+"""One router per resource; mounted once in ``audioflow.api.app``."""

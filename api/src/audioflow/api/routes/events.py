@@ -1,0 +1,105 @@
+"""Reader API: a meeting's events over WebSocket, replayed from ``since`` and then followed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from audioflow.api.context import AppContext
+from audioflow.api.deps import check_token
+from audioflow.core.db import queries
+from audioflow.core.errors import AudioflowError, BadRequest
+from audioflow.core.events import decode_event
+from audioflow.core.ids import check_meeting_id
+
+router = APIRouter(tags=["events"])
+
+_CURSOR = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
+REPLAY_PAGE = 500
+BLOCK_MS = 10_000
+
+# WebSocket close codes: 4000 + the HTTP status the same error would have had.
+CLOSE_BASE = 4000
+
+
+def _cursor(since: str | None) -> str:
+    if since is None or since == "":
+        return "0"
+    if not _CURSOR.fullmatch(since):
+        raise BadRequest(f"since={since[:40]!r} is not an event id (like 1700000000000-0)", code="invalid_since")
+    return since
+
+
+def _meeting_exists(ctx: AppContext, meeting_id: str) -> None:
+    with ctx.sessions() as session:
+        queries.get_meeting(session, meeting_id)
+
+
+async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
+    await websocket.accept()
+    await websocket.send_json({"error": {"code": exc.code, "message": exc.message}})
+    await websocket.close(code=CLOSE_BASE + exc.http_status, reason=exc.code)
+
+
+async def _send_after(ctx: AppContext, websocket: WebSocket, meeting_id: str, stream: str, cursor: str) -> None:
+    """Replay everything after ``cursor`` page by page, then block for new events."""
+    while True:
+        page: list[Any] = await ctx.aredis.xrange(stream, min=f"({cursor}" if cursor != "0" else "-", count=REPLAY_PAGE)
+        for event_id, fields in page:
+            await websocket.send_text(json.dumps(decode_event(meeting_id, _text(event_id), _decoded(fields))))
+            cursor = _text(event_id)
+        if len(page) < REPLAY_PAGE:
+            break
+    while True:
+        reply = await ctx.aredis.xread({stream: cursor if cursor != "0" else "0-0"}, count=REPLAY_PAGE, block=BLOCK_MS)
+        for _, entries in reply or []:
+            for event_id, fields in entries:
+                await websocket.send_text(json.dumps(decode_event(meeting_id, _text(event_id), _decoded(fields))))
+                cursor = _text(event_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in fields.items()}
+
+
+@router.websocket("/v1/meetings/{meeting_id}/events")
+async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
+    """Events ``{id, meeting_id, type, ts, data}`` of one meeting. ``?since=<id>`` replays what came after
+    that id (omit it to get everything); ``?token=`` or a bearer header authenticates."""
+    ctx: AppContext = websocket.app.state.ctx
+    try:
+        header = websocket.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else websocket.query_params.get("token")
+        check_token(ctx, token)
+        check_meeting_id(meeting_id)
+        cursor = _cursor(websocket.query_params.get("since"))
+        await run_in_threadpool(_meeting_exists, ctx, meeting_id)
+    except AudioflowError as exc:
+        await _refuse(websocket, exc)
+        return
+    await websocket.accept()
+    sender = asyncio.create_task(_send_after(ctx, websocket, meeting_id, ctx.keys.events(meeting_id), cursor))
+    try:
+        while not sender.done():  # the client sends nothing meaningful; receive() notices it leave
+            receiver = asyncio.create_task(websocket.receive())
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done and receiver.result()["type"] == "websocket.disconnect":
+                break
+            if receiver not in done:
+                receiver.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await sender

@@ -1,0 +1,3 @@
+from audioflow.cli.main import main
+
+raise SystemExit(main())

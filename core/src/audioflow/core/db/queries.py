@@ -1,0 +1,202 @@
+"""Queries. They join the caller's transaction (the caller commits) and raise typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audioflow.core.db.models import Chunk, Gap, Meeting, Recording, Segment, WebhookDelivery
+from audioflow.core.timeline import chunk_starts
+from audioflow.core.errors import Conflict, FormatMismatch, NotFound
+from audioflow.core.wav import AudioFormat
+
+Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
+
+
+def meeting_format(meeting: Meeting) -> AudioFormat:
+    return AudioFormat(sample_rate=meeting.sample_rate, channels=meeting.channels, bits=meeting.bits)
+
+
+def get_meeting(session: Session, meeting_id: str) -> Meeting:
+    meeting = session.get(Meeting, meeting_id)
+    if meeting is None:
+        raise NotFound(f"meeting {meeting_id!r} does not exist", code="meeting_not_found")
+    return meeting
+
+
+def create_meeting(session: Session, meeting_id: str, fmt: AudioFormat) -> Meeting:
+    if session.get(Meeting, meeting_id) is not None:
+        raise Conflict(f"meeting {meeting_id!r} already exists", code="meeting_exists")
+    meeting = Meeting(id=meeting_id, sample_rate=fmt.sample_rate, channels=fmt.channels, bits=fmt.bits)
+    session.add(meeting)
+    session.flush()
+    return meeting
+
+
+def check_format(meeting: Meeting, fmt: AudioFormat) -> None:
+    expected = meeting_format(meeting)
+    if fmt != expected:
+        raise FormatMismatch(
+            f"chunk format ({fmt.describe()}) differs from meeting {meeting.id!r} ({expected.describe()})"
+        )
+
+
+AddResult = Literal["created", "duplicate"]
+
+
+def add_chunk(
+    session: Session, meeting_id: str, seq: int, *, sha256: str, size_bytes: int, data_bytes: int, duration_s: float
+) -> AddResult:
+    """Record an accepted chunk; the same bytes again is a duplicate, other bytes a conflict."""
+    existing = session.get(Chunk, (meeting_id, seq))
+    if existing is not None:
+        if existing.sha256 == sha256:
+            return "duplicate"
+        raise Conflict(
+            f"seq {seq} of meeting {meeting_id!r} was already received with different bytes",
+            code="chunk_conflict",
+        )
+    session.add(
+        Chunk(
+            meeting_id=meeting_id, seq=seq, sha256=sha256, size_bytes=size_bytes, data_bytes=data_bytes,
+            duration_s=duration_s,
+        )
+    )
+    session.flush()
+    return "created"
+
+
+def seen_delivery(session: Session, webhook_id: str) -> WebhookDelivery | None:
+    return session.get(WebhookDelivery, webhook_id)
+
+
+def record_delivery(session: Session, webhook_id: str, meeting_id: str, seq: int, sha256: str) -> None:
+    session.add(WebhookDelivery(id=webhook_id, meeting_id=meeting_id, seq=seq, sha256=sha256))
+
+
+def get_chunk(session: Session, meeting_id: str, seq: int) -> Chunk | None:
+    return session.get(Chunk, (meeting_id, seq))
+
+
+def get_segment(session: Session, meeting_id: str, seq: int) -> Segment | None:
+    return session.get(Segment, (meeting_id, seq))
+
+
+def get_recording(session: Session, meeting_id: str) -> Recording | None:
+    return session.get(Recording, meeting_id)
+
+
+def chunk_count(session: Session, meeting_id: str) -> int:
+    return session.scalar(select(func.count()).where(Chunk.meeting_id == meeting_id)) or 0
+
+
+def chunks(session: Session, meeting_id: str) -> Sequence[Chunk]:
+    return session.scalars(select(Chunk).where(Chunk.meeting_id == meeting_id).order_by(Chunk.seq)).all()
+
+
+def segments(session: Session, meeting_id: str) -> Sequence[Segment]:
+    return session.scalars(select(Segment).where(Segment.meeting_id == meeting_id).order_by(Segment.seq)).all()
+
+
+def gaps(session: Session, meeting_id: str) -> Sequence[Gap]:
+    return session.scalars(select(Gap).where(Gap.meeting_id == meeting_id).order_by(Gap.seq)).all()
+
+
+def meeting_timeline(session: Session, meeting: Meeting) -> dict[int, float]:
+    """Start (s) of every received or bridged seq of the meeting; see :func:`chunk_starts`."""
+    return chunk_starts(
+        ((c.seq, c.duration_s) for c in chunks(session, meeting.id)),
+        ((g.seq, g.frames / meeting.sample_rate) for g in gaps(session, meeting.id)),
+    )
+
+
+@dataclass(frozen=True)
+class MeetingStatus:
+    id: str
+    phase: Phase
+    format: AudioFormat
+    chunks_received: int
+    chunks_transcribed: int
+    chunks_failed: int
+    chunks_concatenated: int
+    concatenated_through: int
+    highest_seq: int
+    gaps: tuple[int, ...]
+    recording_duration_s: float
+    recording_bytes: int
+    failed_reason: str | None
+    created_at: datetime
+    ended_at: datetime | None
+    updated_at: datetime | None
+
+
+def derive_phase(
+    *, ended: bool, received: int, settled: int, concatenated_through: int, highest_seq: int, failed: bool
+) -> Phase:
+    """Phase from rows: nothing is stored twice. ``settled`` counts chunks transcribed or failed."""
+    if failed:
+        return "failed"
+    if not ended:
+        return "live" if received else "pending"
+    if settled >= received and concatenated_through >= highest_seq:
+        return "completed"
+    return "finalizing"
+
+
+def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
+    meeting = get_meeting(session, meeting_id)
+    received, highest, last_received = session.execute(
+        select(func.count(), func.coalesce(func.max(Chunk.seq), -1), func.max(Chunk.received_at)).where(
+            Chunk.meeting_id == meeting_id
+        )
+    ).one()
+    transcribed, failed = session.execute(
+        select(
+            func.count(Segment.seq).filter(Segment.error.is_(None)),
+            func.count(Segment.seq).filter(Segment.error.is_not(None)),
+        ).where(Segment.meeting_id == meeting_id)
+    ).one()
+    recording = get_recording(session, meeting_id)
+    through = recording.concatenated_through if recording else -1
+    gap_seqs = tuple(gap.seq for gap in gaps(session, meeting_id))
+    in_recording = session.scalar(
+        select(func.count()).where(Chunk.meeting_id == meeting_id, Chunk.seq <= through, Chunk.seq.not_in(gap_seqs))
+    )
+    updated = max(
+        (t for t in (meeting.created_at, last_received, recording.updated_at if recording else None) if t),
+        default=None,
+    )
+    return MeetingStatus(
+        id=meeting.id,
+        phase=derive_phase(
+            ended=meeting.ended_at is not None,
+            received=received,
+            settled=transcribed + failed,
+            concatenated_through=through,
+            highest_seq=highest,
+            failed=bool(recording and recording.failed_reason),
+        ),
+        format=meeting_format(meeting),
+        chunks_received=received,
+        chunks_transcribed=transcribed,
+        chunks_failed=failed,
+        chunks_concatenated=in_recording or 0,
+        concatenated_through=through,
+        highest_seq=highest,
+        gaps=gap_seqs,
+        recording_duration_s=recording.duration_s if recording else 0.0,
+        recording_bytes=recording.data_bytes if recording else 0,
+        failed_reason=recording.failed_reason if recording else None,
+        created_at=meeting.created_at,
+        ended_at=meeting.ended_at,
+        updated_at=updated,
+    )
+
+
+def meeting_ids(session: Session, *, limit: int, offset: int) -> Sequence[str]:
+    return session.scalars(select(Meeting.id).order_by(Meeting.created_at.desc(), Meeting.id).limit(limit).offset(offset)).all()

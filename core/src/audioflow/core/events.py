@@ -1,0 +1,59 @@
+"""Per-meeting events on a Redis stream ``<prefix>events:<meeting>``.
+
+The stream id is the event id and the replay cursor (``since``). Every event names its meeting; a
+reader only ever opens its own meeting's stream, so nothing leaks across meetings. Producers are the
+gateway (async client) and the workers (sync client); both build fields with :func:`event_fields`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import redis
+import redis.asyncio as aioredis
+
+from audioflow.core.keys import Keys
+
+EventType = Literal[
+    "chunk.received", "chunk.transcribed", "recording.extended", "chunk.failed", "meeting.phase", "log"
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+
+def event_fields(type_: EventType, data: Mapping[str, Any], ts: float | None = None) -> dict[str, str]:
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    return {"type": type_, "ts": f"{time.time() if ts is None else ts:.6f}", "data": json.dumps(dict(data))}
+
+
+def decode_event(meeting_id: str, event_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The public event shape ``{id, meeting_id, type, ts, data}``."""
+    return {
+        "id": event_id,
+        "meeting_id": meeting_id,
+        "type": fields["type"],
+        "ts": float(fields["ts"]),
+        "data": json.loads(fields["data"]),
+    }
+
+
+def publish(
+    client: redis.Redis, keys: Keys, meeting_id: str, type_: EventType, data: Mapping[str, Any], *, maxlen: int
+) -> str:
+    """Append an event (sync). The stream is capped approximately at ``maxlen``: events are a log for
+    readers, not work, so old ones may go."""
+    event_id = client.xadd(keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+async def apublish(
+    client: aioredis.Redis, keys: Keys, meeting_id: str, type_: EventType, data: Mapping[str, Any], *, maxlen: int
+) -> str:
+    """Append an event (async); see :func:`publish`."""
+    event_id = await client.xadd(
+        keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True  # type: ignore[arg-type]
+    )
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

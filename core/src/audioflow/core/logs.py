@@ -1,0 +1,92 @@
+"""Logging: readable lines locally, one JSON object per line in a cluster. Every line carries the
+component and, where it has them, ``meeting_id`` and ``seq`` (pass them in ``extra``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+CONTEXT_FIELDS = ("meeting_id", "seq")
+
+
+class _ComponentFilter(logging.Filter):
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.component = self.component
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "component": getattr(record, "component", record.name),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            if (value := getattr(record, name, None)) is not None:
+                payload[name] = value
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        context = " ".join(
+            f"{name}={value}" for name in CONTEXT_FIELDS if (value := getattr(record, name, None)) is not None
+        )
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname:<7} {getattr(record, 'component', record.name)}: {record.getMessage()}"
+        if context:
+            line += f" [{context}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(component: str, *, fmt: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ComponentFilter(component))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class MeetingLogForwarder(logging.Handler):
+    """Forwards records that name a meeting to that meeting's event stream as ``log`` events, so the
+    page shows them. ``publish(meeting_id, data)`` must not log (it would recurse)."""
+
+    def __init__(self, component: str, publish: Callable[[str, dict[str, Any]], object], level: int = logging.INFO):
+        super().__init__(level)
+        self.component = component
+        self.publish = publish
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meeting_id = getattr(record, "meeting_id", None)
+        if not meeting_id:
+            return
+        try:
+            self.publish(
+                meeting_id,
+                {
+                    "level": record.levelname.lower(),
+                    "component": self.component,
+                    "message": record.getMessage(),
+                    "seq": getattr(record, "seq", None),
+                },
+            )
+        except Exception:  # a log line must never break the work it describes
+            self.handleError(record)

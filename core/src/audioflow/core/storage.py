@@ -1,0 +1,63 @@
+"""Where chunk files and recordings live, addressed only by (meeting_id, seq), never by a client path.
+
+``LocalStorage`` keeps them under ``AUDIOFLOW_DATA_DIR`` (one shared volume in a cluster). The
+:class:`ChunkStore` protocol is the seam for an object store later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from audioflow.core.ids import check_meeting_id, check_seq
+
+
+class ChunkStore(Protocol):
+    def put_chunk(self, meeting_id: str, seq: int, data: bytes) -> None: ...
+    def get_chunk(self, meeting_id: str, seq: int) -> bytes: ...
+    def has_chunk(self, meeting_id: str, seq: int) -> bool: ...
+    def recording_path(self, meeting_id: str) -> Path: ...
+    def delete_meeting(self, meeting_id: str) -> None: ...
+
+
+class LocalStorage:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root.resolve()
+        self.fsync = fsync
+
+    def meeting_dir(self, meeting_id: str) -> Path:
+        return self.root / "meetings" / check_meeting_id(meeting_id)
+
+    def chunk_path(self, meeting_id: str, seq: int) -> Path:
+        return self.meeting_dir(meeting_id) / "chunks" / f"{check_seq(seq):08d}.wav"
+
+    def recording_path(self, meeting_id: str) -> Path:
+        return self.meeting_dir(meeting_id) / "recording.wav"
+
+    def put_chunk(self, meeting_id: str, seq: int, data: bytes) -> None:
+        """Write atomically (temp file + rename) so a reader never sees half a chunk."""
+        path = self.chunk_path(meeting_id, seq)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_chunk(self, meeting_id: str, seq: int) -> bytes:
+        return self.chunk_path(meeting_id, seq).read_bytes()
+
+    def has_chunk(self, meeting_id: str, seq: int) -> bool:
+        return self.chunk_path(meeting_id, seq).is_file()
+
+    def delete_meeting(self, meeting_id: str) -> None:
+        shutil.rmtree(self.meeting_dir(meeting_id), ignore_errors=True)

@@ -1,0 +1,574 @@
+"""Redis Streams work queues: at-least-once delivery through consumer groups.
+
+A producer ``enqueue``s; a worker runs one ``StreamConsumer`` per stream. The consumer reads with a
+BLOCKing ``XREADGROUP``, calls a handler that knows nothing about Redis, and ``XACK``s only after the
+handler returned ``Outcome.ACK`` (the handler commits its database work before it returns). Entries
+that stay pending longer than the lease (a crashed peer, or a ``RETRY``) are taken over with
+``XAUTOCLAIM`` and handled through the same path; after ``max_deliveries`` an entry moves to the
+stream's dead-letter stream. Handlers must be idempotent: an entry can be handled more than once.
+
+``trim_acknowledged`` trims only what every group has finished (Redis 7 trims ignore consumer
+groups), and ``backlog`` counts a group's remaining work without trusting ``XINFO GROUPS`` ``lag``
+blindly (Redis reports it as nil after deletions).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+
+from audioflow.core.metrics import STREAM_ENTRIES, STREAM_HANDLE_SECONDS, STREAM_RECLAIMED, WORKER_BUSY
+
+__all__ = [
+    "Entry",
+    "Handler",
+    "Outcome",
+    "StreamConsumer",
+    "backlog",
+    "consumer_name",
+    "dead_letter_stream",
+    "enqueue",
+    "ensure_group",
+    "install_signal_handlers",
+    "trim_acknowledged",
+]
+
+log = logging.getLogger(__name__)
+
+#: Errors after which the consumer backs off and reconnects instead of crashing.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
+_MAX_SEQ = 2**64 - 1
+_RANGE_PAGE = 1000
+#: XAUTOCLAIM calls (COUNT 1 each, following the cursor) per reclaim(): claim just before handling,
+#: so that a claimed entry never waits behind others long enough to look idle again.
+_CLAIMS_PER_RECLAIM = 10
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"  # done (the handler has committed its database work): XACK
+    RETRY = "retry"  # transient problem: leave pending; redelivered via XAUTOCLAIM after the lease
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    fields: dict[str, str]
+    deliveries: int  # times delivered, this delivery included (XPENDING "times_delivered")
+
+
+Handler = Callable[[Entry], Outcome]
+
+
+def consumer_name(component: str) -> str:
+    """A consumer name unique per process: ``{component}-{hostname}-{pid}``."""
+    return f"{component}-{socket.gethostname()}-{os.getpid()}"
+
+
+def dead_letter_stream(stream: str) -> str:
+    return f"{stream}:dead"
+
+
+def enqueue(client: redis.Redis, stream: str, fields: Mapping[str, str | int]) -> str:
+    """XADD ``fields`` (values as strings) and return the new entry's id. No MAXLEN: trimming is
+    ``trim_acknowledged``'s job, which never drops unfinished work."""
+    return _str(client.xadd(stream, {key: str(value) for key, value in fields.items()}))
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create ``group`` at id 0 (it reads the whole stream), creating the stream if needed.
+    An existing group is left as it is; any other error propagates."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if not str(exc).startswith("BUSYGROUP"):
+            raise
+
+
+def trim_acknowledged(client: redis.Redis, stream: str) -> int:
+    """Remove the entries every group has finished; return how many were removed.
+
+    The floor is, over all groups, the lowest of the group's oldest pending id and the id right
+    after its last-delivered-id; ``XTRIM MINID`` (exact) removes only entries below it, so no
+    pending or undelivered entry is ever dropped. A stream without groups is left alone.
+    (Trimming only delivered entries also keeps Redis 7.0's ``lag`` correct; trimming undelivered
+    ones makes 7.0 over-count it, redis/redis#13957.)
+    """
+    groups = _groups(client, stream)
+    if not groups:
+        return 0
+    floor: str | None = None
+    for info in groups:
+        bound = _next_id(_str(info["last-delivered-id"]))
+        oldest = client.xpending(stream, _str(info["name"])).get("min")
+        if oldest is not None:
+            bound = min(bound, _str(oldest), key=_id_key)
+        floor = bound if floor is None else min(floor, bound, key=_id_key)
+    assert floor is not None
+    return int(client.xtrim(stream, minid=floor, approximate=False))
+
+
+def backlog(client: redis.Redis, stream: str, group: str) -> int:
+    """Entries ``group`` still has to finish: undelivered plus pending (delivered, not acked).
+
+    Undelivered comes from ``XINFO GROUPS`` ``lag`` when Redis reports it as an integer and it can
+    be trusted. When the stream's first entry lies past the group's last-delivered-id, every entry
+    left is undelivered and ``XLEN`` is exact (Redis 7.0 over-counts ``lag`` after such a trim).
+    When ``lag`` is nil (after deletions, or a group created at an arbitrary id) or exceeds ``XLEN``,
+    the entries after last-delivered-id are counted with ``XRANGE``, a page at a time (O(backlog)).
+    A missing stream has a backlog of 0. A missing group counts every entry in the stream, because
+    ``ensure_group`` creates groups at id 0 and the group will have to read them all.
+    """
+    groups = _groups(client, stream)
+    if groups is None:
+        return 0
+    info = next((g for g in groups if _str(g["name"]) == group), None)
+    if info is None:
+        return int(client.xlen(stream))
+    pending = int(info["pending"])
+    last_delivered = _str(info["last-delivered-id"])
+    lag = info.get("lag")
+    if isinstance(lag, int) and lag >= 0:
+        length = int(client.xlen(stream))
+        head = client.xrange(stream, "-", "+", count=1)
+        if head and _id_key(_str(head[0][0])) > _id_key(last_delivered):
+            # Everything left is undelivered. (Trimming undelivered entries also makes Redis 7.0
+            # over-count lag here, redis/redis#13957.)
+            return length + pending
+        if lag <= length:
+            return lag + pending
+    return _count_after(client, stream, last_delivered) + pending
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the consumer finishes its entry and returns); a second
+    signal raises SystemExit at once. Call from the main thread."""
+    received = 0
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        name = signal.Signals(signum).name
+        if received > 1:
+            log.warning("%s again: exiting now", name)
+            raise SystemExit(128 + signum)
+        log.info("%s: finishing the entry in hand, then stopping (send it again to exit now)", name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+class StreamConsumer:
+    """One consumer of one group on one stream; see the module docstring for the delivery rules.
+
+    ``run(stop)`` is the process loop. ``step()`` and ``reclaim()`` are its parts, public for tests.
+    Not thread-safe: one consumer per thread (``stop`` may be set from any thread).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        handler: Handler,
+        *,
+        consumer: str,
+        lease_ms: int = 60_000,
+        max_deliveries: int = 5,
+        block_ms: int = 2_000,
+        claim_interval_s: float = 5.0,
+        trim_interval_s: float = 30.0,
+        on_dead_letter: Callable[[Entry, str], None] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if lease_ms <= 0:
+            raise ValueError("lease_ms must be positive")
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        if block_ms <= 0:
+            raise ValueError("block_ms must be positive (0 would block forever)")
+        socket_timeout = getattr(client.connection_pool, "connection_kwargs", {}).get("socket_timeout")
+        if socket_timeout is not None and block_ms / 1000 >= float(socket_timeout):
+            raise ValueError(
+                f"block_ms={block_ms} must be shorter than the client's socket_timeout={socket_timeout} s"
+            )
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.lease_ms = lease_ms
+        self.max_deliveries = max_deliveries
+        self.block_ms = block_ms
+        self.claim_interval_s = claim_interval_s
+        self.trim_interval_s = trim_interval_s
+        self.on_dead_letter = on_dead_letter
+        self.log = logger or log
+        #: Entries found deleted while pending (XAUTOCLAIM's third reply element, or an empty
+        #: history read); they are dropped from the PEL and never reach the handler.
+        self.deleted_while_pending = 0
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0  # the first step reclaims at once: a dead peer's work is not left waiting
+        self._next_trim = time.monotonic() + trim_interval_s
+        self._unacked: list[str] = []  # handled and committed, XACK lost to a connection error
+        self._stop: threading.Event | None = None
+        self._busy = WORKER_BUSY.labels(component=group)
+        self._seconds = STREAM_HANDLE_SECONDS.labels(stream=stream, group=group)
+        self._reclaimed = STREAM_RECLAIMED.labels(stream=stream, group=group)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Create the group, re-handle this consumer's own pending entries, then ``step()`` until
+        ``stop`` is set; the entry in hand is finished and acked before returning. Redis outages
+        are logged and waited out with exponential backoff; they never end the loop."""
+        self._stop = stop
+        backoff = _Backoff()
+        need_group = True
+        replayed = False
+        self.log.info("consuming %s as %s/%s", self.stream, self.group, self.consumer)
+        while not stop.is_set():
+            try:
+                if need_group:
+                    ensure_group(self.client, self.stream, self.group)
+                    need_group = False
+                if not replayed:
+                    self._replay_own_pending()
+                    replayed = True
+                    continue
+                self.step()
+                backoff.reset()
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next()
+                self.log.warning(
+                    "redis unreachable while consuming %s (%s: %s); retrying in %.2f s",
+                    self.stream,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                stop.wait(delay)
+                self._reconnect()
+                need_group = True  # a Redis restarted without persistence has lost stream and group
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                delay = backoff.next()
+                self.log.warning("group %s on %s vanished; recreating it", self.group, self.stream)
+                stop.wait(delay)
+                need_group = True
+        self._finish()
+        self.log.info("stopped consuming %s as %s/%s", self.stream, self.group, self.consumer)
+
+    def step(self) -> int:
+        """One cycle: reclaim and/or trim when their interval has elapsed; when reclaiming handled
+        nothing, one ``XREADGROUP >`` (COUNT 1, BLOCK block_ms). Returns the entries handled."""
+        self._flush_acks()
+        now = time.monotonic()
+        handled = 0
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_interval_s
+            handled += self.reclaim()
+        if now >= self._next_trim:
+            self._next_trim = now + self.trim_interval_s
+            removed = trim_acknowledged(self.client, self.stream)
+            if removed:
+                self.log.debug("trimmed %d finished entries from %s", removed, self.stream)
+        if handled or self._stopping():
+            return handled
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=1, block=self.block_ms
+        )
+        for entry_id, fields in _stream_entries(reply):
+            self._handle(Entry(entry_id, fields, 1))
+            handled += 1
+        return handled
+
+    def reclaim(self) -> int:
+        """Take over entries pending longer than the lease (XAUTOCLAIM, following its cursor across
+        calls) and handle them; an entry delivered more than max_deliveries times is dead-lettered
+        instead. Entries deleted while pending are counted and logged. Returns entries handled."""
+        handled = 0
+        for _ in range(_CLAIMS_PER_RECLAIM):
+            reply = self.client.xautoclaim(
+                self.stream, self.group, self.consumer, self.lease_ms, start_id=self._claim_cursor, count=1
+            )
+            self._claim_cursor = _str(reply[0])  # "0-0" when the scan is complete: start over next time
+            deleted = [_str(i) for i in reply[2]] if len(reply) > 2 else []
+            for raw_id, raw_fields in reply[1]:
+                entry_id = _str(raw_id)
+                if raw_fields is None:  # Redis 6.2 returns deleted entries as nil and keeps them
+                    self.client.xack(self.stream, self.group, entry_id)
+                    deleted.append(entry_id)
+                    continue
+                self._reclaimed.inc()
+                deliveries = self._deliveries(entry_id)
+                if deliveries is None:  # acknowledged meanwhile
+                    continue
+                self._process(Entry(entry_id, _fields(raw_fields), deliveries))
+                handled += 1
+            if deleted:
+                self._note_deleted(deleted)
+            if self._claim_cursor == "0-0" or self._stopping():
+                break
+        return handled
+
+    # -- one entry --------------------------------------------------------------------------------
+
+    def _process(self, entry: Entry) -> None:
+        """Replayed or reclaimed entries: dead-letter when over the delivery ceiling, else handle."""
+        if entry.deliveries > self.max_deliveries:
+            self._dead_letter(
+                entry, f"delivered {entry.deliveries} times, more than max_deliveries={self.max_deliveries}"
+            )
+        else:
+            self._handle(entry)
+
+    def _handle(self, entry: Entry) -> None:
+        """Call the handler once and act on what it answered (the one path for every delivery)."""
+        context = _log_context(entry)
+        outcome: Outcome | None = None
+        error: Exception | None = None
+        self._busy.set(1)
+        started = time.perf_counter()
+        try:
+            outcome = self.handler(entry)
+            if not isinstance(outcome, Outcome):
+                raise TypeError(f"handler returned {outcome!r}, not an Outcome")
+        except Exception as exc:
+            error = exc
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+            self._busy.set(0)
+
+        if error is not None or outcome is None:
+            self._count("error")
+            self.log.warning(
+                "handler failed on %s entry %s %s (delivery %d of %d): %s: %s",
+                self.stream,
+                entry.id,
+                entry.fields,
+                entry.deliveries,
+                self.max_deliveries,
+                type(error).__name__,
+                error,
+                extra=context,
+            )
+            self.log.debug("traceback for %s entry %s", self.stream, entry.id, exc_info=error, extra=context)
+            if entry.deliveries >= self.max_deliveries:
+                self._dead_letter(entry, f"{type(error).__name__}: {error}"[:1000])
+        elif outcome is Outcome.ACK:
+            self._ack(entry.id)
+            self._count("ack")
+        else:
+            self._count("retry")
+            self.log.info(
+                "%s entry %s left pending for a retry (delivery %d of %d)",
+                self.stream,
+                entry.id,
+                entry.deliveries,
+                self.max_deliveries,
+                extra=context,
+            )
+
+    def _ack(self, entry_id: str) -> None:
+        try:
+            self.client.xack(self.stream, self.group, entry_id)
+        except CONNECTION_ERRORS:
+            self._unacked.append(entry_id)  # the work is committed: ack it when Redis is back
+            raise
+
+    def _flush_acks(self) -> None:
+        if self._unacked:
+            self.client.xack(self.stream, self.group, *self._unacked)
+            self._unacked.clear()
+
+    def _dead_letter(self, entry: Entry, reason: str) -> None:
+        fields: dict[FieldT, EncodableT] = {key: value for key, value in entry.fields.items()}
+        fields.update(reason=reason, original_id=entry.id, deliveries=entry.deliveries, group=self.group)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(dead_letter_stream(self.stream), fields)
+        pipe.xack(self.stream, self.group, entry.id)
+        pipe.execute()
+        self._count("dead_letter")
+        self.log.warning(
+            "%s entry %s moved to %s after %d deliveries: %s",
+            self.stream,
+            entry.id,
+            dead_letter_stream(self.stream),
+            entry.deliveries,
+            reason,
+            extra=_log_context(entry),
+        )
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(entry, reason)
+            except Exception as exc:
+                self.log.warning("on_dead_letter failed for %s: %s: %s", entry.id, type(exc).__name__, exc)
+                self.log.debug("on_dead_letter traceback", exc_info=True)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _replay_own_pending(self) -> int:
+        """Re-handle what this consumer name held when it last stopped (XREADGROUP from id 0)."""
+        handled = 0
+        last = "0"
+        while not self._stopping():
+            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: last}, count=1)
+            entries = _stream_entries(reply)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                last = entry_id
+                if not fields:  # deleted while pending: a history read returns it without fields
+                    self.client.xack(self.stream, self.group, entry_id)
+                    self._note_deleted([entry_id])
+                    continue
+                deliveries = self._deliveries(entry_id)
+                if deliveries is None:
+                    continue
+                self._process(Entry(entry_id, fields, deliveries))
+                handled += 1
+        if handled:
+            self.log.info("re-handled %d entries %s held before a restart", handled, self.consumer)
+        return handled
+
+    def _deliveries(self, entry_id: str) -> int | None:
+        rows = self.client.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        return int(rows[0]["times_delivered"]) if rows else None
+
+    def _note_deleted(self, ids: list[str]) -> None:
+        self.deleted_while_pending += len(ids)
+        self.log.warning(
+            "%d %s entries were deleted while pending and left the PEL: %s",
+            len(ids),
+            self.stream,
+            ", ".join(ids),
+        )
+
+    def _count(self, outcome: str) -> None:
+        STREAM_ENTRIES.labels(stream=self.stream, group=self.group, outcome=outcome).inc()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _reconnect(self) -> None:
+        """Drop idle pooled connections (redis-py already dropped the one that failed); the next
+        command connects afresh. Connections other threads are using are left alone."""
+        try:
+            self.client.connection_pool.disconnect(inuse_connections=False)
+        except Exception as exc:  # best effort
+            self.log.debug("disconnecting the pool failed: %s", exc)
+
+    def _finish(self) -> None:
+        """On stop: acknowledge work whose XACK was lost to an outage (bounded attempts)."""
+        backoff = _Backoff()
+        for _ in range(3):
+            try:
+                self._flush_acks()
+                return
+            except CONNECTION_ERRORS:
+                time.sleep(backoff.next())
+        self.log.warning(
+            "could not acknowledge %d finished entries (%s); they will be redelivered",
+            len(self._unacked),
+            ", ".join(self._unacked),
+        )
+
+
+class _Backoff:
+    """Exponential backoff from 0.1 s doubling to 5 s, with jitter (half fixed, half random)."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.attempts = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2.0**self.attempts)
+        self.attempts += 1
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: object) -> dict[str, str]:
+    if isinstance(raw, Mapping):
+        return {_str(k): _str(v) for k, v in raw.items()}
+    if isinstance(raw, list | tuple):  # a flat [k1, v1, k2, v2, ...] reply
+        return {_str(raw[i]): _str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+    return {}
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """``(id, fields)`` pairs of an XREADGROUP reply for one stream (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    batches: Iterable[Any] = reply.values() if isinstance(reply, Mapping) else (item[1] for item in reply)
+    return [(_str(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms + 1}-0" if seq >= _MAX_SEQ else f"{ms}-{seq + 1}"
+
+
+def _groups(client: redis.Redis, stream: str) -> list[dict[str, Any]] | None:
+    """XINFO GROUPS, or None when the stream does not exist."""
+    try:
+        return client.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc):
+            return None
+        raise
+
+
+def _count_after(client: redis.Redis, stream: str, last_id: str) -> int:
+    """Entries with an id above ``last_id``, counted page by page."""
+    count = 0
+    start = f"({last_id}"
+    while True:
+        page = client.xrange(stream, start, "+", count=_RANGE_PAGE)
+        if not page:
+            return count
+        count += len(page)
+        if len(page) < _RANGE_PAGE:
+            return count
+        start = f"({_str(page[-1][0])}"
+
+
+def _log_context(entry: Entry) -> dict[str, object]:
+    context: dict[str, object] = {}
+    if "meeting_id" in entry.fields:
+        context["meeting_id"] = entry.fields["meeting_id"]
+    if "seq" in entry.fields:
+        seq = entry.fields["seq"]
+        context["seq"] = int(seq) if seq.isdigit() else seq
+    return context

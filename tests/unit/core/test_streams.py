@@ -1,0 +1,488 @@
+"""audioflow.core.streams against a real Redis: delivery, reclaim, dead letters, trimming, backlog,
+shutdown and outages."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+from redis.exceptions import ResponseError
+
+from audioflow.core.streams import (
+    Entry,
+    Outcome,
+    StreamConsumer,
+    backlog,
+    consumer_name,
+    dead_letter_stream,
+    enqueue,
+    ensure_group,
+    install_signal_handlers,
+    trim_acknowledged,
+)
+from tests import services
+
+GROUP = "workers"
+
+
+class Recorder:
+    """A handler that records what it saw and answers with a fixed outcome (or raises)."""
+
+    def __init__(self, outcome: Outcome = Outcome.ACK, *, error: Exception | None = None) -> None:
+        self.outcome = outcome
+        self.error = error
+        self.entries: list[Entry] = []
+
+    def __call__(self, entry: Entry) -> Outcome:
+        self.entries.append(entry)
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def running(consumer: StreamConsumer) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(15)
+        assert not thread.is_alive(), "run() did not return after stop"
+
+
+def make(client: redis.Redis, stream: str, handler: Callable[[Entry], Outcome], name: str, **kw: object) -> StreamConsumer:
+    options: dict[str, object] = {"block_ms": 100, "lease_ms": 60_000}
+    options.update(kw)
+    return StreamConsumer(client, stream, GROUP, handler, consumer=name, **options)  # type: ignore[arg-type]
+
+
+def pending_ids(client: redis.Redis, stream: str, group: str = GROUP) -> list[str]:
+    return [row["message_id"] for row in client.xpending_range(stream, group, "-", "+", 100)]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# -- small pieces ---------------------------------------------------------------------------------
+
+
+def test_consumer_name_is_unique_per_process() -> None:
+    import os
+    import socket
+
+    assert consumer_name("concat") == f"concat-{socket.gethostname()}-{os.getpid()}"
+    assert dead_letter_stream("af:concat") == "af:concat:dead"
+
+
+def test_ensure_group_is_idempotent_and_other_errors_propagate(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)  # creates the stream too (MKSTREAM)
+    enqueue(redis_client, stream, {"n": 1})
+    ensure_group(redis_client, stream, GROUP)  # BUSYGROUP: ignored, position unchanged
+    groups = redis_client.xinfo_groups(stream)
+    assert [(g["name"], g["last-delivered-id"]) for g in groups] == [(GROUP, "0-0")]
+
+    wrong = redis_prefix + "plain"
+    redis_client.set(wrong, "x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        ensure_group(redis_client, wrong, GROUP)
+
+
+def test_enqueue_step_handles_once_and_acks(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"meeting_id": "m1", "seq": 3})
+    handler = Recorder()
+    consumer = make(redis_client, stream, handler, "a")
+
+    assert consumer.step() == 1
+    assert handler.entries == [Entry(entry_id, {"meeting_id": "m1", "seq": "3"}, 1)]
+    assert pending_ids(redis_client, stream) == []
+    assert consumer.step() == 0  # nothing new: the BLOCK read times out
+    assert len(handler.entries) == 1
+    assert metric("audioflow_stream_entries_total", stream=stream, group=GROUP, outcome="ack") == 1
+
+
+def test_retry_stays_pending_and_is_reclaimed_after_the_lease(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"k": "v"})
+    first = Recorder(Outcome.RETRY)
+    a = make(redis_client, stream, first, "a", lease_ms=150)
+    assert a.step() == 1
+    assert pending_ids(redis_client, stream) == [entry_id]
+
+    second = Recorder()
+    b = make(redis_client, stream, second, "b", lease_ms=150)
+    assert b.reclaim() == 0  # still inside the lease
+    time.sleep(0.2)
+    assert b.reclaim() == 1
+    assert [(e.id, e.deliveries) for e in first.entries + second.entries] == [(entry_id, 1), (entry_id, 2)]
+    assert pending_ids(redis_client, stream) == []
+    assert metric("audioflow_stream_entries_total", stream=stream, group=GROUP, outcome="retry") == 1
+    assert metric("audioflow_stream_reclaimed_total", stream=stream, group=GROUP) == 1
+
+
+def test_dead_consumer_seam(redis_client: redis.Redis, redis_prefix: str) -> None:
+    """Consumer A reads an entry and dies before acking; B reclaims it once it is idle past the lease,
+    never while A could still be working on it."""
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"meeting_id": "m", "seq": 0})
+    # A "dies": it read the entry (now in its PEL) and never acks.
+    redis_client.xreadgroup(GROUP, "a", {stream: ">"}, count=1)
+
+    handler = Recorder()
+    b = make(redis_client, stream, handler, "b", lease_ms=250)
+    assert b.reclaim() == 0
+    assert handler.entries == []
+    assert redis_client.xpending_range(stream, GROUP, "-", "+", 10)[0]["consumer"] == "a"
+
+    time.sleep(0.3)
+    assert b.reclaim() == 1
+    assert [(e.id, e.deliveries) for e in handler.entries] == [(entry_id, 2)]
+    assert pending_ids(redis_client, stream) == []
+
+
+def test_reclaim_follows_the_cursor(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    ids = [enqueue(redis_client, stream, {"n": n}) for n in range(25)]
+    redis_client.xreadgroup(GROUP, "dead", {stream: ">"}, count=25)
+    time.sleep(0.12)
+    handler = Recorder()
+    b = make(redis_client, stream, handler, "b", lease_ms=100)
+    assert b.reclaim() == 10  # a bounded batch per call ...
+    assert b.reclaim() == 10  # ... continuing where the last one stopped
+    assert b.reclaim() == 5
+    assert [e.id for e in handler.entries] == ids
+    assert pending_ids(redis_client, stream) == []
+
+
+def test_failing_handler_is_dead_lettered_after_max_deliveries(
+    redis_client: redis.Redis, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"meeting_id": "m7", "seq": 4})
+    handler = Recorder(error=RuntimeError("decoder exploded"))
+    dead: list[tuple[Entry, str]] = []
+    consumer = make(
+        redis_client, stream, handler, "a", lease_ms=100, max_deliveries=3,
+        on_dead_letter=lambda entry, reason: dead.append((entry, reason)),
+    )
+    caplog.set_level(logging.INFO, logger="audioflow.core.streams")
+
+    assert consumer.step() == 1
+    for _ in range(2):
+        time.sleep(0.12)
+        assert consumer.reclaim() == 1
+    assert [e.deliveries for e in handler.entries] == [1, 2, 3]
+
+    assert pending_ids(redis_client, stream) == []
+    [(dl_id, fields)] = redis_client.xrange(dead_letter_stream(stream))
+    assert fields == {
+        "meeting_id": "m7",
+        "seq": "4",
+        "reason": "RuntimeError: decoder exploded",
+        "original_id": entry_id,
+        "deliveries": "3",
+        "group": GROUP,
+    }
+    assert [(e.id, reason) for e, reason in dead] == [(entry_id, "RuntimeError: decoder exploded")]
+    failures = [r for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(failures) == 3 and entry_id in failures[0].getMessage()
+    assert getattr(failures[0], "meeting_id", None) == "m7" and getattr(failures[0], "seq", None) == 4
+    assert all(r.exc_info is None for r in failures)  # one line each; the traceback only at debug
+    assert metric("audioflow_stream_entries_total", stream=stream, group=GROUP, outcome="error") == 3
+    assert metric("audioflow_stream_entries_total", stream=stream, group=GROUP, outcome="dead_letter") == 1
+
+    time.sleep(0.12)
+    assert consumer.reclaim() == 0  # nothing left to redeliver
+
+
+def test_retrying_forever_ends_in_the_dead_letter_stream(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"k": "v"})
+    handler = Recorder(Outcome.RETRY)
+    consumer = make(redis_client, stream, handler, "a", lease_ms=50, max_deliveries=2)
+    consumer.step()
+    time.sleep(0.07)
+    consumer.reclaim()
+    time.sleep(0.07)
+    assert consumer.reclaim() == 1  # third delivery: over the ceiling, the handler is not called
+    assert len(handler.entries) == 2
+    [(_, fields)] = redis_client.xrange(dead_letter_stream(stream))
+    assert fields["original_id"] == entry_id and fields["deliveries"] == "3"
+    assert "max_deliveries=2" in fields["reason"]
+    assert pending_ids(redis_client, stream) == []
+
+
+def test_entry_deleted_while_pending_leaves_the_pel(
+    redis_client: redis.Redis, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    gone = enqueue(redis_client, stream, {"n": 1})
+    kept = enqueue(redis_client, stream, {"n": 2})
+    redis_client.xreadgroup(GROUP, "dead", {stream: ">"}, count=2)
+    redis_client.xdel(stream, gone)
+    time.sleep(0.12)
+    handler = Recorder()
+    consumer = make(redis_client, stream, handler, "b", lease_ms=100)
+    caplog.set_level(logging.WARNING, logger="audioflow.core.streams")
+
+    assert consumer.reclaim() == 1
+    assert [e.id for e in handler.entries] == [kept]
+    assert consumer.deleted_while_pending == 1
+    assert any(gone in r.getMessage() and "deleted while pending" in r.getMessage() for r in caplog.records)
+    assert pending_ids(redis_client, stream) == []
+
+
+# -- run(): replay, shutdown, outages -------------------------------------------------------------
+
+
+def test_run_replays_own_pending_entries_first(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    held = enqueue(redis_client, stream, {"n": 1})
+    deleted = enqueue(redis_client, stream, {"n": 2})
+    # The previous process under this name read both and was killed before acking.
+    redis_client.xreadgroup(GROUP, "concat-host-1", {stream: ">"}, count=2)
+    redis_client.xdel(stream, deleted)
+    fresh = enqueue(redis_client, stream, {"n": 3})
+
+    handler = Recorder()
+    consumer = make(redis_client, stream, handler, "concat-host-1")  # lease 60 s: no reclaim involved
+    with running(consumer):
+        wait_until(lambda: len(handler.entries) == 2, what="both entries")
+    assert [(e.id, e.deliveries) for e in handler.entries] == [(held, 2), (fresh, 1)]
+    assert consumer.deleted_while_pending == 1
+    assert pending_ids(redis_client, stream) == []
+
+
+def test_stop_mid_entry_finishes_and_acks_it(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    inside, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def slow(entry: Entry) -> Outcome:
+        seen.append(entry.id)
+        inside.set()
+        release.wait(5)
+        return Outcome.ACK
+
+    consumer = make(redis_client, stream, slow, "a")
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_until(lambda: redis_client.exists(stream), what="the group")  # run() created it
+    entry_id = enqueue(redis_client, stream, {"n": 1})
+    enqueue(redis_client, stream, {"n": 2})
+    assert inside.wait(5)
+    stop.set()
+    time.sleep(0.1)
+    assert thread.is_alive()  # still finishing the entry in hand
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert seen == [entry_id]  # nothing new was read after stop
+    assert pending_ids(redis_client, stream) == []
+    assert backlog(redis_client, stream, GROUP) == 1
+
+
+def test_an_ack_lost_to_an_outage_is_sent_later(
+    redis_client: redis.Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = redis_prefix + "s"
+    real_xack = redis_client.xack
+    failures = [redis.ConnectionError("connection reset")]
+
+    def flaky_xack(*args: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real_xack(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis_client, "xack", flaky_xack)
+    handler = Recorder()
+    consumer = make(redis_client, stream, handler, "a")
+    with running(consumer):
+        wait_until(lambda: redis_client.exists(stream), what="the group")
+        entry_id = enqueue(redis_client, stream, {"n": 1})
+        wait_until(lambda: not failures, what="the failed XACK")
+        wait_until(lambda: pending_ids(redis_client, stream) == [], what="the deferred XACK")
+    assert [e.id for e in handler.entries] == [entry_id]  # acked later, not handled twice
+
+
+def test_run_recreates_a_vanished_group(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    handler = Recorder()
+    consumer = make(redis_client, stream, handler, "a")
+    with running(consumer):
+        wait_until(lambda: redis_client.exists(stream), what="the group")
+        redis_client.delete(stream)  # e.g. someone flushed Redis
+        entry_id = enqueue(redis_client, stream, {"n": 1})
+        wait_until(lambda: len(handler.entries) == 1, what="the entry")
+    assert handler.entries[0].id == entry_id
+    assert pending_ids(redis_client, stream) == []
+
+
+def test_step_trims_finished_entries_on_its_interval(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    ids = [enqueue(redis_client, stream, {"n": n}) for n in range(3)]
+    consumer = make(redis_client, stream, Recorder(), "a", trim_interval_s=0.0)
+    assert consumer.step() == 1  # trims (nothing finished yet), then handles ids[0]
+    assert consumer.step() == 1  # trims ids[0], then handles ids[1]
+    assert [i for i, _ in redis_client.xrange(stream)] == ids[1:]
+
+
+def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    services.wait_for_port(port)
+    return proc
+
+
+@pytest.mark.timeout(90)
+def test_consumer_survives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = services.free_port()
+    proc = _start_redis(port, tmp_path)
+    client = redis.Redis(port=port, decode_responses=True)
+    producer = redis.Redis(port=port, decode_responses=True)
+    stream = "af:restart"
+    handler = Recorder()
+    consumer = make(client, stream, handler, "a", claim_interval_s=0.2)
+    caplog.set_level(logging.WARNING, logger="audioflow.core.streams")
+    try:
+        with running(consumer):
+            wait_until(lambda: client.exists(stream), what="the group")
+            enqueue(producer, stream, {"n": 1})
+            wait_until(lambda: len(handler.entries) == 1, what="the first entry")
+
+            proc.kill()
+            proc.wait()
+            outage = lambda: [r for r in caplog.records if "redis unreachable" in r.getMessage()]  # noqa: E731
+            wait_until(outage, timeout=20, what="the consumer to notice the outage")
+            time.sleep(0.5)
+            proc = _start_redis(port, tmp_path)  # no persistence: stream and group are gone
+
+            enqueue(producer, stream, {"n": 2})
+            wait_until(lambda: len(handler.entries) == 2, timeout=20, what="an entry after the restart")
+            assert handler.entries[1].fields == {"n": "2"}
+            wait_until(lambda: pending_ids(producer, stream) == [], what="the ack")
+            # Backed off, not busy-spinning: a handful of warnings, not hundreds.
+            assert 1 <= len(outage()) <= 10
+    finally:
+        client.close()
+        producer.close()
+        proc.kill()
+        proc.wait()
+
+
+def test_signal_handlers_set_stop_then_exit() -> None:
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = threading.Event()
+    try:
+        install_signal_handlers(stop)
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.is_set()
+        with pytest.raises(SystemExit):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- trimming and backlog -------------------------------------------------------------------------
+
+
+def test_trim_removes_only_what_every_group_finished(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    assert trim_acknowledged(redis_client, stream) == 0  # no stream
+    ids = [enqueue(redis_client, stream, {"n": n}) for n in range(6)]
+    assert trim_acknowledged(redis_client, stream) == 0  # no groups: left alone
+    ensure_group(redis_client, stream, "slow")
+    ensure_group(redis_client, stream, "fast")
+
+    # slow: read 0..2, acked 0 and 2, 1 still pending; fast: read and acked 0..4.
+    redis_client.xreadgroup("slow", "s1", {stream: ">"}, count=3)
+    redis_client.xack(stream, "slow", ids[0], ids[2])
+    redis_client.xreadgroup("fast", "f1", {stream: ">"}, count=5)
+    redis_client.xack(stream, "fast", *ids[:5])
+
+    assert trim_acknowledged(redis_client, stream) == 1  # only 0: 1 is pending for slow
+    assert [i for i, _ in redis_client.xrange(stream)] == ids[1:]
+
+    redis_client.xack(stream, "slow", ids[1])
+    assert trim_acknowledged(redis_client, stream) == 2  # 1 and 2; 3.. never delivered to slow
+    assert [i for i, _ in redis_client.xrange(stream)] == ids[3:]
+
+    redis_client.xreadgroup("slow", "s1", {stream: ">"}, count=3)  # 3, 4, 5 pending for slow
+    redis_client.xack(stream, "slow", *ids[3:])
+    assert trim_acknowledged(redis_client, stream) == 2  # 3 and 4; 5 is undelivered for fast
+    assert [i for i, _ in redis_client.xrange(stream)] == ids[5:]
+    assert backlog(redis_client, stream, "fast") == 1
+    assert backlog(redis_client, stream, "slow") == 0
+
+
+def test_backlog_uses_lag_and_falls_back_when_it_is_nil(redis_client: redis.Redis, redis_prefix: str) -> None:
+    stream = redis_prefix + "s"
+    assert backlog(redis_client, stream, GROUP) == 0  # missing stream
+    ids = [enqueue(redis_client, stream, {"n": n}) for n in range(6)]
+    assert backlog(redis_client, stream, GROUP) == 6  # missing group: everything is still to do
+    ensure_group(redis_client, stream, GROUP)
+    redis_client.xreadgroup(GROUP, "c", {stream: ">"}, count=2)
+    redis_client.xack(stream, GROUP, ids[0])
+
+    [info] = redis_client.xinfo_groups(stream)
+    assert (info["lag"], info["pending"]) == (4, 1)
+    assert backlog(redis_client, stream, GROUP) == 5  # 4 undelivered + 1 pending
+
+    redis_client.xdel(stream, ids[3])  # an undelivered entry: Redis can no longer compute lag
+    [info] = redis_client.xinfo_groups(stream)
+    assert info["lag"] is None
+    assert backlog(redis_client, stream, GROUP) == 4  # 3 undelivered (counted) + 1 pending
+
+
+def test_backlog_does_not_trust_an_overcounted_lag(redis_client: redis.Redis, redis_prefix: str) -> None:
+    """Redis 7.0 over-counts lag after XTRIM removed undelivered entries (redis/redis#13957)."""
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    for n in range(6):
+        enqueue(redis_client, stream, {"n": n})
+    redis_client.xreadgroup(GROUP, "c", {stream: ">"}, count=1)
+    redis_client.xtrim(stream, maxlen=2, approximate=False)  # drops 3 undelivered entries
+    [info] = redis_client.xinfo_groups(stream)
+    assert info["lag"] in (2, 5)  # 5 on Redis 7.0.x (the bug), 2 where it is fixed
+    assert backlog(redis_client, stream, GROUP) == 2 + 1  # 2 undelivered + 1 pending

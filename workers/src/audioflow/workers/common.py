@@ -1,0 +1,58 @@
+"""What both workers need: decoded work entries, event publishing, and the completion announcement."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from audioflow.core import events
+from audioflow.core.db import queries
+from audioflow.core.errors import NotFound
+from audioflow.core.ids import check_meeting_id, parse_seq
+from audioflow.core.keys import Keys
+from audioflow.core.streams import Entry
+
+
+@dataclass(frozen=True)
+class Work:
+    meeting_id: str
+    seq: int
+
+    @classmethod
+    def of(cls, entry: Entry) -> Work:
+        """Decode and re-validate a work entry (it came from our own gateway, but a stream is no proof)."""
+        return cls(check_meeting_id(entry.fields.get("meeting_id", "")), parse_seq(entry.fields.get("seq", "")))
+
+
+@dataclass
+class Publisher:
+    """Publishes a meeting's events; failures to publish never undo committed work."""
+
+    client: redis.Redis
+    keys: Keys
+    maxlen: int
+
+    def __call__(self, meeting_id: str, type_: events.EventType, data: dict[str, Any]) -> None:
+        events.publish(self.client, self.keys, meeting_id, type_, data, maxlen=self.maxlen)
+
+    def log(self, meeting_id: str, data: dict[str, Any]) -> None:
+        self(meeting_id, "log", data)
+
+
+def announce_if_completed(sessions: sessionmaker[Session], publish: Publisher, meeting_id: str) -> None:
+    """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""
+    with sessions() as session:
+        try:
+            status = queries.meeting_status(session, meeting_id)
+        except NotFound:
+            return
+    if status.ended_at is not None and status.phase in ("completed", "failed"):
+        publish(meeting_id, "meeting.phase", {"phase": status.phase})
+
+
+def meeting_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"audioflow.workers.{name}")

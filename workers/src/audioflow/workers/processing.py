@@ -1,0 +1,108 @@
+"""The processing worker's handler: speech-to-text for one chunk, idempotent on (meeting_id, seq).
+
+It decodes the chunk with a short overlap of its predecessor's audio (when that has arrived) so that
+words cut at the chunk edge are neither lost nor doubled; see ``stt.transcribe_chunk``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import sqlalchemy.exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from audioflow.core.db import queries
+from audioflow.core.db.engine import transaction
+from audioflow.core.db.models import Meeting, Segment
+from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
+from audioflow.core.storage import LocalStorage
+from audioflow.core.streams import Entry, Outcome
+from audioflow.core.wav import parse_wav, pcm_view
+from audioflow.workers.common import Publisher, Work, announce_if_completed, meeting_logger
+from audioflow.workers.stt import SttEngine, transcribe_chunk
+
+log = meeting_logger("processing")
+
+
+@dataclass
+class ProcessingDeps:
+    sessions: sessionmaker[Session]
+    storage: LocalStorage
+    engine: SttEngine
+    publish: Publisher
+    overlap_s: float
+
+
+def _pcm(storage: LocalStorage, meeting_id: str, seq: int) -> bytes | None:
+    if seq < 0 or not storage.has_chunk(meeting_id, seq):
+        return None
+    data = storage.get_chunk(meeting_id, seq)
+    return bytes(pcm_view(data, parse_wav(data)))
+
+
+def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
+    work = Work.of(entry)
+    context = {"meeting_id": work.meeting_id, "seq": work.seq}
+    with deps.sessions() as session:
+        meeting = session.get(Meeting, work.meeting_id)
+        if meeting is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
+            log.info("chunk is gone (meeting deleted?); dropping its work", extra=context)
+            return Outcome.ACK
+        if queries.get_segment(session, work.meeting_id, work.seq) is not None:
+            return Outcome.ACK  # already transcribed: a re-delivery or a duplicate upload
+        fmt = queries.meeting_format(meeting)
+    pcm = _pcm(deps.storage, work.meeting_id, work.seq)
+    if pcm is None:
+        raise FileNotFoundError(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
+    previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
+    result = transcribe_chunk(deps.engine, pcm, fmt, previous, overlap_s=deps.overlap_s)
+    STT_SECONDS.labels(deps.engine.name).observe(result.decode_s)
+    STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
+    words = [asdict(word) for word in result.words]
+    try:
+        with transaction(deps.sessions) as session:
+            session.add(
+                Segment(
+                    meeting_id=work.meeting_id, seq=work.seq, engine=deps.engine.name, start_s=0.0,
+                    end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s,
+                )
+            )
+    except sqlalchemy.exc.IntegrityError:
+        return Outcome.ACK  # a peer transcribed it at the same moment (or the meeting was deleted)
+    deps.publish(
+        work.meeting_id,
+        "chunk.transcribed",
+        {"seq": work.seq, "text": result.text, "words": words, "duration_s": result.audio_s,
+         "start_s": _chunk_start(deps, work)},
+    )
+    log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
+    announce_if_completed(deps.sessions, deps.publish, work.meeting_id)
+    return Outcome.ACK
+
+
+def _chunk_start(deps: ProcessingDeps, work: Work) -> float:
+    with deps.sessions() as session:
+        meeting = session.get(Meeting, work.meeting_id)
+        if meeting is None:
+            return 0.0
+        return queries.meeting_timeline(session, meeting).get(work.seq, 0.0)
+
+
+def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
+    """A chunk that failed every attempt gets an error segment, so its meeting can still complete."""
+    try:
+        work = Work.of(entry)
+    except Exception:
+        log.error("malformed work entry %s dead-lettered: %s", entry.id, reason)
+        return
+    try:
+        with transaction(deps.sessions) as session:
+            session.add(
+                Segment(meeting_id=work.meeting_id, seq=work.seq, engine=deps.engine.name, start_s=0.0, end_s=0.0,
+                        text="", words=[], decode_s=0.0, error=reason[:500])
+            )
+    except sqlalchemy.exc.IntegrityError:
+        pass
+    deps.publish(work.meeting_id, "chunk.failed", {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]})
+    log.error("transcription failed for good: %s", reason, extra={"meeting_id": work.meeting_id, "seq": work.seq})
+    announce_if_completed(deps.sessions, deps.publish, work.meeting_id)

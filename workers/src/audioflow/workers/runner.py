@@ -1,0 +1,77 @@
+"""Process entry points for the workers: build clients once, then consume until SIGTERM."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Literal
+
+import redis
+
+from audioflow.core.db.engine import make_engine, make_sessionmaker
+from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
+from audioflow.core.logs import MeetingLogForwarder, setup_logging
+from audioflow.core.metrics import serve_metrics
+from audioflow.core.settings import Settings
+from audioflow.core.storage import LocalStorage
+from audioflow.core.streams import StreamConsumer, consumer_name, install_signal_handlers
+from audioflow.workers import concat, processing
+from audioflow.workers.common import Publisher
+
+log = logging.getLogger("audioflow.workers")
+
+Kind = Literal["processing", "concat"]
+
+
+def _gap_sweeper(deps: concat.ConcatDeps, stop: threading.Event) -> None:
+    interval = max(0.5, min(5.0, deps.gap_timeout_s / 4))
+    while not stop.wait(interval):
+        try:
+            concat.sweep(deps)
+        except Exception:
+            log.exception("gap sweep failed; retrying in %.1f s", interval)
+
+
+def run_worker(kind: Kind, settings: Settings) -> None:
+    setup_logging(kind, fmt=settings.log_format, level=settings.log_level)
+    serve_metrics(settings.metrics_port)
+    engine = make_engine(settings.effective_database_url)
+    sessions = make_sessionmaker(engine)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30,
+                                  socket_connect_timeout=2, health_check_interval=15)
+    keys = Keys(settings.redis_prefix)
+    publish = Publisher(client, keys, settings.events_maxlen)
+    logging.getLogger().addHandler(MeetingLogForwarder(kind, publish.log))
+    storage = LocalStorage(settings.data_dir, fsync=settings.fsync)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    common = {
+        "consumer": consumer_name(kind),
+        "lease_ms": settings.lease_ms,
+        "max_deliveries": settings.max_deliveries,
+        "block_ms": settings.block_ms,
+        "claim_interval_s": settings.claim_interval_s,
+    }
+    if kind == "processing":
+        from audioflow.workers.stt import load_engine
+
+        stt = load_engine(settings.stt_engine, language=settings.stt_language, model_path=settings.whisper_model_path)
+        pdeps = processing.ProcessingDeps(sessions, storage, stt, publish, settings.stt_overlap_s)
+        consumer = StreamConsumer(
+            client, keys.transcribe, PROCESSING_GROUP, functools.partial(processing.handle, deps=pdeps),
+            on_dead_letter=functools.partial(processing.on_dead_letter, deps=pdeps), **common,  # type: ignore[arg-type]
+        )
+    else:
+        cdeps = concat.ConcatDeps(sessions, storage, publish, settings.gap_timeout_s, fsync=settings.fsync)
+        consumer = StreamConsumer(
+            client, keys.concat, CONCAT_GROUP, functools.partial(concat.handle, deps=cdeps), **common,  # type: ignore[arg-type]
+        )
+        threading.Thread(target=_gap_sweeper, args=(cdeps, stop), name="gap-sweeper", daemon=True).start()
+    log.info("%s worker %s consuming %s", kind, common["consumer"], consumer.stream)
+    try:
+        consumer.run(stop)
+    finally:
+        client.close()
+        engine.dispose()
+        log.info("%s worker stopped", kind)
