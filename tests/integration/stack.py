@@ -44,11 +44,11 @@ class Stack:
     # processes -----------------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         index = len(self.procs.get(name, []))
-        log = (self.workdir / f"{name}-{index}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "audioflow.cli", *args], env={**self.env, **(extra_env or {})},
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        with (self.workdir / f"{name}-{index}.log").open("wb") as log:  # the child keeps its own handle
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "audioflow.cli", *args], env={**self.env, **(extra_env or {})},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         self.procs.setdefault(name, []).append(proc)
         return proc
 

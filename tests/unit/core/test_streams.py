@@ -71,14 +71,24 @@ def running(consumer: StreamConsumer) -> Iterator[threading.Event]:
         assert not thread.is_alive(), "run() did not return after stop"
 
 
-def make(client: redis.Redis, stream: str, handler: Callable[[Entry], Outcome], name: str, **kw: object) -> StreamConsumer:
+def make(
+    client: redis.Redis, stream: str, handler: Callable[[Entry], Outcome], name: str, **kw: object
+) -> StreamConsumer:
     options: dict[str, object] = {"block_ms": 100, "lease_ms": 60_000}
     options.update(kw)
     return StreamConsumer(client, stream, GROUP, handler, consumer=name, **options)  # type: ignore[arg-type]
 
 
 def pending_ids(client: redis.Redis, stream: str, group: str = GROUP) -> list[str]:
-    return [row["message_id"] for row in client.xpending_range(stream, group, "-", "+", 100)]
+    return [str(row["message_id"]) for row in client.xpending_range(stream, group, "-", "+", 100)]
+
+
+def entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in client.xrange(stream) or []]
+
+
+def ids_in(client: redis.Redis, stream: str) -> list[str]:
+    return [i for i, _ in entries(client, stream)]
 
 
 def metric(name: str, **labels: str) -> float:
@@ -96,7 +106,9 @@ def test_consumer_name_is_unique_per_process() -> None:
     assert dead_letter_stream("af:concat") == "af:concat:dead"
 
 
-def test_ensure_group_is_idempotent_and_other_errors_propagate(redis_client: redis.Redis, redis_prefix: str) -> None:
+def test_ensure_group_is_idempotent_and_other_errors_propagate(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
     stream = redis_prefix + "s"
     ensure_group(redis_client, stream, GROUP)  # creates the stream too (MKSTREAM)
     enqueue(redis_client, stream, {"n": 1})
@@ -192,7 +204,12 @@ def test_failing_handler_is_dead_lettered_after_max_deliveries(
     handler = Recorder(error=RuntimeError("decoder exploded"))
     dead: list[tuple[Entry, str]] = []
     consumer = make(
-        redis_client, stream, handler, "a", lease_ms=100, max_deliveries=3,
+        redis_client,
+        stream,
+        handler,
+        "a",
+        lease_ms=100,
+        max_deliveries=3,
         on_dead_letter=lambda entry, reason: dead.append((entry, reason)),
     )
     caplog.set_level(logging.INFO, logger="audioflow.core.streams")
@@ -204,7 +221,7 @@ def test_failing_handler_is_dead_lettered_after_max_deliveries(
     assert [e.deliveries for e in handler.entries] == [1, 2, 3]
 
     assert pending_ids(redis_client, stream) == []
-    [(dl_id, fields)] = redis_client.xrange(dead_letter_stream(stream))
+    [(_, fields)] = entries(redis_client, dead_letter_stream(stream))
     assert fields == {
         "meeting_id": "m7",
         "seq": "4",
@@ -225,7 +242,9 @@ def test_failing_handler_is_dead_lettered_after_max_deliveries(
     assert consumer.reclaim() == 0  # nothing left to redeliver
 
 
-def test_retrying_forever_ends_in_the_dead_letter_stream(redis_client: redis.Redis, redis_prefix: str) -> None:
+def test_retrying_forever_ends_in_the_dead_letter_stream(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
     stream = redis_prefix + "s"
     ensure_group(redis_client, stream, GROUP)
     entry_id = enqueue(redis_client, stream, {"k": "v"})
@@ -237,7 +256,7 @@ def test_retrying_forever_ends_in_the_dead_letter_stream(redis_client: redis.Red
     time.sleep(0.07)
     assert consumer.reclaim() == 1  # third delivery: over the ceiling, the handler is not called
     assert len(handler.entries) == 2
-    [(_, fields)] = redis_client.xrange(dead_letter_stream(stream))
+    [(_, fields)] = entries(redis_client, dead_letter_stream(stream))
     assert fields["original_id"] == entry_id and fields["deliveries"] == "3"
     assert "max_deliveries=2" in fields["reason"]
     assert pending_ids(redis_client, stream) == []
@@ -359,15 +378,26 @@ def test_step_trims_finished_entries_on_its_interval(redis_client: redis.Redis, 
     consumer = make(redis_client, stream, Recorder(), "a", trim_interval_s=0.0)
     assert consumer.step() == 1  # trims (nothing finished yet), then handles ids[0]
     assert consumer.step() == 1  # trims ids[0], then handles ids[1]
-    assert [i for i, _ in redis_client.xrange(stream)] == ids[1:]
+    assert ids_in(redis_client, stream) == ids[1:]
 
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     assert binary is not None
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
     )
     services.wait_for_port(port)
@@ -392,7 +422,10 @@ def test_consumer_survives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCap
 
             proc.kill()
             proc.wait()
-            outage = lambda: [r for r in caplog.records if "redis unreachable" in r.getMessage()]  # noqa: E731
+
+            def outage() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "redis unreachable" in r.getMessage()]
+
             wait_until(outage, timeout=20, what="the consumer to notice the outage")
             time.sleep(0.5)
             proc = _start_redis(port, tmp_path)  # no persistence: stream and group are gone
@@ -442,16 +475,16 @@ def test_trim_removes_only_what_every_group_finished(redis_client: redis.Redis, 
     redis_client.xack(stream, "fast", *ids[:5])
 
     assert trim_acknowledged(redis_client, stream) == 1  # only 0: 1 is pending for slow
-    assert [i for i, _ in redis_client.xrange(stream)] == ids[1:]
+    assert ids_in(redis_client, stream) == ids[1:]
 
     redis_client.xack(stream, "slow", ids[1])
     assert trim_acknowledged(redis_client, stream) == 2  # 1 and 2; 3.. never delivered to slow
-    assert [i for i, _ in redis_client.xrange(stream)] == ids[3:]
+    assert ids_in(redis_client, stream) == ids[3:]
 
     redis_client.xreadgroup("slow", "s1", {stream: ">"}, count=3)  # 3, 4, 5 pending for slow
     redis_client.xack(stream, "slow", *ids[3:])
     assert trim_acknowledged(redis_client, stream) == 2  # 3 and 4; 5 is undelivered for fast
-    assert [i for i, _ in redis_client.xrange(stream)] == ids[5:]
+    assert ids_in(redis_client, stream) == ids[5:]
     assert backlog(redis_client, stream, "fast") == 1
     assert backlog(redis_client, stream, "slow") == 0
 

@@ -630,6 +630,6 @@ def test_every_truncation_of_a_valid_file_is_refused() -> None:
     for cut in range(len(GOOD)):
         with pytest.raises(InvalidWav) as caught:
             parse_wav(GOOD[:cut])
-        expected = "truncated_data" if cut > 44 else {0: "not_wav", 36: "no_data_chunk"}.get(cut)
+        expected = "truncated_data" if cut >= 44 else {0: "not_wav", 36: "no_data_chunk"}.get(cut)
         if expected is not None:
             assert caught.value.code == expected, cut

@@ -26,7 +26,9 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.effective_database_url)
         sync_redis = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)  # type: ignore[arg-type]
         # The async client blocks on XREAD for WebSocket followers, so its read timeout must be longer.
-        async_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, health_check_interval=15)
+        async_redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=30.0, socket_connect_timeout=2.0, health_check_interval=15
+        )
         app.state.ctx = AppContext(
             settings=settings,
             engine=engine,

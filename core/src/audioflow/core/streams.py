@@ -268,10 +268,14 @@ class StreamConsumer:
                 self._reconnect()
                 need_group = True  # a Redis restarted without persistence has lost stream and group
             except ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
+                # NOGROUP: the stream or group is gone. UNBLOCKED: Redis 7 ends a blocked XREADGROUP
+                # with "UNBLOCKED the stream key no longer exists" when the key is deleted.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 delay = backoff.next()
-                self.log.warning("group %s on %s vanished; recreating it", self.group, self.stream)
+                self.log.warning(
+                    "group %s on %s vanished (%s); recreating it", self.group, self.stream, str(exc)[:80]
+                )
                 stop.wait(delay)
                 need_group = True
         self._finish()

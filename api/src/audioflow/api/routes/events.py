@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -19,10 +20,11 @@ from audioflow.core.events import decode_event
 from audioflow.core.ids import check_meeting_id
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("audioflow.api.events")
 
 _CURSOR = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 REPLAY_PAGE = 500
-BLOCK_MS = 10_000
+BLOCK_MS = 5_000  # well under the async client's 30 s socket timeout
 
 # WebSocket close codes: 4000 + the HTTP status the same error would have had.
 CLOSE_BASE = 4000
@@ -103,3 +105,8 @@ async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
             await sender
+    if sender.done() and not sender.cancelled() and sender.exception() is not None:
+        # Redis went away mid-stream: tell the client to reconnect (with ``since``) rather than hang.
+        log.warning("event stream of %s ended: %s", meeting_id, sender.exception())
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code=1011, reason="event source unavailable; reconnect with since")

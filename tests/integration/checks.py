@@ -1,0 +1,46 @@
+"""Assertions shared by the pipeline tests: the recording is exact and every seq transcribed once."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections import Counter
+from typing import Any
+
+from audioflow.core.wav import canonical_header, parse_wav, pcm_view
+from tests.integration.stack import Stack
+
+
+def pcm_of(chunk: bytes) -> bytes:
+    return bytes(pcm_view(chunk, parse_wav(chunk)))
+
+
+def assert_recording_exact(stack: Stack, meeting_id: str, chunks: list[bytes]) -> None:
+    """The recording is byte-for-byte one 44-byte header + every chunk's PCM in seq order."""
+    expected_pcm = b"".join(pcm_of(chunk) for chunk in chunks)
+    fmt = parse_wav(chunks[0]).format
+    response = stack.get(f"/v1/meetings/{meeting_id}/recording.wav")
+    assert response.status_code == 200, response.text
+    assert response.content[:44] == canonical_header(fmt, len(expected_pcm))
+    assert response.content == canonical_header(fmt, len(expected_pcm)) + expected_pcm
+    with wave.open(io.BytesIO(response.content)) as reader:  # an independent reader agrees
+        assert reader.getnframes() == len(expected_pcm) // fmt.block_align
+
+
+def assert_transcribed_once(stack: Stack, meeting_id: str, count: int, events: list[dict[str, Any]]) -> None:
+    transcript = stack.get(f"/v1/meetings/{meeting_id}/transcript").json()
+    assert [segment["seq"] for segment in transcript["segments"]] == list(range(count))
+    assert all(segment["error"] is None for segment in transcript["segments"])
+    transcribed = Counter(e["data"]["seq"] for e in events if e["type"] == "chunk.transcribed")
+    assert transcribed == Counter(range(count)), f"transcribed events per seq: {transcribed}"
+
+
+def assert_recording_events_monotonic(events: list[dict[str, Any]], last_seq: int) -> None:
+    through = [e["data"]["concatenated_through"] for e in events if e["type"] == "recording.extended"]
+    assert through, "no recording.extended event"
+    assert through == sorted(through), f"concatenated_through went backwards: {through}"
+    assert through[-1] == last_seq
+
+
+def completed(events: list[dict[str, Any]]) -> bool:
+    return any(e["type"] == "meeting.phase" and e["data"]["phase"] == "completed" for e in events)
