@@ -37,9 +37,23 @@ def tone_pcm(seconds: float, fmt: AudioFormat = SPEECH_FORMAT, freq: float = 440
 def extensible_wav(pcm: bytes, fmt: AudioFormat, subformat_tag: int = 1) -> bytes:
     """WAVE_FORMAT_EXTENSIBLE with the given subformat (1 = PCM, 3 = IEEE float)."""
     guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
-    fmt_body = struct.pack(
-        "<HHIIHHHHI", 0xFFFE, fmt.channels, fmt.sample_rate, fmt.byte_rate, fmt.block_align, fmt.bits, 22,
-        fmt.bits, 0,
-    ) + struct.pack("<H", subformat_tag) + guid_tail
-    chunks = b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body + b"data" + struct.pack("<I", len(pcm)) + pcm
+    fmt_body = (
+        struct.pack(
+            "<HHIIHHHHI",
+            0xFFFE,
+            fmt.channels,
+            fmt.sample_rate,
+            fmt.byte_rate,
+            fmt.block_align,
+            fmt.bits,
+            22,
+            fmt.bits,
+            0,
+        )
+        + struct.pack("<H", subformat_tag)
+        + guid_tail
+    )
+    chunks = (
+        b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body + b"data" + struct.pack("<I", len(pcm)) + pcm
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -42,11 +43,25 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 def embedded_redis() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("REDIS_URL is unset and no redis-server binary is installed (apt-get install redis-server)")
+        raise RuntimeError(
+            "REDIS_URL is unset and no redis-server binary is installed (apt-get install redis-server)"
+        )
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="af-redis-") as workdir:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -58,7 +73,9 @@ def embedded_redis() -> Iterator[str]:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
     if found is None:
         raise RuntimeError(f"DATABASE_URL is unset and no PostgreSQL {name} binary is installed")
     return found
@@ -69,7 +86,7 @@ def embedded_postgres() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="af-pg-") as workdir:
         data = Path(workdir) / "data"
-        run_as: dict[str, object] = {}
+        run_as: dict[str, Any] = {}
         if os.geteuid() == 0:  # initdb refuses root: run the cluster as an unprivileged user
             import pwd
 
@@ -78,18 +95,35 @@ def embedded_postgres() -> Iterator[str]:
             run_as = {"user": user.pw_uid, "group": user.pw_gid}
         subprocess.run(
             [_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
-            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **run_as,
         )
         subprocess.run(
-            [_pg_bin("pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -F",
-             "-w", "start", "-l", str(Path(workdir) / "log")],
-            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -F",
+                "-w",
+                "start",
+                "-l",
+                str(Path(workdir) / "log"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **run_as,
         )
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
-            subprocess.run([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           stdout=subprocess.DEVNULL, check=False, **run_as)  # type: ignore[arg-type]
+            subprocess.run(
+                [_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                stdout=subprocess.DEVNULL,
+                check=False,
+                **run_as,
+            )
 
 
 def _has_user(name: str) -> bool:

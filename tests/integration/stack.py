@@ -42,12 +42,16 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     # processes -----------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         index = len(self.procs.get(name, []))
         with (self.workdir / f"{name}-{index}.log").open("wb") as log:  # the child keeps its own handle
             proc = subprocess.Popen(
-                [sys.executable, "-m", "audioflow.cli", *args], env={**self.env, **(extra_env or {})},
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "audioflow.cli", *args],
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.procs.setdefault(name, []).append(proc)
         return proc
@@ -72,7 +76,10 @@ class Stack:
         self.client.close()
 
     def logs(self) -> str:
-        return "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.workdir.glob("*.log")))
+        return "\n".join(
+            f"==== {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.workdir.glob("*.log"))
+        )
 
     # HTTP ------------------------------------------------------------------------------------------
     def auth(self) -> dict[str, str]:
@@ -95,7 +102,9 @@ class Stack:
         result: dict[str, Any] = response.json()
         return result
 
-    def wait_until(self, what: str, check: Callable[[], T | None], timeout: float = 120.0, every: float = 0.2) -> T:
+    def wait_until(
+        self, what: str, check: Callable[[], T | None], timeout: float = 120.0, every: float = 0.2
+    ) -> T:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = check()
@@ -118,7 +127,9 @@ class Stack:
         with connect(f"ws://127.0.0.1:{self.port}/v1/meetings/{meeting_id}/events{query}") as ws:
             yield ws
 
-    def read_events(self, ws: Any, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0) -> list[dict[str, Any]]:
+    def read_events(
+        self, ws: Any, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0
+    ) -> list[dict[str, Any]]:
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while not until(got):
@@ -157,4 +168,10 @@ def make_stack(workdir: Path, redis_url: str, database_url: str, prefix: str, **
         **FAST_ENV,
         **env,
     }
-    return Stack(stack_env, workdir, free_port(), stack_env["AUDIOFLOW_API_TOKEN"], stack_env["AUDIOFLOW_WEBHOOK_SECRET"])
+    return Stack(
+        stack_env,
+        workdir,
+        free_port(),
+        stack_env["AUDIOFLOW_API_TOKEN"],
+        stack_env["AUDIOFLOW_WEBHOOK_SECRET"],
+    )

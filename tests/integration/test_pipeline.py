@@ -6,10 +6,11 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 
-from audioflow.workers.simulate import cut_chunks, load_speech, plan, send
+from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
 from tests.integration.checks import (
     assert_recording_events_monotonic,
     assert_recording_exact,
@@ -20,7 +21,7 @@ from tests.integration.stack import Stack
 from tests.services import free_port
 
 
-def _send_all(stack: Stack, deliveries: list) -> Counter[int]:  # type: ignore[type-arg]
+def _send_all(stack: Stack, deliveries: list[Delivery]) -> Counter[int]:
     return Counter(send(stack.client, stack.base_url, stack.secret, d) for d in deliveries)
 
 
@@ -40,7 +41,11 @@ def test_shuffled_meeting_with_duplicates_is_recorded_in_order_and_transcribed_o
     assert_transcribed_once(stack, "shuffled", 30, events)
     assert_recording_events_monotonic(events, 29)
     status = stack.meeting("shuffled")
-    assert (status["chunks_received"], status["chunks_transcribed"], status["chunks_concatenated"]) == (30, 30, 30)
+    assert (status["chunks_received"], status["chunks_transcribed"], status["chunks_concatenated"]) == (
+        30,
+        30,
+        30,
+    )
     assert status["phase"] == "completed" and status["gaps"] == []
 
 
@@ -52,7 +57,7 @@ def _busy(metrics_port: int, group: str) -> bool:
     return f'audioflow_worker_busy{{component="{group}"}} 1.0' in text
 
 
-def test_workers_killed_mid_chunk_and_restarted_lose_and_double_nothing(make) -> None:  # type: ignore[no-untyped-def]
+def test_workers_killed_mid_chunk_and_restarted_lose_and_double_nothing(make: Callable[..., Stack]) -> None:
     stack: Stack = make()
     stack.start_api()
     processing_port = free_port()
@@ -65,7 +70,9 @@ def test_workers_killed_mid_chunk_and_restarted_lose_and_double_nothing(make) ->
     with stack.events("killed") as ws:
         assert _send_all(stack, deliveries) == {201: 12, 200: 2}
         # Wait until the processing worker is inside a chunk (decoding), then kill both workers outright.
-        stack.wait_until("the processing worker to be mid-chunk", lambda: _busy(processing_port, "processing"), every=0.02)
+        stack.wait_until(
+            "the processing worker to be mid-chunk", lambda: _busy(processing_port, "processing"), every=0.02
+        )
         doomed.send_signal(signal.SIGKILL)
         doomed_concat.send_signal(signal.SIGKILL)
         doomed.wait(10)

@@ -165,73 +165,146 @@ def test_overlap_is_taken_in_frames_of_the_chunk_format() -> None:
 class TimelineFakeEngine:
     """Test double: "hears" a scripted timeline and mimics a decoder at cut edges.
 
-    The audio it is given carries its own position: every sample holds the index of its 10 ms frame
-    on the meeting's timeline. A word wholly inside the audio is reported as is; a word cut by the
-    end of the audio is reported as a garbled fragment ending there; a word cut by the start is
-    reported as a fragment from there. That is what pocketsphinx does with cut words.
+    The audio carries its own position: every sample holds the index of its 10 ms frame on the
+    meeting's timeline. A word wholly inside the audio is reported as is; a word cut by either end of
+    the audio is reported as a garbled fragment ("wo~") clipped to it, which is what a real decoder
+    does with half a word.
     """
 
     name = "fake-timeline"
-    sample_rate = 100
+    sample_rate = 8000
 
     def __init__(self, script: list[Word]) -> None:
         self.script = script
 
     def transcribe(self, pcm: bytes) -> list[Word]:
-        frames = np.frombuffer(pcm, dtype="<i2")
-        start, end = int(frames[0]) / 100, (int(frames[-1]) + 1) / 100
+        samples = np.frombuffer(pcm, dtype="<i2")
+        start = int(samples[0]) / 100
+        end = start + len(samples) / self.sample_rate
         heard = []
         for w in self.script:
             if w.end_s <= start or w.start_s >= end:
                 continue
             whole = start <= w.start_s and w.end_s <= end
-            text = w.text if whole else w.text[:2] + "~"
             lo, hi = max(w.start_s, start), min(w.end_s, end)
-            heard.append(Word(text, lo - start, hi - start))
+            heard.append(Word(w.text if whole else w.text[:2] + "~", lo - start, hi - start))
         return heard
-
-
-def _timeline_pcm(seconds: float) -> bytes:
-    return np.arange(round(seconds * 100), dtype="<i2").tobytes()
 
 
 def _stitch_all(
     engine: SttEngine, pcm: bytes, fmt: AudioFormat, chunk_s: float, *, overlap_s: float, edge_s: float
-) -> list[str]:
+) -> list[Word]:
+    """Cut `pcm` into chunks of `chunk_s` and transcribe them in order, as the worker does."""
     step = round(chunk_s * fmt.sample_rate) * fmt.block_align
-    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-    words: list[str] = []
+    words: list[Word] = []
     previous = None
-    for chunk in chunks:
+    for offset in range(0, len(pcm), step):
+        chunk = pcm[offset : offset + step]
         result = transcribe_chunk(engine, chunk, fmt, previous, overlap_s=overlap_s, edge_s=edge_s)
-        words.extend(w.text for w in result.words)
+        words.extend(result.words)
         previous = chunk
     return words
 
 
 @pytest.mark.parametrize("chunk_s", [0.7, 1.0, 2.0, 3.3, 5.0])
 def test_every_word_is_kept_exactly_once_across_boundaries(chunk_s: float) -> None:
-    # Words of 0.2-0.55 s with 0.05-0.3 s gaps: chunk boundaries cut many of them.
+    # Words of 0.2-0.55 s with 0.05-0.3 s gaps, so the boundaries cut many of them. The overlap
+    # actually available (at most one previous chunk) must cover edge + the longest word, so that
+    # the fragment of a word cut by the overlap's start ends before the moved boundary.
     rng = np.random.default_rng(7)
     script, t = [], 0.0
     for i in range(60):
         duration = round(float(rng.uniform(0.2, 0.55)), 2)
-        script.append(Word(f"word{i}", t, t + duration))
+        script.append(Word(f"word{i}", t, round(t + duration, 2)))
         t = round(t + duration + float(rng.uniform(0.05, 0.3)), 2)
-    fmt = AudioFormat(sample_rate=1000, channels=1, bits=16)  # AudioFormat's minimum; engine is 100 Hz
-    pcm = _timeline_pcm(t + 0.5)
-    stitched = _stitch_all(
-        _ResampledTimeline(script), pcm, fmt, chunk_s, overlap_s=1.0, edge_s=0.6
-    )
-    assert stitched == [w.text for w in script]
+    fmt = AudioFormat(sample_rate=8000, channels=1, bits=16)
+    pcm = np.repeat(np.arange(round((t + 0.5) * 100), dtype="<i2"), 80).tobytes()
+    stitched = _stitch_all(TimelineFakeEngine(script), pcm, fmt, chunk_s, overlap_s=1.0, edge_s=0.1)
+    assert [w.text for w in stitched] == [w.text for w in script]
 
 
-class _ResampledTimeline(TimelineFakeEngine):
-    """The timeline double at 1000 Hz input: to_engine_pcm would resample the frame indices, so this
-    double asks for 1000 Hz and reads the indices as milliseconds instead."""
+# --- pocketsphinx on the real speech fixture -------------------------------------------------
 
-    sample_rate = 1000
+CHUNK_S = 5.0
+OVERLAP_S = 1.0  # the configured default (AUDIOFLOW_STT_OVERLAP_S)
 
-    def transcribe(self, pcm: bytes) -> list[Word]:
-        ms = np.frombuffer(pcm, dtype="<i2")
-        return super().transcribe(np.round(ms[::10] / 10).astype("<i2").tobytes())
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[bytes, AudioFormat, str]:
+    with wave.open(str(FIXTURES / "speech.wav"), "rb") as w:
+        fmt = AudioFormat(w.getframerate(), w.getnchannels(), 8 * w.getsampwidth())
+        pcm = w.readframes(w.getnframes())
+    return pcm, fmt, (FIXTURES / "speech.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def engine() -> SttEngine:
+    return load_engine("pocketsphinx")
+
+
+@pytest.fixture(scope="module")
+def whole_file_words(engine: SttEngine, speech: tuple[bytes, AudioFormat, str]) -> list[Word]:
+    pcm, fmt, _ = speech
+    return engine.transcribe(to_engine_pcm(pcm, fmt, engine.sample_rate))
+
+
+def test_fixture_is_a_canonical_16_khz_mono_wav_of_a_minute_or_two() -> None:
+    path = FIXTURES / "speech.wav"
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        frames = w.getnframes()
+    assert path.stat().st_size == 44 + 2 * frames
+    assert 60 <= frames / 16000 <= 120
+    lines = (FIXTURES / "speech.txt").read_text().splitlines()
+    assert len(lines) >= 10
+    assert all(line.strip() for line in lines)
+
+
+def test_loading_the_engine_writes_nothing_to_stdout_or_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    load_engine("pocketsphinx").transcribe(bytes(16000))
+    assert capfd.readouterr() == ("", "")
+
+
+def test_whole_fixture_wer(whole_file_words: list[Word], speech: tuple[bytes, AudioFormat, str]) -> None:
+    _, _, reference = speech
+    wer = word_error_rate(reference, " ".join(w.text for w in whole_file_words))
+    print(f"\npocketsphinx WER, whole fixture as one utterance: {wer:.3f}")
+    assert wer <= 0.20
+    assert all(w.text.isalpha() or "'" in w.text for w in whole_file_words), "fillers or (2) leaked"
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(whole_file_words, whole_file_words[1:]))
+
+
+def test_5_second_chunks_stitched_wer(engine: SttEngine, speech: tuple[bytes, AudioFormat, str]) -> None:
+    pcm, fmt, reference = speech
+    step = round(CHUNK_S * fmt.sample_rate) * fmt.block_align
+    per_chunk: list[list[str]] = []
+    previous = None
+    for offset in range(0, len(pcm), step):
+        chunk = pcm[offset : offset + step]
+        result = transcribe_chunk(engine, chunk, fmt, previous, overlap_s=OVERLAP_S)
+        per_chunk.append(result.text.split())
+        previous = chunk
+    wer = word_error_rate(reference, " ".join(" ".join(words) for words in per_chunk))
+    print(f"\npocketsphinx WER, {CHUNK_S:g} s chunks stitched with {OVERLAP_S:g} s overlap: {wer:.3f}")
+    assert wer <= 0.30
+    # The fixture never repeats a word across a sentence, so a repeat across a boundary is a double.
+    doubled = [(a[-1], i) for i, (a, b) in enumerate(zip(per_chunk, per_chunk[1:])) if a and b and a[-1] == b[0]]
+    assert doubled == []
+
+
+def test_a_word_cut_in_half_is_transcribed_once(
+    engine: SttEngine, whole_file_words: list[Word], speech: tuple[bytes, AudioFormat, str]
+) -> None:
+    pcm, fmt, _ = speech
+    target = next(w for w in whole_file_words if w.text == "engineering")
+    cut = round((target.start_s + target.end_s) / 2 * fmt.sample_rate) * fmt.block_align
+    first, second = pcm[:cut], pcm[cut : cut + 4 * fmt.sample_rate * fmt.block_align]
+
+    a = transcribe_chunk(engine, first, fmt, None, overlap_s=OVERLAP_S)
+    b = transcribe_chunk(engine, second, fmt, first, overlap_s=OVERLAP_S)
+    stitched = [w.text for w in a.words + b.words]
+    print(f"\ncut inside 'engineering': {a.text!r} | {b.text!r}")
+    assert stitched.count("engineering") == 1
+    assert "engineering" not in a.text.split()
+    (word,) = (w for w in b.words if w.text == "engineering")
+    assert word.start_s < 0 < word.end_s  # begun in the overlap, relative to the second chunk

@@ -17,14 +17,14 @@ from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
 
-REDIS_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
-
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.effective_database_url)
-        sync_redis = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)  # type: ignore[arg-type]
+        sync_redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
+        )
         # The async client blocks on XREAD for WebSocket followers, so its read timeout must be longer.
         async_redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=30.0, socket_connect_timeout=2.0, health_check_interval=15
@@ -52,6 +52,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (ingest.router, meetings.router, transcript.router, audio.router, events.router, health.router):
+    for router in (
+        ingest.router,
+        meetings.router,
+        transcript.router,
+        audio.router,
+        events.router,
+        health.router,
+    ):
         app.include_router(router)
     return app

@@ -19,7 +19,7 @@ class AppContext:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    redis: redis.Redis            # sync client, used from the threadpool by ingest
-    aredis: aioredis.Redis        # async client, used by WebSocket and live audio
+    redis: redis.Redis  # sync client, used from the threadpool by ingest
+    aredis: aioredis.Redis  # async client, used by WebSocket and live audio
     storage: LocalStorage
     keys: Keys

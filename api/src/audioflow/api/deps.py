@@ -27,7 +27,9 @@ def check_token(ctx: AppContext, presented: str | None) -> None:
     """Constant-time comparison against ``AUDIOFLOW_API_TOKEN``."""
     expected = ctx.settings.api_token
     if expected is None:
-        raise Unauthorized("the reader API is closed: the server has no AUDIOFLOW_API_TOKEN", code="no_api_token")
+        raise Unauthorized(
+            "the reader API is closed: the server has no AUDIOFLOW_API_TOKEN", code="no_api_token"
+        )
     if not presented:
         raise Unauthorized("missing bearer token (Authorization: Bearer … or ?token=…)", code="missing_token")
     if not hmac.compare_digest(presented.encode(), expected.encode()):
@@ -37,7 +39,9 @@ def check_token(ctx: AppContext, presented: str | None) -> None:
 def reader_auth(
     ctx: Ctx,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    token: Annotated[str | None, Query(description="Token for clients that cannot set headers (audio, WebSocket)")] = None,
+    token: Annotated[
+        str | None, Query(description="Token for clients that cannot set headers (audio, WebSocket)")
+    ] = None,
 ) -> None:
     check_token(ctx, credentials.credentials if credentials else token)
 

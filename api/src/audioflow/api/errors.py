@@ -22,7 +22,9 @@ log = logging.getLogger("audioflow.api")
 RETRY_AFTER_S = "2"
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -53,12 +55,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unavailable: %s", exc)
-        return error_response(503, "redis_unavailable", "the queue (Redis) is unavailable; retry later",
-                              {"Retry-After": RETRY_AFTER_S})
+        return error_response(
+            503,
+            "redis_unavailable",
+            "the queue (Redis) is unavailable; retry later",
+            {"Retry-After": RETRY_AFTER_S},
+        )
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
-        return error_response(503, "database_unavailable", "the database is unavailable; retry later",
-                              {"Retry-After": RETRY_AFTER_S})
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            {"Retry-After": RETRY_AFTER_S},
+        )

@@ -29,13 +29,17 @@ def _too_large(limit: int) -> PayloadTooLarge:
 def _allowed(url: str, allowlist: tuple[str, ...]) -> bool:
     parsed = urllib.parse.urlsplit(url)
     normalised = f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path or '/'}"
-    return any(normalised.startswith(prefix if "://" in prefix else f"https://{prefix}/") for prefix in allowlist)
+    return any(
+        normalised.startswith(prefix if "://" in prefix else f"https://{prefix}/") for prefix in allowlist
+    )
 
 
 def _read_file(url: str, settings: Settings) -> bytes:
     root = settings.ingest_root
     if root is None:
-        raise Forbidden("file: URLs are refused: the server has no AUDIOFLOW_INGEST_ROOT", code="url_forbidden")
+        raise Forbidden(
+            "file: URLs are refused: the server has no AUDIOFLOW_INGEST_ROOT", code="url_forbidden"
+        )
     parsed = urllib.parse.urlsplit(url)
     if parsed.netloc not in ("", "localhost"):
         raise Forbidden("file: URLs must not name a host", code="url_forbidden")
@@ -43,7 +47,11 @@ def _read_file(url: str, settings: Settings) -> bytes:
     if "\x00" in raw_path:
         raise BadRequest("file: URL contains a NUL byte", code="invalid_url")
     base = root.resolve()
-    target = (base / raw_path.lstrip("/")).resolve() if not Path(raw_path).is_absolute() else Path(raw_path).resolve()
+    target = (
+        (base / raw_path.lstrip("/")).resolve()
+        if not Path(raw_path).is_absolute()
+        else Path(raw_path).resolve()
+    )
     if not target.is_relative_to(base):
         raise Forbidden(f"file: URL points outside the ingest root {str(base)!r}", code="url_forbidden")
     if not target.is_file():
@@ -63,7 +71,9 @@ def _download(url: str, settings: Settings) -> bytes:
         raise Forbidden("URL is not on the server's AUDIOFLOW_URL_ALLOWLIST", code="url_forbidden")
     limit = settings.max_chunk_bytes
     try:
-        with httpx.stream("GET", url, timeout=settings.download_timeout_s, follow_redirects=False) as response:
+        with httpx.stream(
+            "GET", url, timeout=settings.download_timeout_s, follow_redirects=False
+        ) as response:
             if response.status_code != 200:
                 raise DownloadFailed(f"fetching the chunk URL answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy.exc
+from redis.typing import EncodableT, FieldT
 
 from audioflow.api.context import AppContext
 from audioflow.core import events
@@ -37,19 +38,19 @@ class Accepted:
     bytes: int
     duration_s: float
     sha256: str
-    needs_work: bool        # enqueue (again): new, or a duplicate whose work is not finished
-    first_chunk: bool       # the meeting goes live with it
+    needs_work: bool  # enqueue (again): new, or a duplicate whose work is not finished
+    first_chunk: bool  # the meeting goes live with it
 
 
 def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
     info = parse_wav(body)
     sha = hashlib.sha256(body).hexdigest()
     with transaction(ctx.sessions) as session:
-        if webhook_id is not None and (seen := queries.seen_delivery(session, webhook_id)) is not None:
-            if (seen.meeting_id, seen.seq, seen.sha256) != (meeting_id, seq, sha):
-                raise Conflict(
-                    f"webhook-id {webhook_id!r} was already used for another delivery", code="webhook_id_reused"
-                )
+        seen = queries.seen_delivery(session, webhook_id) if webhook_id is not None else None
+        if seen is not None and (seen.meeting_id, seen.seq, seen.sha256) != (meeting_id, seq, sha):
+            raise Conflict(
+                f"webhook-id {webhook_id!r} was already used for another delivery", code="webhook_id_reused"
+            )
         try:
             meeting = queries.get_meeting(session, meeting_id)
         except NotFound:
@@ -61,7 +62,12 @@ def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id:
             meeting = queries.create_meeting(session, meeting_id, info.format)
         queries.check_format(meeting, info.format)
         status = queries.add_chunk(
-            session, meeting_id, seq, sha256=sha, size_bytes=len(body), data_bytes=info.data_length,
+            session,
+            meeting_id,
+            seq,
+            sha256=sha,
+            size_bytes=len(body),
+            data_bytes=info.data_length,
             duration_s=info.duration_s,
         )
         if status == "created":
@@ -71,7 +77,7 @@ def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id:
             needs_work, first_chunk = True, queries.chunk_count(session, meeting_id) == 1
         else:
             needs_work, first_chunk = _work_unfinished(ctx, meeting_id, seq), False
-        if webhook_id is not None and queries.seen_delivery(session, webhook_id) is None:
+        if webhook_id is not None and seen is None:
             queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
     return Accepted(meeting_id, seq, status, len(body), info.duration_s, sha, needs_work, first_chunk)
 
@@ -101,22 +107,32 @@ def accept_chunk(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhoo
     CHUNKS_INGESTED.labels(accepted.status).inc()
     if accepted.status == "created":
         INGEST_BYTES.inc(accepted.bytes)
-    log.info("chunk %s (%d bytes, %.2f s)", accepted.status, accepted.bytes, accepted.duration_s,
-             extra={"meeting_id": meeting_id, "seq": seq})
+    log.info(
+        "chunk %s (%d bytes, %.2f s)",
+        accepted.status,
+        accepted.bytes,
+        accepted.duration_s,
+        extra={"meeting_id": meeting_id, "seq": seq},
+    )
     return accepted
 
 
 def _enqueue(ctx: AppContext, accepted: Accepted) -> None:
-    work = {"meeting_id": accepted.meeting_id, "seq": str(accepted.seq)}
+    work: dict[FieldT, EncodableT] = {"meeting_id": accepted.meeting_id, "seq": accepted.seq}
     keys = ctx.keys
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.xadd(keys.transcribe, work)  # type: ignore[arg-type]
-    pipe.xadd(keys.concat, work)  # type: ignore[arg-type]
+    pipe.xadd(keys.transcribe, work)
+    pipe.xadd(keys.concat, work)
     if accepted.status == "created":
         maxlen = ctx.settings.events_maxlen
         stream = keys.events(accepted.meeting_id)
         if accepted.first_chunk:
-            pipe.xadd(stream, events.event_fields("meeting.phase", {"phase": "live"}), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(
+                stream,
+                events.event_fields("meeting.phase", {"phase": "live"}),
+                maxlen=maxlen,
+                approximate=True,
+            )
         data = {"seq": accepted.seq, "bytes": accepted.bytes, "duration_s": accepted.duration_s}
-        pipe.xadd(stream, events.event_fields("chunk.received", data), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(stream, events.event_fields("chunk.received", data), maxlen=maxlen, approximate=True)
     pipe.execute()

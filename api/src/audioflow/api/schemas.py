@@ -48,7 +48,7 @@ class MeetingPublic(BaseModel):
         return cls(
             id=status.id,
             phase=status.phase,
-            format=AudioFormatModel(sample_rate=fmt.sample_rate, channels=fmt.channels, bits=fmt.bits),  # type: ignore[arg-type]
+            format=AudioFormatModel(sample_rate=fmt.sample_rate, channels=fmt.channels, bits=fmt.bits),
             chunks_received=status.chunks_received,
             chunks_transcribed=status.chunks_transcribed,
             chunks_failed=status.chunks_failed,

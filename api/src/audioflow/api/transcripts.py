@@ -19,7 +19,11 @@ def timeline(segments: Sequence[Segment], starts: dict[int, float]) -> list[Segm
                 end_s=round(offset + segment.end_s, 3),
                 text=segment.text,
                 words=[
-                    WordPublic(text=w["text"], start_s=round(offset + w["start_s"], 3), end_s=round(offset + w["end_s"], 3))
+                    WordPublic(
+                        text=w["text"],
+                        start_s=round(offset + w["start_s"], 3),
+                        end_s=round(offset + w["end_s"], 3),
+                    )
                     for w in segment.words
                 ],
                 error=segment.error,

@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audioflow.core.settings import Settings
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from audioflow.core.settings import load_settings
 
     return load_settings()
@@ -22,8 +26,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings()
     setup_logging("api", fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
@@ -52,23 +62,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
-    parser.add_argument("--meeting", help="meeting id (default: a generated one); with --meetings M, a prefix")
+    parser.add_argument(
+        "--meeting", help="meeting id (default: a generated one); with --meetings M, a prefix"
+    )
     parser.add_argument("--chunks", type=int, help="number of chunks (default: the whole speech fixture)")
     parser.add_argument("--chunk-seconds", type=float, default=5.0, help="length of each chunk")
     parser.add_argument("--shuffle", action="store_true", help="send in random order")
     parser.add_argument("--duplicates", type=int, default=0, metavar="K", help="send K random chunks twice")
-    parser.add_argument("--drop", type=int, nargs="*", default=[], metavar="SEQ", help="never send these seqs")
+    parser.add_argument(
+        "--drop", type=int, nargs="*", default=[], metavar="SEQ", help="never send these seqs"
+    )
     parser.add_argument("--meetings", type=int, default=1, metavar="M", help="simulate M meetings at once")
-    parser.add_argument("--rate", type=float, default=0.0, metavar="R",
-                        help="chunks per second over all meetings (0: as fast as possible)")
-    parser.add_argument("--realtime", action="store_true", help="pace each meeting at one chunk per chunk length")
-    parser.add_argument("--end", action="store_true", help="end the meetings afterwards (needs AUDIOFLOW_API_TOKEN)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="chunks per second over all meetings (0: as fast as possible)",
+    )
+    parser.add_argument(
+        "--realtime", action="store_true", help="pace each meeting at one chunk per chunk length"
+    )
+    parser.add_argument(
+        "--end", action="store_true", help="end the meetings afterwards (needs AUDIOFLOW_API_TOKEN)"
+    )
     parser.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audioflow", description="Live meeting audio → ordered recording + transcript")
+    parser = argparse.ArgumentParser(
+        prog="audioflow", description="Live meeting audio → ordered recording + transcript"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="run the gateway (FastAPI)")

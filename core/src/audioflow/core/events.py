@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from audioflow.core.keys import Keys
 
@@ -23,7 +24,9 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 
-def event_fields(type_: EventType, data: Mapping[str, Any], ts: float | None = None) -> dict[str, str]:
+def event_fields(
+    type_: EventType, data: Mapping[str, Any], ts: float | None = None
+) -> dict[FieldT, EncodableT]:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     return {"type": type_, "ts": f"{time.time() if ts is None else ts:.6f}", "data": json.dumps(dict(data))}
@@ -41,19 +44,58 @@ def decode_event(meeting_id: str, event_id: str, fields: Mapping[str, str]) -> d
 
 
 def publish(
-    client: redis.Redis, keys: Keys, meeting_id: str, type_: EventType, data: Mapping[str, Any], *, maxlen: int
+    client: redis.Redis,
+    keys: Keys,
+    meeting_id: str,
+    type_: EventType,
+    data: Mapping[str, Any],
+    *,
+    maxlen: int,
 ) -> str:
     """Append an event (sync). The stream is capped approximately at ``maxlen``: events are a log for
     readers, not work, so old ones may go."""
-    event_id = client.xadd(keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    event_id = client.xadd(
+        keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True
+    )
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+    return [(_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in raw or []]
+
+
+async def read_after(
+    client: aioredis.Redis, stream: str, cursor: str, *, count: int, block_ms: int | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """Events after ``cursor`` ("0" = from the start): one XRANGE page, or, with ``block_ms``, an XREAD
+    that waits for new ones. Returns ``(id, fields)`` pairs with text fields."""
+    if block_ms is None:
+        low = "-" if cursor == "0" else f"({cursor}"
+        return _entries(await client.xrange(stream, min=low, count=count))
+    reply: Any = await client.xread({stream: "0-0" if cursor == "0" else cursor}, count=count, block=block_ms)
+    if isinstance(reply, dict):  # RESP3 shape
+        return _entries(next(iter(reply.values()), None))
+    return _entries(reply[0][1] if reply else None)
+
+
 async def apublish(
-    client: aioredis.Redis, keys: Keys, meeting_id: str, type_: EventType, data: Mapping[str, Any], *, maxlen: int
+    client: aioredis.Redis,
+    keys: Keys,
+    meeting_id: str,
+    type_: EventType,
+    data: Mapping[str, Any],
+    *,
+    maxlen: int,
 ) -> str:
     """Append an event (async); see :func:`publish`."""
     event_id = await client.xadd(
-        keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True  # type: ignore[arg-type]
+        keys.events(meeting_id),
+        event_fields(type_, data),
+        maxlen=maxlen,
+        approximate=True,
     )
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

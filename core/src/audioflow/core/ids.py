@@ -32,5 +32,7 @@ def check_seq(value: int) -> int:
 def parse_seq(text: str) -> int:
     """Parse a seq from a path segment or form field, then check its range."""
     if not re.fullmatch(r"-?[0-9]{1,12}", text):
-        raise InvalidId(f"seq {text[:40]!r} is invalid: use an integer from 0 to {MAX_SEQ}", code="invalid_seq")
+        raise InvalidId(
+            f"seq {text[:40]!r} is invalid: use an integer from 0 to {MAX_SEQ}", code="invalid_seq"
+        )
     return check_seq(int(text))

@@ -46,7 +46,8 @@ class TextFormatter(logging.Formatter):
             f"{name}={value}" for name in CONTEXT_FIELDS if (value := getattr(record, name, None)) is not None
         )
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{stamp} {record.levelname:<7} {getattr(record, 'component', record.name)}: {record.getMessage()}"
+        component = getattr(record, "component", record.name)
+        line = f"{stamp} {record.levelname:<7} {component}: {record.getMessage()}"
         if context:
             line += f" [{context}]"
         if record.exc_info:
@@ -69,7 +70,9 @@ class MeetingLogForwarder(logging.Handler):
     """Forwards records that name a meeting to that meeting's event stream as ``log`` events, so the
     page shows them. ``publish(meeting_id, data)`` must not log (it would recurse)."""
 
-    def __init__(self, component: str, publish: Callable[[str, dict[str, Any]], object], level: int = logging.INFO):
+    def __init__(
+        self, component: str, publish: Callable[[str, dict[str, Any]], object], level: int = logging.INFO
+    ):
         super().__init__(level)
         self.component = component
         self.publish = publish

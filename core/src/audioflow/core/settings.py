@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     data_dir: Path = Field(Path(".audioflow"), validation_alias=_env("AUDIOFLOW_DATA_DIR"))
-    redis_prefix: str = Field("af:", validation_alias=_env("AUDIOFLOW_REDIS_PREFIX"), pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+    redis_prefix: str = Field(
+        "af:", validation_alias=_env("AUDIOFLOW_REDIS_PREFIX"), pattern=r"^[A-Za-z0-9:_.-]{1,64}$"
+    )
 
     webhook_secret: str | None = Field(None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET"))
     api_token: str | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     )
     download_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_DOWNLOAD_TIMEOUT_S"), gt=0)
 
-    stt_engine: Literal["pocketsphinx", "whisper"] = Field("pocketsphinx", validation_alias=_env("AUDIOFLOW_STT_ENGINE"))
+    stt_engine: Literal["pocketsphinx", "whisper"] = Field(
+        "pocketsphinx", validation_alias=_env("AUDIOFLOW_STT_ENGINE")
+    )
     stt_language: str = Field("en-us", validation_alias=_env("AUDIOFLOW_STT_LANGUAGE"))
     stt_overlap_s: float = Field(1.0, validation_alias=_env("AUDIOFLOW_STT_OVERLAP_S"), ge=0, le=10)
     whisper_model_path: Path | None = Field(None, validation_alias=_env("AUDIOFLOW_WHISPER_MODEL_PATH"))
@@ -52,7 +56,9 @@ class Settings(BaseSettings):
 
     metrics_port: int = Field(0, validation_alias=_env("AUDIOFLOW_METRICS_PORT"), ge=0, le=65535)
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("AUDIOFLOW_LOG_FORMAT"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("AUDIOFLOW_LOG_LEVEL"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("AUDIOFLOW_LOG_LEVEL")
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from audioflow.core.errors import SignatureError
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DEFAULT_TOLERANCE_S = 300
 
 
@@ -57,7 +57,9 @@ class SignedHeaders:
         }
 
 
-def sign(secret: str, body: bytes, *, msg_id: str | None = None, timestamp: int | None = None) -> SignedHeaders:
+def sign(
+    secret: str, body: bytes, *, msg_id: str | None = None, timestamp: int | None = None
+) -> SignedHeaders:
     """Headers that make ``body`` a signed Standard Webhooks delivery."""
     msg_id = msg_id or "msg_" + secrets.token_hex(12)
     timestamp = int(time.time()) if timestamp is None else timestamp
@@ -80,7 +82,11 @@ def verify(
     if not msg_id or not raw_ts or not raw_sig:
         missing = [
             name
-            for name, value in (("webhook-id", msg_id), ("webhook-timestamp", raw_ts), ("webhook-signature", raw_sig))
+            for name, value in (
+                ("webhook-id", msg_id),
+                ("webhook-timestamp", raw_ts),
+                ("webhook-signature", raw_sig),
+            )
             if not value
         ]
         raise SignatureError(f"missing signature header(s): {', '.join(missing)}", code="missing_signature")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-def chunk_starts(durations: Iterable[tuple[int, float]], gaps: Iterable[tuple[int, float]] = ()) -> dict[int, float]:
+def chunk_starts(
+    durations: Iterable[tuple[int, float]], gaps: Iterable[tuple[int, float]] = ()
+) -> dict[int, float]:
     """Start time (s) of each seq: the audio of every earlier seq, chunks and bridged gaps alike.
 
     ``durations`` and ``gaps`` are ``(seq, seconds)`` pairs. A seq still missing (neither received nor

@@ -25,7 +25,9 @@ class Work:
     @classmethod
     def of(cls, entry: Entry) -> Work:
         """Decode and re-validate a work entry (it came from our own gateway, but a stream is no proof)."""
-        return cls(check_meeting_id(entry.fields.get("meeting_id", "")), parse_seq(entry.fields.get("seq", "")))
+        return cls(
+            check_meeting_id(entry.fields.get("meeting_id", "")), parse_seq(entry.fields.get("seq", ""))
+        )
 
 
 @dataclass

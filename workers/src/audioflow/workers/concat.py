@@ -113,13 +113,23 @@ def advance(deps: ConcatDeps, meeting_id: str) -> int:
         if added or rec.held_through != waiting.recorded_through:
             _mirror(deps, meeting_id, rec, bridged)
             for seq, frames in bridged:
-                log.warning("seq %d never arrived within %.0f s: bridged with %.2f s of silence", seq,
-                            deps.gap_timeout_s, frames / rec.format.sample_rate, extra={"meeting_id": meeting_id, "seq": seq})
+                log.warning(
+                    "seq %d never arrived within %.0f s: bridged with %.2f s of silence",
+                    seq,
+                    deps.gap_timeout_s,
+                    frames / rec.format.sample_rate,
+                    extra={"meeting_id": meeting_id, "seq": seq},
+                )
             deps.publish(
                 meeting_id,
                 "recording.extended",
-                {"concatenated_through": rec.held_through, "duration_s": round(rec.duration_s, 3),
-                 "bytes": rec.file_length, "appended": added, "gaps": [seq for seq, _ in bridged]},
+                {
+                    "concatenated_through": rec.held_through,
+                    "duration_s": round(rec.duration_s, 3),
+                    "bytes": rec.file_length,
+                    "appended": added,
+                    "gaps": [seq for seq, _ in bridged],
+                },
             )
     if added:
         announce_if_completed(deps.sessions, deps.publish, meeting_id)
@@ -163,14 +173,20 @@ def meetings_waiting(sessions: sessionmaker[Session]) -> list[str]:
     """Meetings with chunks received beyond what their recording holds (candidates for the gap sweep)."""
     with sessions() as session:
         highest = (
-            select(Chunk.meeting_id, func.max(Chunk.seq).label("highest")).group_by(Chunk.meeting_id).subquery()
+            select(Chunk.meeting_id, func.max(Chunk.seq).label("highest"))
+            .group_by(Chunk.meeting_id)
+            .subquery()
         )
-        rows = session.execute(
-            select(highest.c.meeting_id)
-            .outerjoin(Recording, Recording.meeting_id == highest.c.meeting_id)
-            .where(highest.c.highest > func.coalesce(Recording.concatenated_through, -1))
-            .where(Recording.failed_reason.is_(None))
-        ).scalars().all()
+        rows = (
+            session.execute(
+                select(highest.c.meeting_id)
+                .outerjoin(Recording, Recording.meeting_id == highest.c.meeting_id)
+                .where(highest.c.highest > func.coalesce(Recording.concatenated_through, -1))
+                .where(Recording.failed_reason.is_(None))
+            )
+            .scalars()
+            .all()
+        )
     return list(rows)
 
 

@@ -63,8 +63,14 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
         with transaction(deps.sessions) as session:
             session.add(
                 Segment(
-                    meeting_id=work.meeting_id, seq=work.seq, engine=deps.engine.name, start_s=0.0,
-                    end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s,
+                    meeting_id=work.meeting_id,
+                    seq=work.seq,
+                    engine=deps.engine.name,
+                    start_s=0.0,
+                    end_s=result.audio_s,
+                    text=result.text,
+                    words=words,
+                    decode_s=result.decode_s,
                 )
             )
     except sqlalchemy.exc.IntegrityError:
@@ -72,8 +78,13 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     deps.publish(
         work.meeting_id,
         "chunk.transcribed",
-        {"seq": work.seq, "text": result.text, "words": words, "duration_s": result.audio_s,
-         "start_s": _chunk_start(deps, work)},
+        {
+            "seq": work.seq,
+            "text": result.text,
+            "words": words,
+            "duration_s": result.audio_s,
+            "start_s": _chunk_start(deps, work),
+        },
     )
     log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
     announce_if_completed(deps.sessions, deps.publish, work.meeting_id)
@@ -98,11 +109,24 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     try:
         with transaction(deps.sessions) as session:
             session.add(
-                Segment(meeting_id=work.meeting_id, seq=work.seq, engine=deps.engine.name, start_s=0.0, end_s=0.0,
-                        text="", words=[], decode_s=0.0, error=reason[:500])
+                Segment(
+                    meeting_id=work.meeting_id,
+                    seq=work.seq,
+                    engine=deps.engine.name,
+                    start_s=0.0,
+                    end_s=0.0,
+                    text="",
+                    words=[],
+                    decode_s=0.0,
+                    error=reason[:500],
+                )
             )
     except sqlalchemy.exc.IntegrityError:
         pass
-    deps.publish(work.meeting_id, "chunk.failed", {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]})
-    log.error("transcription failed for good: %s", reason, extra={"meeting_id": work.meeting_id, "seq": work.seq})
+    deps.publish(
+        work.meeting_id, "chunk.failed", {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]}
+    )
+    log.error(
+        "transcription failed for good: %s", reason, extra={"meeting_id": work.meeting_id, "seq": work.seq}
+    )
     announce_if_completed(deps.sessions, deps.publish, work.meeting_id)

@@ -38,8 +38,13 @@ def run_worker(kind: Kind, settings: Settings) -> None:
     serve_metrics(settings.metrics_port)
     engine = make_engine(settings.effective_database_url)
     sessions = make_sessionmaker(engine)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30,
-                                  socket_connect_timeout=2, health_check_interval=15)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=30,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+    )
     keys = Keys(settings.redis_prefix)
     publish = Publisher(client, keys, settings.events_maxlen)
     logging.getLogger().addHandler(MeetingLogForwarder(kind, publish.log))
@@ -56,16 +61,26 @@ def run_worker(kind: Kind, settings: Settings) -> None:
     if kind == "processing":
         from audioflow.workers.stt import load_engine
 
-        stt = load_engine(settings.stt_engine, language=settings.stt_language, model_path=settings.whisper_model_path)
+        stt = load_engine(
+            settings.stt_engine, language=settings.stt_language, model_path=settings.whisper_model_path
+        )
         pdeps = processing.ProcessingDeps(sessions, storage, stt, publish, settings.stt_overlap_s)
         consumer = StreamConsumer(
-            client, keys.transcribe, PROCESSING_GROUP, functools.partial(processing.handle, deps=pdeps),
-            on_dead_letter=functools.partial(processing.on_dead_letter, deps=pdeps), **common,  # type: ignore[arg-type]
+            client,
+            keys.transcribe,
+            PROCESSING_GROUP,
+            functools.partial(processing.handle, deps=pdeps),
+            on_dead_letter=functools.partial(processing.on_dead_letter, deps=pdeps),
+            **common,  # type: ignore[arg-type]
         )
     else:
         cdeps = concat.ConcatDeps(sessions, storage, publish, settings.gap_timeout_s, fsync=settings.fsync)
         consumer = StreamConsumer(
-            client, keys.concat, CONCAT_GROUP, functools.partial(concat.handle, deps=cdeps), **common,  # type: ignore[arg-type]
+            client,
+            keys.concat,
+            CONCAT_GROUP,
+            functools.partial(concat.handle, deps=cdeps),
+            **common,  # type: ignore[arg-type]
         )
         threading.Thread(target=_gap_sweeper, args=(cdeps, stop), name="gap-sweeper", daemon=True).start()
     log.info("%s worker %s consuming %s", kind, common["consumer"], consumer.stream)

@@ -56,10 +56,18 @@ class Delivery:
 
 
 def plan(
-    meeting_ids: list[str], chunks: list[bytes], *, shuffle: bool, duplicates: int, drop: set[int], rng: random.Random
+    meeting_ids: list[str],
+    chunks: list[bytes],
+    *,
+    shuffle: bool,
+    duplicates: int,
+    drop: set[int],
+    rng: random.Random,
 ) -> list[Delivery]:
     """What to send, in order: every meeting's chunks minus dropped seqs, plus duplicates, maybe shuffled."""
-    deliveries = [Delivery(m, seq, body) for m in meeting_ids for seq, body in enumerate(chunks) if seq not in drop]
+    deliveries = [
+        Delivery(m, seq, body) for m in meeting_ids for seq, body in enumerate(chunks) if seq not in drop
+    ]
     if shuffle:
         rng.shuffle(deliveries)
     for _ in range(duplicates if deliveries else 0):
@@ -92,19 +100,26 @@ def send(client: httpx.Client, base_url: str, secret: str, delivery: Delivery) -
 def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
     secret = settings.webhook_secret
     if secret is None:
-        print("audioflow simulate: set AUDIOFLOW_WEBHOOK_SECRET (the gateway's webhook secret)", file=sys.stderr)
+        print(
+            "audioflow simulate: set AUDIOFLOW_WEBHOOK_SECRET (the gateway's webhook secret)", file=sys.stderr
+        )
         return 2
     rng = random.Random(args.seed)
     fmt, pcm = load_speech()
     chunks = cut_chunks(fmt, pcm, args.chunk_seconds, args.chunks)
     base = args.meeting or f"sim-{secrets.token_hex(4)}"
     meeting_ids = [base] if args.meetings == 1 else [f"{base}-{i}" for i in range(args.meetings)]
-    deliveries = plan(meeting_ids, chunks, shuffle=args.shuffle, duplicates=args.duplicates, drop=set(args.drop), rng=rng)
+    deliveries = plan(
+        meeting_ids, chunks, shuffle=args.shuffle, duplicates=args.duplicates, drop=set(args.drop), rng=rng
+    )
     rate = args.rate or (len(meeting_ids) / args.chunk_seconds if args.realtime else 0.0)
     total, started, failures = len(deliveries), time.monotonic(), 0
     counts: dict[int, int] = {}
-    print(f"audioflow simulate: {len(meeting_ids)} meeting(s) {', '.join(meeting_ids)}; {total} uploads of "
-          f"{len(chunks)} chunks x {args.chunk_seconds:g} s to {args.url}", file=sys.stderr)
+    print(
+        f"audioflow simulate: {len(meeting_ids)} meeting(s) {', '.join(meeting_ids)}; {total} uploads of "
+        f"{len(chunks)} chunks x {args.chunk_seconds:g} s to {args.url}",
+        file=sys.stderr,
+    )
     with httpx.Client(timeout=30) as client:
         for index, delivery in enumerate(deliveries, start=1):
             if rate:
@@ -115,8 +130,10 @@ def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
                 failures += 1
                 print(f"  {delivery.meeting_id}/{delivery.seq}: HTTP {status}", file=sys.stderr)
             if not args.quiet and (index == total or index % max(1, total // 20) == 0):
-                print(f"  sent {index}/{total} ({100 * index // total}%) in {time.monotonic() - started:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"  sent {index}/{total} ({100 * index // total}%) in {time.monotonic() - started:.1f} s",
+                    file=sys.stderr,
+                )
         if args.end:
             failures += _end_meetings(client, args.url, settings.api_token, meeting_ids)
     summary = ", ".join(f"{count} x HTTP {status}" for status, count in sorted(counts.items()))
@@ -130,10 +147,11 @@ def _end_meetings(client: httpx.Client, base_url: str, token: str | None, meetin
         return 1
     failed = 0
     for meeting_id in meeting_ids:
-        response = client.post(f"{base_url.rstrip('/')}/v1/meetings/{meeting_id}/end",
-                               headers={"authorization": f"Bearer {token}"})
+        response = client.post(
+            f"{base_url.rstrip('/')}/v1/meetings/{meeting_id}/end",
+            headers={"authorization": f"Bearer {token}"},
+        )
         if response.status_code != 200:
             failed += 1
             print(f"  ending {meeting_id}: HTTP {response.status_code}", file=sys.stderr)
     return failed
-

@@ -12,8 +12,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
-from audioflow.api.errors import error_response
 from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
+from audioflow.api.errors import error_response
 from audioflow.api.ranges import parse_range
 from audioflow.api.schemas import ERROR_RESPONSES
 from audioflow.core.db import queries
@@ -21,7 +21,9 @@ from audioflow.core.errors import NotFound, RangeNotSatisfiable
 from audioflow.core.recording import snapshot_length
 from audioflow.core.wav import streaming_header
 
-router = APIRouter(prefix="/v1/meetings", tags=["audio"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/meetings", tags=["audio"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
+)
 
 PIECE = 64 * 1024
 POLL_S = 0.2
@@ -34,7 +36,9 @@ def _recording(ctx: AppContext, meeting_id: str) -> Path:
         queries.get_meeting(session, meeting_id)
     path = ctx.storage.recording_path(meeting_id)
     if not path.exists():
-        raise NotFound(f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet")
+        raise NotFound(
+            f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet"
+        )
     return path
 
 
@@ -53,7 +57,11 @@ async def _file_bytes(path: Path, first: int, last: int) -> AsyncIterator[bytes]
 @router.get(
     "/{meeting_id}/recording.wav",
     response_class=StreamingResponse,
-    responses={200: {"content": {"audio/wav": {}}}, 206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}},
+    responses={
+        200: {"content": {"audio/wav": {}}},
+        206: {"description": "Partial content"},
+        416: {"description": "Range not satisfiable"},
+    },
 )
 async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Response:
     """The consistent prefix of the growing recording (its header's sizes always match what is sent)."""
@@ -70,16 +78,18 @@ async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Re
     if wanted:
         status = 206
         headers["Content-Range"] = f"bytes {first}-{last}/{total}"
-    return StreamingResponse(_file_bytes(path, first, last), status_code=status, media_type="audio/wav", headers=headers)
+    return StreamingResponse(
+        _file_bytes(path, first, last), status_code=status, media_type="audio/wav", headers=headers
+    )
 
 
-async def _follow(ctx: AppContext, meeting_id: str, path: Path, start: Literal["live", "start"]) -> AsyncIterator[bytes]:
+async def _follow(
+    ctx: AppContext, meeting_id: str, path: Path, start: Literal["live", "start"]
+) -> AsyncIterator[bytes]:
     fmt, length = snapshot_length(path)
     yield streaming_header(fmt)
-    if start == "start":
-        position = 44
-    else:  # the live edge, on a frame boundary so that samples stay aligned
-        position = 44 + (length - 44) // fmt.block_align * fmt.block_align
+    # From the start, or from the live edge on a frame boundary so that samples stay aligned.
+    position = 44 if start == "start" else 44 + (length - 44) // fmt.block_align * fmt.block_align
     loop = asyncio.get_running_loop()
     next_phase_check = loop.time() + PHASE_CHECK_S
     with path.open("rb") as handle:

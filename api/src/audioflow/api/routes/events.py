@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import re
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +15,7 @@ from audioflow.api.context import AppContext
 from audioflow.api.deps import check_token
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest
-from audioflow.core.events import decode_event
+from audioflow.core.events import decode_event, read_after
 from audioflow.core.ids import check_meeting_id
 
 router = APIRouter(tags=["events"])
@@ -34,7 +33,9 @@ def _cursor(since: str | None) -> str:
     if since is None or since == "":
         return "0"
     if not _CURSOR.fullmatch(since):
-        raise BadRequest(f"since={since[:40]!r} is not an event id (like 1700000000000-0)", code="invalid_since")
+        raise BadRequest(
+            f"since={since[:40]!r} is not an event id (like 1700000000000-0)", code="invalid_since"
+        )
     return since
 
 
@@ -49,29 +50,18 @@ async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
     await websocket.close(code=CLOSE_BASE + exc.http_status, reason=exc.code)
 
 
-async def _send_after(ctx: AppContext, websocket: WebSocket, meeting_id: str, stream: str, cursor: str) -> None:
+async def _send_after(
+    ctx: AppContext, websocket: WebSocket, meeting_id: str, stream: str, cursor: str
+) -> None:
     """Replay everything after ``cursor`` page by page, then block for new events."""
+    block: int | None = None
     while True:
-        page: list[Any] = await ctx.aredis.xrange(stream, min=f"({cursor}" if cursor != "0" else "-", count=REPLAY_PAGE)
+        page = await read_after(ctx.aredis, stream, cursor, count=REPLAY_PAGE, block_ms=block)
         for event_id, fields in page:
-            await websocket.send_text(json.dumps(decode_event(meeting_id, _text(event_id), _decoded(fields))))
-            cursor = _text(event_id)
-        if len(page) < REPLAY_PAGE:
-            break
-    while True:
-        reply = await ctx.aredis.xread({stream: cursor if cursor != "0" else "0-0"}, count=REPLAY_PAGE, block=BLOCK_MS)
-        for _, entries in reply or []:
-            for event_id, fields in entries:
-                await websocket.send_text(json.dumps(decode_event(meeting_id, _text(event_id), _decoded(fields))))
-                cursor = _text(event_id)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
+            await websocket.send_text(json.dumps(decode_event(meeting_id, event_id, fields)))
+            cursor = event_id
+        if block is None and len(page) < REPLAY_PAGE:
+            block = BLOCK_MS  # caught up: from now on wait for new events
 
 
 @router.websocket("/v1/meetings/{meeting_id}/events")

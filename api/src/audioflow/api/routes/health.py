@@ -39,8 +39,11 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "2"},
+    )
 
 
 @router.get("/metrics", response_class=Response)

@@ -27,7 +27,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing early past ``limit`` whatever Content-Length claims."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is larger than the limit of {limit} bytes", code="body_too_large")
+        raise PayloadTooLarge(
+            f"body of {declared} bytes is larger than the limit of {limit} bytes", code="body_too_large"
+        )
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -39,15 +41,21 @@ async def read_body(request: Request, limit: int) -> bytes:
 def verified_webhook_id(ctx: Ctx, request: Request, body: bytes) -> str:
     secret = ctx.settings.webhook_secret
     if secret is None:
-        raise Forbidden("ingest is disabled: the server has no AUDIOFLOW_WEBHOOK_SECRET", code="ingest_disabled")
+        raise Forbidden(
+            "ingest is disabled: the server has no AUDIOFLOW_WEBHOOK_SECRET", code="ingest_disabled"
+        )
     return verify(secret, request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s)
 
 
 def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
     response.status_code = 201 if accepted.status == "created" else 200
     return ChunkAccepted(
-        meeting_id=accepted.meeting_id, seq=accepted.seq, status=accepted.status, bytes=accepted.bytes,
-        duration_s=accepted.duration_s, sha256=accepted.sha256,
+        meeting_id=accepted.meeting_id,
+        seq=accepted.seq,
+        status=accepted.status,
+        bytes=accepted.bytes,
+        duration_s=accepted.duration_s,
+        sha256=accepted.sha256,
     )
 
 
@@ -56,7 +64,12 @@ def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
     status_code=201,
     response_model=ChunkAccepted,
     summary="Upload one WAV chunk (Standard Webhooks signature over the raw body)",
-    openapi_extra={"requestBody": {"required": True, "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def put_chunk(
     meeting_id: str,
@@ -71,7 +84,9 @@ async def put_chunk(
         seq_number = parse_seq(seq)
         media = (content_type or "").split(";")[0].strip().lower()
         if media not in WAV_CONTENT_TYPES:
-            raise UnsupportedMediaType(f"Content-Type {media or '(none)'!r} is not audio/wav", code="not_audio_wav")
+            raise UnsupportedMediaType(
+                f"Content-Type {media or '(none)'!r} is not audio/wav", code="not_audio_wav"
+            )
         body = await read_body(request, ctx.settings.max_chunk_bytes)
         webhook_id = verified_webhook_id(ctx, request, body)
         accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, webhook_id)
@@ -86,7 +101,12 @@ async def put_chunk(
     status_code=201,
     response_model=ChunkAccepted,
     summary="A chunk by URL: JSON {meetingId, seq, url}, signed; the gateway fetches the URL",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": WebhookChunk.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WebhookChunk.model_json_schema()}},
+        }
+    },
 )
 async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> ChunkAccepted:
     try:
@@ -95,12 +115,16 @@ async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> Chunk
         try:
             payload = WebhookChunk.model_validate(json.loads(body))
         except (ValueError, ValidationError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise BadRequest(f"body is not the JSON {{meetingId, seq, url}}: {str(exc).splitlines()[0]}",
-                             code="invalid_json") from None
+            raise BadRequest(
+                f"body is not the JSON {{meetingId, seq, url}}: {str(exc).splitlines()[0]}",
+                code="invalid_json",
+            ) from None
         check_meeting_id(payload.meeting_id)
         check_seq(payload.seq)
         data = await run_in_threadpool(fetch_chunk, payload.url, ctx.settings)
-        accepted = await run_in_threadpool(accept_chunk, ctx, payload.meeting_id, payload.seq, data, webhook_id)
+        accepted = await run_in_threadpool(
+            accept_chunk, ctx, payload.meeting_id, payload.seq, data, webhook_id
+        )
     except Exception:
         CHUNKS_INGESTED.labels("rejected").inc()
         raise

@@ -19,7 +19,9 @@ from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
 from audioflow.core.wav import AudioFormat
 
-router = APIRouter(prefix="/v1/meetings", tags=["meetings"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/meetings", tags=["meetings"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
+)
 
 
 def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:
@@ -38,8 +40,14 @@ async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
         return _status(ctx, meeting_id)
 
     created = await run_in_threadpool(create)
-    await events.apublish(ctx.aredis, ctx.keys, meeting_id, "meeting.phase", {"phase": created.phase},
-                          maxlen=ctx.settings.events_maxlen)
+    await events.apublish(
+        ctx.aredis,
+        ctx.keys,
+        meeting_id,
+        "meeting.phase",
+        {"phase": created.phase},
+        maxlen=ctx.settings.events_maxlen,
+    )
     return created
 
 
@@ -72,8 +80,14 @@ async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
         return _status(ctx, meeting_id)
 
     ended = await run_in_threadpool(end)
-    await events.apublish(ctx.aredis, ctx.keys, meeting_id, "meeting.phase", {"phase": ended.phase},
-                          maxlen=ctx.settings.events_maxlen)
+    await events.apublish(
+        ctx.aredis,
+        ctx.keys,
+        meeting_id,
+        "meeting.phase",
+        {"phase": ended.phase},
+        maxlen=ctx.settings.events_maxlen,
+    )
     return ended
 
 

@@ -13,9 +13,15 @@ from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
 from audioflow.api.schemas import ERROR_RESPONSES, TranscriptPublic
 from audioflow.core.db import queries
 
-router = APIRouter(prefix="/v1/meetings", tags=["transcript"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/meetings", tags=["transcript"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
+)
 
-MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
+MEDIA = {
+    "txt": "text/plain; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+}
 RENDER = {"txt": transcripts.as_txt, "vtt": transcripts.as_vtt, "srt": transcripts.as_srt}
 
 

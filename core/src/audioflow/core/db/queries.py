@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, Gap, Meeting, Recording, Segment, WebhookDelivery
-from audioflow.core.timeline import chunk_starts
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
+from audioflow.core.timeline import chunk_starts
 from audioflow.core.wav import AudioFormat
 
 Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
@@ -50,7 +50,14 @@ AddResult = Literal["created", "duplicate"]
 
 
 def add_chunk(
-    session: Session, meeting_id: str, seq: int, *, sha256: str, size_bytes: int, data_bytes: int, duration_s: float
+    session: Session,
+    meeting_id: str,
+    seq: int,
+    *,
+    sha256: str,
+    size_bytes: int,
+    data_bytes: int,
+    duration_s: float,
 ) -> AddResult:
     """Record an accepted chunk; the same bytes again is a duplicate, other bytes a conflict."""
     existing = session.get(Chunk, (meeting_id, seq))
@@ -63,7 +70,11 @@ def add_chunk(
         )
     session.add(
         Chunk(
-            meeting_id=meeting_id, seq=seq, sha256=sha256, size_bytes=size_bytes, data_bytes=data_bytes,
+            meeting_id=meeting_id,
+            seq=seq,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            data_bytes=data_bytes,
             duration_s=duration_s,
         )
     )
@@ -100,7 +111,9 @@ def chunks(session: Session, meeting_id: str) -> Sequence[Chunk]:
 
 
 def segments(session: Session, meeting_id: str) -> Sequence[Segment]:
-    return session.scalars(select(Segment).where(Segment.meeting_id == meeting_id).order_by(Segment.seq)).all()
+    return session.scalars(
+        select(Segment).where(Segment.meeting_id == meeting_id).order_by(Segment.seq)
+    ).all()
 
 
 def gaps(session: Session, meeting_id: str) -> Sequence[Gap]:
@@ -165,7 +178,9 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
     through = recording.concatenated_through if recording else -1
     gap_seqs = tuple(gap.seq for gap in gaps(session, meeting_id))
     in_recording = session.scalar(
-        select(func.count()).where(Chunk.meeting_id == meeting_id, Chunk.seq <= through, Chunk.seq.not_in(gap_seqs))
+        select(func.count()).where(
+            Chunk.meeting_id == meeting_id, Chunk.seq <= through, Chunk.seq.not_in(gap_seqs)
+        )
     )
     updated = max(
         (t for t in (meeting.created_at, last_received, recording.updated_at if recording else None) if t),
@@ -199,4 +214,6 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
 
 
 def meeting_ids(session: Session, *, limit: int, offset: int) -> Sequence[str]:
-    return session.scalars(select(Meeting.id).order_by(Meeting.created_at.desc(), Meeting.id).limit(limit).offset(offset)).all()
+    return session.scalars(
+        select(Meeting.id).order_by(Meeting.created_at.desc(), Meeting.id).limit(limit).offset(offset)
+    ).all()
