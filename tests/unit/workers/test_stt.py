@@ -6,10 +6,9 @@ measured values and their history live in the STT notes, not in assertions.
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import math
 import wave
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +125,7 @@ def test_stitching_rule_with_overlap(
         assert result.text == ""
     else:
         (word,) = result.words
-        assert (word.start_s, word.end_s) == (pytest.approx(kept[0]), pytest.approx(kept[1]))
+        assert (word.start_s, word.end_s) == pytest.approx(kept)
         assert result.text == "w"
 
 
@@ -271,7 +270,7 @@ def test_whole_fixture_wer(whole_file_words: list[Word], speech: tuple[bytes, Au
     print(f"\npocketsphinx WER, whole fixture as one utterance: {wer:.3f}")
     assert wer <= 0.20
     assert all(w.text.isalpha() or "'" in w.text for w in whole_file_words), "fillers or (2) leaked"
-    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(whole_file_words, whole_file_words[1:]))
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(whole_file_words))
 
 
 def test_5_second_chunks_stitched_wer(engine: SttEngine, speech: tuple[bytes, AudioFormat, str]) -> None:
@@ -288,7 +287,9 @@ def test_5_second_chunks_stitched_wer(engine: SttEngine, speech: tuple[bytes, Au
     print(f"\npocketsphinx WER, {CHUNK_S:g} s chunks stitched with {OVERLAP_S:g} s overlap: {wer:.3f}")
     assert wer <= 0.30
     # The fixture never repeats a word across a sentence, so a repeat across a boundary is a double.
-    doubled = [(a[-1], i) for i, (a, b) in enumerate(zip(per_chunk, per_chunk[1:])) if a and b and a[-1] == b[0]]
+    doubled = [
+        (a[-1], i) for i, (a, b) in enumerate(itertools.pairwise(per_chunk)) if a and b and a[-1] == b[0]
+    ]
     assert doubled == []
 
 

@@ -29,9 +29,9 @@ def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable(f"empty suffix range; the resource has {total} bytes")
         return max(0, total - length), total - 1
     first = int(first_text)
+    if first >= total:
+        raise RangeNotSatisfiable(f"range starts at byte {first} but the resource has {total} bytes")
     last = int(last_text) if last_text else total - 1
     if last < first:
         return None
-    if first >= total:
-        raise RangeNotSatisfiable(f"range starts at byte {first} but the resource has {total} bytes")
     return first, min(last, total - 1)

@@ -90,7 +90,8 @@ def to_engine_pcm(pcm: bytes, fmt: AudioFormat, rate: int) -> bytes:
         import soxr
 
         mono = np.asarray(soxr.resample(mono, fmt.sample_rate, rate), dtype=np.float32)
-    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype("<i2").tobytes()
+    ints: npt.NDArray[np.int16] = np.clip(np.round(mono * 32768.0), -32768, 32767).astype("<i2")
+    return ints.tobytes()
 
 
 def _tail(pcm: bytes, fmt: AudioFormat, seconds: float) -> bytes:
@@ -136,13 +137,9 @@ def transcribe_chunk(
     low = -edge_s if lead else float("-inf")
     high = audio_s - edge_s
     kept = tuple(
-        Word(w.text, w.start_s - lead_s, w.end_s - lead_s)
-        for w in decoded
-        if low <= w.end_s - lead_s < high
+        Word(w.text, w.start_s - lead_s, w.end_s - lead_s) for w in decoded if low <= w.end_s - lead_s < high
     )
-    return Transcription(
-        text=" ".join(w.text for w in kept), words=kept, audio_s=audio_s, decode_s=decode_s
-    )
+    return Transcription(text=" ".join(w.text for w in kept), words=kept, audio_s=audio_s, decode_s=decode_s)
 
 
 def load_engine(name: str, *, language: str = "en-us", model_path: Path | None = None) -> SttEngine:

@@ -18,7 +18,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     transform = jiwer.Compose(
         [
             jiwer.ToLowerCase(),
-            jiwer.RemovePunctuation(),
+            jiwer.RemovePunctuation(),  # type: ignore[no-untyped-call]
             jiwer.RemoveWhiteSpace(replace_by_space=True),
             jiwer.RemoveMultipleSpaces(),
             jiwer.Strip(),
