@@ -25,8 +25,8 @@ def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
         return None
     if not first_text:  # suffix: the last N bytes
         length = int(last_text)
-        if length == 0:
-            raise RangeNotSatisfiable(f"empty suffix range; the resource has {total} bytes")
+        if length == 0 or total == 0:
+            raise RangeNotSatisfiable(f"empty suffix range or resource; the resource has {total} bytes")
         return max(0, total - length), total - 1
     first = int(first_text)
     if first >= total:

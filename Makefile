@@ -1,0 +1,47 @@
+# audioflow: `make help` lists the targets. Every target installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else a private copy installed from PyPI into .tools/ (a fresh machine has only Python).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/venv/bin/uv)
+PYTEST_ARGS ?=
+
+.tools/venv/bin/uv:
+	python3 -m venv .tools/venv
+	.tools/venv/bin/pip install --quiet uv
+
+.PHONY: install
+install: $(if $(filter .tools/%,$(UV)),$(UV)) ## Install the Python workspace (all members, dev tools) from uv.lock
+	$(UV) sync --locked --all-packages
+
+.PHONY: format
+format: install ## Format the code (ruff)
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+.PHONY: lint
+lint: install ## Static checks: ruff, mypy (strict), import layering
+	$(UV) run ruff format --check .
+	$(UV) run ruff check .
+	$(UV) run mypy
+	$(UV) run lint-imports
+
+.PHONY: test
+test: lint ## The whole gate: static checks, then every test (real Redis and PostgreSQL, and SQLite)
+	$(UV) run pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (fast)
+	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: install ## Integration tests only (running gateway and workers)
+	$(UV) run pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: speech-fixture
+speech-fixture: ## Regenerate the speech fixture with flite (apt-get install flite sox)
+	workers/src/audioflow/workers/fixtures/make_speech.sh
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
