@@ -14,6 +14,10 @@ PYTEST_ARGS ?=
 install: $(if $(filter .tools/%,$(UV)),$(UV)) ## Install the Python workspace (all members, dev tools) from uv.lock
 	$(UV) sync --locked --all-packages
 
+.PHONY: up
+up: install ## Run the demo: the whole system locally (embedded Redis, SQLite) with a simulated meeting
+	$(UV) run audioflow up --demo
+
 .PHONY: format
 format: install ## Format the code (ruff)
 	$(UV) run ruff format .

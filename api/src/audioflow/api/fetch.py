@@ -26,12 +26,36 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"chunk is larger than the limit of {limit} bytes", code="chunk_too_large")
 
 
+def _parts(url: httpx.URL) -> tuple[str, str, int | None, str]:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port, url.path or "/"
+
+
 def _allowed(url: str, allowlist: tuple[str, ...]) -> bool:
-    parsed = urllib.parse.urlsplit(url)
-    normalised = f"{parsed.scheme}://{parsed.netloc.lower()}{parsed.path or '/'}"
-    return any(
-        normalised.startswith(prefix if "://" in prefix else f"https://{prefix}/") for prefix in allowlist
-    )
+    """Scheme, host and port equal an entry's, and the path lies under the entry's path.
+
+    Parsed as the client that fetches parses it, and compared by part (not as text) so that
+    ``http://allowed.example@evil.example/`` or ``http://allowed.example.evil.example/`` never pass.
+    An entry without ``://`` is a host (``https`` only).
+    """
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    if target.userinfo or not target.host or ".." in target.path.split("/"):
+        return False
+    scheme, host, port, path = _parts(target)
+    for entry in allowlist:
+        try:
+            allowed = httpx.URL(entry if "://" in entry else f"https://{entry}/")
+        except httpx.InvalidURL:
+            continue
+        a_scheme, a_host, a_port, a_path = _parts(allowed)
+        if (scheme, host, port) == (a_scheme, a_host, a_port) and (
+            path == a_path or path.startswith(a_path.rstrip("/") + "/")
+        ):
+            return True
+    return False
 
 
 def _read_file(url: str, settings: Settings) -> bytes:
@@ -47,20 +71,26 @@ def _read_file(url: str, settings: Settings) -> bytes:
     if "\x00" in raw_path:
         raise BadRequest("file: URL contains a NUL byte", code="invalid_url")
     base = root.resolve()
-    target = (
-        (base / raw_path.lstrip("/")).resolve()
-        if not Path(raw_path).is_absolute()
-        else Path(raw_path).resolve()
-    )
-    if not target.is_relative_to(base):
-        raise Forbidden(f"file: URL points outside the ingest root {str(base)!r}", code="url_forbidden")
-    if not target.is_file():
-        raise BadRequest("file: URL does not name a regular file under the ingest root", code="url_not_found")
-    size = target.stat().st_size
-    if size > settings.max_chunk_bytes:
-        raise _too_large(settings.max_chunk_bytes)
-    with target.open("rb") as handle:
-        data = handle.read(settings.max_chunk_bytes + 1)
+    try:
+        target = (
+            (base / raw_path.lstrip("/")).resolve()
+            if not Path(raw_path).is_absolute()
+            else Path(raw_path).resolve()
+        )
+        if not target.is_relative_to(base):
+            raise Forbidden(f"file: URL points outside the ingest root {str(base)!r}", code="url_forbidden")
+        if not target.is_file():
+            raise BadRequest(
+                "file: URL does not name a regular file under the ingest root", code="url_not_found"
+            )
+        size = target.stat().st_size
+        if size > settings.max_chunk_bytes:
+            raise _too_large(settings.max_chunk_bytes)
+        with target.open("rb") as handle:
+            data = handle.read(settings.max_chunk_bytes + 1)
+    except (OSError, RuntimeError) as exc:  # name too long, unreadable; RuntimeError: a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "symlink loop"
+        raise BadRequest(f"file: URL cannot be read: {reason}", code="url_not_found") from None
     if len(data) > settings.max_chunk_bytes:
         raise _too_large(settings.max_chunk_bytes)
     return data
@@ -90,7 +120,10 @@ def _download(url: str, settings: Settings) -> bytes:
 
 
 def fetch_chunk(url: str, settings: Settings) -> bytes:
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise BadRequest(f"url is not a valid URL: {exc}", code="invalid_url") from None
     if scheme == "file":
         return _read_file(url, settings)
     if scheme in ("http", "https"):

@@ -90,11 +90,24 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from audioflow.cli.up import run_up
+
+    return run_up(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audioflow", description="Live meeting audio → ordered recording + transcript"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine (embedded Redis and SQLite)")
+    up.add_argument("--demo", action="store_true", help="also simulate a meeting")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--data-dir", default=".audioflow")
+    up.set_defaults(func=cmd_up)
 
     api = sub.add_parser("api", help="run the gateway (FastAPI)")
     api.add_argument("--host", default="127.0.0.1")

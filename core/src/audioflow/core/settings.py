@@ -11,11 +11,26 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
+
+
+class _NamedEnvOnly(EnvSettingsSource):
+    """The environment by the documented names only. ``populate_by_name`` (for keyword overrides) would
+    also make pydantic-settings read a variable named like a field (``LOG_LEVEL``, ``DATA_DIR``, ...)."""
+
+    def __call__(self) -> dict[str, object]:
+        fields = self.settings_cls.model_fields
+        return {key: value for key, value in super().__call__().items() if key not in fields}
 
 
 class Settings(BaseSettings):
@@ -72,10 +87,22 @@ class Settings(BaseSettings):
             raise ValueError("use postgresql+psycopg://… (or postgres://…) or sqlite:///path")
         return value
 
-    @field_validator("webhook_secret", "api_token")
     @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
-        return value or None
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _NamedEnvOnly(settings_cls), dotenv_settings, file_secret_settings)
+
+    @field_validator("webhook_secret", "api_token", "ingest_root", "whisper_model_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Before validation: an empty variable means unset, not a too-short token or the path ".".
+        return None if value == "" else value
 
     @field_validator("webhook_secret")
     @classmethod

@@ -93,9 +93,12 @@ def verify(
     if len(msg_id) > 256:
         raise SignatureError("webhook-id is longer than 256 characters", code="bad_signature")
     try:
-        timestamp = int(raw_ts)
+        # Bounded length: a timestamp of hundreds of digits would overflow the float arithmetic below.
+        timestamp = int(raw_ts) if len(raw_ts) <= 18 else None
     except ValueError:
-        raise SignatureError("webhook-timestamp is not an integer", code="bad_timestamp") from None
+        timestamp = None
+    if timestamp is None:
+        raise SignatureError("webhook-timestamp is not an integer (seconds)", code="bad_timestamp")
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance_s:
         raise SignatureError(

@@ -114,7 +114,15 @@ async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> Chunk
         webhook_id = verified_webhook_id(ctx, request, body)
         try:
             payload = WebhookChunk.model_validate(json.loads(body))
-        except (ValueError, ValidationError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:3]
+            )
+            raise BadRequest(
+                f"body is not the JSON {{meetingId, seq, url}}: {problems}", code="invalid_json"
+            ) from None
+        # UnicodeDecodeError and JSONDecodeError are ValueErrors; RecursionError: nesting too deep.
+        except (ValueError, RecursionError) as exc:
             raise BadRequest(
                 f"body is not the JSON {{meetingId, seq, url}}: {str(exc).splitlines()[0]}",
                 code="invalid_json",
