@@ -80,8 +80,10 @@ def test_cooldown_holds_replicas_before_the_minimum() -> None:
 
 
 def test_a_tiny_backlog_at_the_minimum_stays_at_the_minimum() -> None:
-    current, memory = desired_replicas(1, 1, POLICY, 0.0)
-    assert current == 1
+    memory, current = ScalingMemory(), 1
+    for tick in range(100):
+        current, memory = desired_replicas(tick % 2, current, POLICY, float(tick), memory)
+        assert current == 1
 
 
 def test_invalid_policies_are_refused() -> None:
