@@ -1,0 +1,125 @@
+"""Several workers at once, gaps bridged with silence, and the simulator's command line."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+
+from audioflow.core.wav import canonical_header
+from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
+from tests.integration.checks import (
+    assert_recording_events_monotonic,
+    assert_recording_exact,
+    assert_transcribed_once,
+    completed,
+    pcm_of,
+)
+from tests.integration.stack import Stack
+
+
+def test_several_workers_of_each_kind_on_two_meetings(make: Callable[..., Stack]) -> None:
+    stack = make()
+    stack.start_api()
+    for kind, count in (("processing", 2), ("concat", 3)):
+        for _ in range(count):
+            stack.start_worker(kind)
+    fmt, pcm = load_speech()
+    chunks = cut_chunks(fmt, pcm, 1.0, 20)
+    deliveries = plan(["one", "two"], chunks, shuffle=True, duplicates=4, drop=set(), rng=random.Random(11))
+    for meeting_id in ("one", "two"):
+        assert stack.post("/v1/meetings", json={"id": meeting_id}).status_code == 201
+    with stack.events("one") as ws_one, stack.events("two") as ws_two:
+        statuses = [send(stack.client, stack.base_url, stack.secret, d) for d in deliveries]
+        assert statuses.count(201) == 40 and statuses.count(200) == 4
+        for meeting_id in ("one", "two"):
+            assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
+        events = {"one": stack.read_events(ws_one, completed), "two": stack.read_events(ws_two, completed)}
+    for meeting_id, got in events.items():
+        assert_recording_exact(stack, meeting_id, chunks)
+        assert_transcribed_once(stack, meeting_id, 20, got)
+        assert_recording_events_monotonic(got, 19)
+
+
+def test_missing_seq_is_bridged_with_silence_after_the_gap_timeout(make: Callable[..., Stack]) -> None:
+    stack = make(AUDIOFLOW_GAP_TIMEOUT_S="2")
+    stack.start_api()
+    stack.start_worker("processing")
+    stack.start_worker("concat")
+    fmt, pcm = load_speech()
+    chunks = cut_chunks(fmt, pcm, 1.0, 6)
+    assert stack.post("/v1/meetings", json={"id": "gappy"}).status_code == 201
+    with stack.events("gappy") as ws:
+        for seq in (0, 1, 3, 4, 5):  # seq 2 never comes in time
+            assert (
+                send(stack.client, stack.base_url, stack.secret, Delivery("gappy", seq, chunks[seq])) == 201
+            )
+        events = stack.read_events(
+            ws,
+            lambda got: any(
+                e["type"] == "recording.extended" and e["data"]["concatenated_through"] == 5 for e in got
+            ),
+        )
+    status = stack.meeting("gappy")
+    assert status["gaps"] == [2] and status["concatenated_through"] == 5
+    assert status["chunks_concatenated"] == 5
+    gap_events = [e for e in events if e["type"] == "recording.extended" and e["data"]["gaps"]]
+    assert [e["data"]["gaps"] for e in gap_events] == [[2]]
+    assert any(
+        e["type"] == "log" and e["data"]["level"] == "warning" and "seq 2" in e["data"]["message"]
+        for e in events
+    )
+    silence = b"\x00" * len(pcm_of(chunks[1]))  # as long as its predecessor
+    pieces = [pcm_of(chunks[0]), pcm_of(chunks[1]), silence, *(pcm_of(chunks[s]) for s in (3, 4, 5))]
+    expected = canonical_header(fmt, sum(map(len, pieces))) + b"".join(pieces)
+    assert stack.get("/v1/meetings/gappy/recording.wav").content == expected
+
+    # The late chunk is still accepted and transcribed, but the recording no longer changes.
+    assert send(stack.client, stack.base_url, stack.secret, Delivery("gappy", 2, chunks[2])) == 201
+    assert stack.post("/v1/meetings/gappy/end").status_code == 200
+    final = stack.wait_completed("gappy")
+    assert final["chunks_received"] == 6 and final["chunks_transcribed"] == 6 and final["gaps"] == [2]
+    assert stack.get("/v1/meetings/gappy/recording.wav").content == expected
+
+
+def test_simulate_command_sends_a_whole_meeting_with_progress(stack: Stack) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audioflow.cli",
+            "simulate",
+            "--url",
+            stack.base_url,
+            "--meeting",
+            "cli",
+            "--meetings",
+            "2",
+            "--chunks",
+            "8",
+            "--chunk-seconds",
+            "1",
+            "--shuffle",
+            "--duplicates",
+            "2",
+            "--drop",
+            "7",
+            "--seed",
+            "4",
+            "--end",
+        ],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sent 16/16 (100%)" in result.stderr
+    assert "14 x HTTP 201" in result.stderr and "2 x HTTP 200" in result.stderr
+    for meeting_id in ("cli-0", "cli-1"):
+        status = stack.wait_until(
+            f"{meeting_id} to finish its 7 chunks",
+            lambda m=meeting_id: (s := stack.meeting(m))["chunks_transcribed"] == 7 and s,
+        )
+        assert status["chunks_received"] == 7 and status["concatenated_through"] == 6
