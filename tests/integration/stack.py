@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.signing import generate_secret, sign
+from audioflow.workers.simulate import Delivery, send
 from tests.services import free_port, wait_for_port
 
 T = TypeVar("T")
@@ -89,6 +90,10 @@ class Stack:
         signed = {"content-type": "audio/wav", **sign(self.secret, body).as_dict()}
         signed.update({k.replace("_", "-"): v for k, v in headers.items()})
         return self.client.put(f"/v1/meetings/{meeting_id}/chunks/{seq}", content=body, headers=signed)
+
+    def send(self, meeting_id: str, seq: int, body: bytes) -> int:
+        """Upload as the simulator does (signed, retried on 503); returns the final status."""
+        return send(self.client, self.base_url, self.secret, Delivery(meeting_id, seq, body))
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, headers={**self.auth(), **kwargs.pop("headers", {})}, **kwargs)

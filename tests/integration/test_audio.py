@@ -6,18 +6,20 @@ import struct
 import threading
 
 from audioflow.core.wav import canonical_header, streaming_header
-from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, send
+from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.integration.checks import pcm_of
 from tests.integration.stack import Stack
 
 
 def _send(stack: Stack, meeting_id: str, chunks: list[bytes], seqs: range) -> None:
     for seq in seqs:
-        assert send(stack.client, stack.base_url, stack.secret, Delivery(meeting_id, seq, chunks[seq])) == 201
+        assert stack.send(meeting_id, seq, chunks[seq]) == 201
 
 
 def _through(stack: Stack, meeting_id: str, seq: int) -> None:
-    stack.wait_until(f"seq {seq} in the recording", lambda: stack.meeting(meeting_id)["concatenated_through"] >= seq)
+    stack.wait_until(
+        f"seq {seq} in the recording", lambda: stack.meeting(meeting_id)["concatenated_through"] >= seq
+    )
 
 
 def test_recording_answers_range_requests(stack: Stack) -> None:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from audioflow.core.wav import canonical_header
-from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
+from audioflow.workers.simulate import cut_chunks, load_speech, plan
 from tests.integration.checks import (
     assert_recording_events_monotonic,
     assert_recording_exact,
@@ -31,7 +31,7 @@ def test_several_workers_of_each_kind_on_two_meetings(make: Callable[..., Stack]
     for meeting_id in ("one", "two"):
         assert stack.post("/v1/meetings", json={"id": meeting_id}).status_code == 201
     with stack.events("one") as ws_one, stack.events("two") as ws_two:
-        statuses = [send(stack.client, stack.base_url, stack.secret, d) for d in deliveries]
+        statuses = [stack.send(d.meeting_id, d.seq, d.body) for d in deliveries]
         assert statuses.count(201) == 40 and statuses.count(200) == 4
         for meeting_id in ("one", "two"):
             assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
@@ -52,9 +52,7 @@ def test_missing_seq_is_bridged_with_silence_after_the_gap_timeout(make: Callabl
     assert stack.post("/v1/meetings", json={"id": "gappy"}).status_code == 201
     with stack.events("gappy") as ws:
         for seq in (0, 1, 3, 4, 5):  # seq 2 never comes in time
-            assert (
-                send(stack.client, stack.base_url, stack.secret, Delivery("gappy", seq, chunks[seq])) == 201
-            )
+            assert stack.send("gappy", seq, chunks[seq]) == 201
         events = stack.read_events(
             ws,
             lambda got: any(
@@ -76,7 +74,7 @@ def test_missing_seq_is_bridged_with_silence_after_the_gap_timeout(make: Callabl
     assert stack.get("/v1/meetings/gappy/recording.wav").content == expected
 
     # The late chunk is still accepted and transcribed, but the recording no longer changes.
-    assert send(stack.client, stack.base_url, stack.secret, Delivery("gappy", 2, chunks[2])) == 201
+    assert stack.send("gappy", 2, chunks[2]) == 201
     assert stack.post("/v1/meetings/gappy/end").status_code == 200
     final = stack.wait_completed("gappy")
     assert final["chunks_received"] == 6 and final["chunks_transcribed"] == 6 and final["gaps"] == [2]
@@ -118,8 +116,5 @@ def test_simulate_command_sends_a_whole_meeting_with_progress(stack: Stack) -> N
     assert "sent 16/16 (100%)" in result.stderr
     assert "14 x HTTP 201" in result.stderr and "2 x HTTP 200" in result.stderr
     for meeting_id in ("cli-0", "cli-1"):
-        status = stack.wait_until(
-            f"{meeting_id} to finish its 7 chunks",
-            lambda m=meeting_id: (s := stack.meeting(m))["chunks_transcribed"] == 7 and s,
-        )
-        assert status["chunks_received"] == 7 and status["concatenated_through"] == 6
+        status = stack.wait_completed(meeting_id)
+        assert (status["chunks_received"], status["chunks_transcribed"], status["concatenated_through"]) == (7, 7, 6)

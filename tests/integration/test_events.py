@@ -6,8 +6,7 @@ import contextlib
 import json
 from typing import Any
 
-from audioflow.workers.simulate import cut_chunks, load_speech, send
-from audioflow.workers.simulate import Delivery
+from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.integration.checks import completed
 from tests.integration.stack import Stack
 
@@ -28,9 +27,9 @@ def test_two_meetings_events_never_cross(stack: Stack) -> None:
         assert stack.post("/v1/meetings", json={"id": meeting_id}).status_code == 201
     with stack.events("alpha") as ws_a, stack.events("beta") as ws_b:
         for seq in range(6):  # interleaved: alpha gets 6 chunks, beta 4
-            assert send(stack.client, stack.base_url, stack.secret, Delivery("alpha", seq, chunks[seq])) == 201
+            assert stack.send("alpha", seq, chunks[seq]) == 201
             if seq < 4:
-                assert send(stack.client, stack.base_url, stack.secret, Delivery("beta", seq, chunks[seq])) == 201
+                assert stack.send("beta", seq, chunks[seq]) == 201
         for meeting_id in ("alpha", "beta"):
             assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
         alpha = stack.read_events(ws_a, completed)
@@ -51,11 +50,11 @@ def test_reconnect_with_since_gets_exactly_what_was_missed(stack: Stack) -> None
     assert stack.post("/v1/meetings", json={"id": "resume"}).status_code == 201
     with stack.events("resume") as ws:
         for seq in range(3):
-            assert send(stack.client, stack.base_url, stack.secret, Delivery("resume", seq, chunks[seq])) == 201
+            assert stack.send("resume", seq, chunks[seq]) == 201
         seen = stack.read_events(ws, lambda got: sum(e["type"] == "chunk.received" for e in got) == 3)
     # Disconnected: the meeting goes on without this client.
     for seq in range(3, 8):
-        assert send(stack.client, stack.base_url, stack.secret, Delivery("resume", seq, chunks[seq])) == 201
+        assert stack.send("resume", seq, chunks[seq]) == 201
     assert stack.post("/v1/meetings/resume/end").status_code == 200
     stack.wait_completed("resume")
     with stack.events("resume", since=seen[-1]["id"]) as ws:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
-from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
+from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan
 from tests.integration.checks import (
     assert_recording_events_monotonic,
     assert_recording_exact,
@@ -22,7 +22,7 @@ from tests.services import free_port
 
 
 def _send_all(stack: Stack, deliveries: list[Delivery]) -> Counter[int]:
-    return Counter(send(stack.client, stack.base_url, stack.secret, d) for d in deliveries)
+    return Counter(stack.send(d.meeting_id, d.seq, d.body) for d in deliveries)
 
 
 def test_shuffled_meeting_with_duplicates_is_recorded_in_order_and_transcribed_once(stack: Stack) -> None:

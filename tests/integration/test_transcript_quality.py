@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, reference_text, send
+from audioflow.workers.simulate import cut_chunks, load_speech, reference_text
 from audioflow.workers.stt.wer import word_error_rate
 from tests.integration.stack import Stack
 
@@ -13,7 +13,7 @@ def test_fixture_in_5s_chunks_scores_wer_within_bound(stack: Stack) -> None:
     fmt, pcm = load_speech()
     chunks = cut_chunks(fmt, pcm, 5.0)
     for seq, chunk in enumerate(chunks):
-        assert send(stack.client, stack.base_url, stack.secret, Delivery("wer", seq, chunk)) == 201
+        assert stack.send("wer", seq, chunk) == 201
     assert stack.post("/v1/meetings/wer/end").status_code == 200
     assert stack.wait_completed("wer", timeout=240)["phase"] == "completed"
     segments = stack.get("/v1/meetings/wer/transcript").json()["segments"]
