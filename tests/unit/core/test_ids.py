@@ -43,7 +43,7 @@ INVALID_MEETING_IDS: list[tuple[str, str]] = [
     ("percent", "a%2Fb"),
     ("colon", "c:"),
     ("non-ascii-letter", "réunion"),
-    ("fullwidth-digit", "m１"),
+    ("fullwidth-digit", "m\uff11"),
     ("tab", "\tm"),
 ]
 
@@ -108,8 +108,8 @@ PARSE_SEQ_BAD: list[tuple[str, str]] = [
     ("exponent", "1e3"),
     ("spaces", " 1 "),
     ("underscore", "1_000"),
-    ("arabic-indic-digits", "١٢٣"),
-    ("fullwidth-digits", "１２"),
+    ("arabic-indic-digits", "\u0661\u0662\u0663"),
+    ("fullwidth-digits", "\uff11\uff12"),
     ("newline", "1\n"),
 ]
 

@@ -43,7 +43,9 @@ def test_known_vector_from_the_standard_webhooks_reference() -> None:
     body = b'{"test": 2432232314}'
     expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     assert sign(secret, body, msg_id=msg_id, timestamp=timestamp).signature == expected
-    assert verify(secret, headers(expected, msg_id=msg_id, timestamp=timestamp), body, now=timestamp) == msg_id
+    assert (
+        verify(secret, headers(expected, msg_id=msg_id, timestamp=timestamp), body, now=timestamp) == msg_id
+    )
 
 
 def test_round_trip_with_generated_secret_and_defaults() -> None:
@@ -123,7 +125,13 @@ FAILURES: list[tuple[str, dict[str, str], bytes, str, str]] = [
     ("timestamp-old", headers(f"v1,{VALID}", timestamp=NOW - 301), BODY, "stale_timestamp", "timestamp"),
     ("timestamp-future", headers(f"v1,{VALID}", timestamp=NOW + 301), BODY, "stale_timestamp", "timestamp"),
     ("timestamp-zero", headers(f"v1,{VALID}", timestamp=0), BODY, "stale_timestamp", "timestamp"),
-    ("timestamp-year-3000", headers(f"v1,{VALID}", timestamp=32_503_680_000), BODY, "stale_timestamp", "timestamp"),
+    (
+        "timestamp-year-3000",
+        headers(f"v1,{VALID}", timestamp=32_503_680_000),
+        BODY,
+        "stale_timestamp",
+        "timestamp",
+    ),
     ("timestamp-18-digits", headers(f"v1,{VALID}", timestamp="9" * 18), BODY, "stale_timestamp", "timestamp"),
     (
         "timestamp-huge",
@@ -139,9 +147,21 @@ FAILURES: list[tuple[str, dict[str, str], bytes, str, str]] = [
         "bad_timestamp",
         "timestamp",
     ),
-    ("timestamp-too-many-digits", headers(f"v1,{VALID}", timestamp="9" * 5000), BODY, "bad_timestamp", "timestamp"),
+    (
+        "timestamp-too-many-digits",
+        headers(f"v1,{VALID}", timestamp="9" * 5000),
+        BODY,
+        "bad_timestamp",
+        "timestamp",
+    ),
     ("wrong-signature", headers(f"v1,{WRONG}"), BODY, "bad_signature", "match"),
-    ("other-secret", sign(OTHER_SECRET, BODY, msg_id=MSG_ID, timestamp=NOW).as_dict(), BODY, "bad_signature", "match"),
+    (
+        "other-secret",
+        sign(OTHER_SECRET, BODY, msg_id=MSG_ID, timestamp=NOW).as_dict(),
+        BODY,
+        "bad_signature",
+        "match",
+    ),
     ("body-changed", headers(f"v1,{VALID}"), BODY + b" ", "bad_signature", "match"),
     ("body-truncated", headers(f"v1,{VALID}"), BODY[:-1], "bad_signature", "match"),
     ("id-changed", headers(f"v1,{VALID}", msg_id=MSG_ID + "x"), BODY, "bad_signature", "match"),

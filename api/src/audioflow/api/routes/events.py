@@ -32,7 +32,9 @@ CLOSE_BASE = 4000
 def _cursor(since: str | None) -> str:
     if since is None or since == "":
         return "0"
-    if not _CURSOR.fullmatch(since):
+    # Stream ids are two unsigned 64-bit numbers; Redis refuses larger ones (and a range after the very
+    # largest id), which would fail mid-stream instead of here.
+    if not _CURSOR.fullmatch(since) or any(int(part) >= 2**64 - 1 for part in since.split("-")):
         raise BadRequest(
             f"since={since[:40]!r} is not an event id (like 1700000000000-0)", code="invalid_since"
         )
@@ -93,7 +95,9 @@ async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
         pass
     finally:
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+        # Whatever the sender died of is looked at below; re-raising it here would drop the connection
+        # without a close frame.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
     if sender.done() and not sender.cancelled() and sender.exception() is not None:
         # Redis went away mid-stream: tell the client to reconnect (with ``since``) rather than hang.

@@ -53,7 +53,9 @@ async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
 
 @router.get("", response_model=MeetingList)
 async def list_meetings(
-    ctx: Ctx, limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # more would overflow the SQL integer
 ) -> MeetingList:
     def load() -> MeetingList:
         with ctx.sessions() as session:
