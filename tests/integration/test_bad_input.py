@@ -791,6 +791,20 @@ CASES: list[Case] = [
         "seq",
     ),
     Case(
+        "json-seq-as-string",
+        lambda w: w.webhook({"meetingId": "m1", "seq": "5", "url": "file:///x"}),
+        400,
+        "invalid_json",
+        "seq",
+    ),
+    Case(
+        "json-meeting-id-129-chars",
+        lambda w: w.fetch("m" * 129, 1, "file:///x"),
+        400,
+        "invalid_meeting_id",
+        "1-128",
+    ),
+    Case(
         "json-bad-meeting-id",
         lambda w: w.fetch("..", 1, "file:///x"),
         400,

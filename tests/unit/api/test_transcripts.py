@@ -129,3 +129,9 @@ def test_chunk_starts(
 
 def test_chunk_starts_accepts_iterators() -> None:
     assert chunk_starts(iter([(0, 1.0), (1, 1.0)]), iter([])) == {0: 0.0, 1: 1.0}
+
+
+def test_cue_text_cannot_break_a_cue() -> None:
+    hostile = [SegmentPublic(seq=0, start_s=0.0, end_s=1.0, text="a\n\nb --> c", words=[])]
+    assert as_vtt(hostile) == "WEBVTT\n\n0\n00:00:00.000 --> 00:00:01.000\na b -> c\n"
+    assert as_srt(hostile) == "1\n00:00:00,000 --> 00:00:01,000\na b -> c\n"

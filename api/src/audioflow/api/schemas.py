@@ -101,8 +101,8 @@ class ChunkAccepted(BaseModel):
 class WebhookChunk(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    meeting_id: str = Field(alias="meetingId", min_length=1, max_length=128)
-    seq: int
+    meeting_id: str = Field(alias="meetingId", max_length=4096)  # its rules: ids.check_meeting_id
+    seq: int = Field(strict=True)
     url: str = Field(min_length=1, max_length=4096)
 
 

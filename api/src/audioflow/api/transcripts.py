@@ -41,7 +41,12 @@ def _stamp(seconds: float, separator: str) -> str:
 
 
 def _spoken(segments: Sequence[SegmentPublic]) -> list[SegmentPublic]:
-    return [segment for segment in segments if segment.text.strip()]
+    """Segments with words, their text on one line with no cue arrow, so no cue can be broken."""
+    return [
+        segment.model_copy(update={"text": " ".join(segment.text.split()).replace("-->", "->")})
+        for segment in segments
+        if segment.text.strip()
+    ]
 
 
 def as_txt(segments: Sequence[SegmentPublic]) -> str:
