@@ -117,4 +117,5 @@ def test_simulate_command_sends_a_whole_meeting_with_progress(stack: Stack) -> N
     assert "14 x HTTP 201" in result.stderr and "2 x HTTP 200" in result.stderr
     for meeting_id in ("cli-0", "cli-1"):
         status = stack.wait_completed(meeting_id)
-        assert (status["chunks_received"], status["chunks_transcribed"], status["concatenated_through"]) == (7, 7, 6)
+        counts = (status["chunks_received"], status["chunks_transcribed"], status["concatenated_through"])
+        assert counts == (7, 7, 6)
