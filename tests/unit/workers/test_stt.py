@@ -6,17 +6,26 @@ measured values and their history live in the STT notes, not in assertions.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import wave
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 import audioflow.workers
 from audioflow.core.wav import AudioFormat
-from audioflow.workers.stt import SttEngine, Word, load_engine, to_engine_pcm, transcribe_chunk
+from audioflow.workers.stt import (
+    SttEngine,
+    Word,
+    boundary_cut_s,
+    load_engine,
+    to_engine_pcm,
+    transcribe_chunk,
+)
 from audioflow.workers.stt.wer import word_error_rate
 
 FIXTURES = Path(audioflow.workers.__file__).parent / "fixtures"
@@ -97,17 +106,17 @@ class ScriptedFakeEngine:
 
 SILENCE_5S = bytes(5 * 16000 * 2)
 
-# Decoded audio = 1.0 s of overlap + 5.0 s chunk; edge 0.25 s. Times are in decoded-audio seconds
-# (what the engine reports); `kept` is the word's (start, end) relative to the chunk, or None.
+# Decoded audio = 1.0 s of overlap + 5.0 s chunk, all silent, so both moved boundaries sit exactly
+# edge_s = 0.25 s before a chunk end: at -0.25 and 4.75 in this chunk's time. Times are in
+# decoded-audio seconds (what the engine reports); `kept` is (start, end) relative to the chunk.
 STITCH_CASES = [
     ("inside the chunk", (3.0, 3.5), (2.0, 2.5)),
     ("entirely in the overlap", (0.2, 0.6), None),
-    ("ends in the overlap just before the moved boundary", (0.3, 0.74), None),
-    ("ends exactly at the moved boundary", (0.3, 0.75), (-0.7, -0.25)),
-    ("cut by the previous chunk's end, seen whole here", (0.6, 0.9), (-0.4, -0.1)),
-    ("crosses the boundary", (0.8, 1.3), (-0.2, 0.3)),
-    ("ends before this chunk's trailing edge", (5.2, 5.74), (4.2, 4.74)),
-    ("ends at this chunk's trailing edge", (5.3, 5.75), None),
+    ("midpoint just before the moved boundary", (0.5, 0.99), None),
+    ("midpoint exactly at the moved boundary", (0.55, 0.95), (-0.45, -0.05)),
+    ("cut by the previous chunk's end, seen whole here", (0.7, 1.3), (-0.3, 0.3)),
+    ("midpoint before this chunk's trailing cut", (5.3, 5.7), (4.3, 4.7)),
+    ("midpoint at this chunk's trailing cut", (5.55, 5.95), None),
     ("still being spoken at the end: left to the next chunk", (5.6, 6.0), None),
 ]
 
@@ -153,12 +162,37 @@ def test_words_keep_their_order_and_text_joins_them() -> None:
     assert result.text == "b c"
 
 
-def test_overlap_is_taken_in_frames_of_the_chunk_format() -> None:
-    stereo = AudioFormat(48000, 2, 16)
-    engine = ScriptedFakeEngine([])
-    chunk = bytes(48000 * 4)  # 1 s
-    transcribe_chunk(engine, chunk, stereo, chunk, overlap_s=0.5, edge_s=0.1)
-    assert engine.seconds_heard == [pytest.approx(1.5)]
+def test_no_overlap_turns_stitching_off() -> None:
+    engine = ScriptedFakeEngine([Word("a", 0.0, 0.2), Word("z", 4.7, 5.0)])
+    result = transcribe_chunk(engine, SILENCE_5S, MONO16, SILENCE_5S, overlap_s=0.0, edge_s=0.25)
+    assert engine.seconds_heard == [pytest.approx(5.0)]
+    assert result.text == "a z"
+
+
+def _tone(seconds: float, rate: int = 16000) -> npt.NDArray[np.int16]:
+    """A 200 Hz tone: two whole periods per 10 ms frame, so every frame has the same energy."""
+    period = (8000 * np.sin(2 * math.pi * np.arange(80) / 80)).astype(np.int16)
+    return np.tile(period, round(seconds * rate) // 80 + 1)[: round(seconds * rate)]
+
+
+@pytest.mark.parametrize(
+    ("gap_before_end_s", "expected_cut_s"), [(0.5, 0.5), (0.3, 0.3), (0.05, 0.1), (0.8, 0.1)]
+)
+def test_the_boundary_moves_to_the_quiet_gap_inside_the_search_window(
+    gap_before_end_s: float, expected_cut_s: float
+) -> None:
+    # A 1 s tail of flat tone with a 40 ms silent gap. For overlap 1.0 and edge 0.1 the cut is looked
+    # for from 0.6 s to 0.1 s before the end; a gap outside that is ignored and, the tone being flat,
+    # the latest frame (at the edge) wins.
+    tone = _tone(1.0)
+    start = round((1.0 - gap_before_end_s) * 16000)
+    tone[start : start + 640] = 0
+    cut = boundary_cut_s(tone.tobytes(), 16000, overlap_s=1.0, edge_s=0.1)
+    assert cut == pytest.approx(expected_cut_s, abs=0.03)
+
+
+def test_an_overlap_too_short_to_search_cuts_at_the_edge() -> None:
+    assert boundary_cut_s(_tone(0.5).tobytes(), 16000, overlap_s=0.5, edge_s=0.25) == 0.25
 
 
 class TimelineFakeEngine:
@@ -207,9 +241,9 @@ def _stitch_all(
 
 @pytest.mark.parametrize("chunk_s", [0.7, 1.0, 2.0, 3.3, 5.0])
 def test_every_word_is_kept_exactly_once_across_boundaries(chunk_s: float) -> None:
-    # Words of 0.2-0.55 s with 0.05-0.3 s gaps, so the boundaries cut many of them. The overlap
-    # actually available (at most one previous chunk) must cover edge + the longest word, so that
-    # the fragment of a word cut by the overlap's start ends before the moved boundary.
+    # Words of 0.2-0.55 s with 0.05-0.3 s gaps, so the boundaries cut many of them, even chunks
+    # shorter than the overlap. It holds while words are shorter than twice the 0.4 s guard: the
+    # fragment of a word cut by the overlap's start then has its midpoint before the cut.
     rng = np.random.default_rng(7)
     script, t = [], 0.0
     for i in range(60):
@@ -220,6 +254,25 @@ def test_every_word_is_kept_exactly_once_across_boundaries(chunk_s: float) -> No
     pcm = np.repeat(np.arange(round((t + 0.5) * 100), dtype="<i2"), 80).tobytes()
     stitched = _stitch_all(TimelineFakeEngine(script), pcm, fmt, chunk_s, overlap_s=1.0, edge_s=0.1)
     assert [w.text for w in stitched] == [w.text for w in script]
+
+
+# --- engine loading ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("faster_whisper") is not None, reason="faster-whisper is installed"
+)
+def test_whisper_without_the_extra_says_what_to_install_and_configure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"audioflow-workers\[whisper\]") as caught:
+        load_engine("whisper", model_path=tmp_path)
+    assert "AUDIOFLOW_WHISPER_MODEL_PATH" in str(caught.value)
+
+
+def test_unknown_engine_and_unknown_language_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown STT engine"):
+        load_engine("vosk")
+    with pytest.raises(ValueError, match="no model for language 'fr-fr'"):
+        load_engine("pocketsphinx", language="fr-fr")
 
 
 # --- pocketsphinx on the real speech fixture -------------------------------------------------

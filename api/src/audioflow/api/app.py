@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
@@ -16,6 +18,9 @@ from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
+
+
+FRONTEND = Path(__file__).with_name("static")
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -3,11 +3,12 @@
 Chunks arrive cut at arbitrary points, so the words at their edges are cut too; that is the main
 accuracy loss of per-chunk STT. `transcribe_chunk` decodes a short tail of the previous chunk in
 front of this one, so a word cut at the boundary is seen whole, and then keeps only the words that
-belong to this chunk (see `transcribe_chunk` for the rule and why).
+belong to this chunk (see `transcribe_chunk` and `boundary_cut_s` for the rule and why).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,12 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from audioflow.core.wav import AudioFormat
 
-#: A word whose end lies within this many seconds of a chunk's end was probably cut by the chunk
-#: boundary; it is left to the next chunk, which sees it whole thanks to the overlap.
-DEFAULT_EDGE_S = 0.25
+#: A chunk's boundary is moved at least this far before its end: a word sounding that close to the
+#: end was probably cut, so it is left to the next chunk, which hears it whole thanks to the overlap.
+DEFAULT_EDGE_S = 0.1
+_GUARD_S = 0.4  # the cut stays this far inside the overlap, so the next chunk hears the word after it whole
+_FRAME_S = 0.01  # energy frame for finding the cut, as the decoder's 100 frames/s
+_SMOOTH_S = 0.03  # the quiet stretch looked for
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,34 @@ def _tail(pcm: bytes, fmt: AudioFormat, seconds: float) -> bytes:
     return pcm[end - keep * fmt.block_align : end]
 
 
+def boundary_cut_s(tail: bytes, rate: int, *, overlap_s: float, edge_s: float) -> float:
+    """How far before the end of a chunk its boundary is moved, from the chunk's last `overlap_s`.
+
+    `tail` is that last stretch as engine PCM (s16le mono at `rate`). The cut goes at the quietest
+    30 ms from 0.4 s after the start of the overlap (the next chunk must hear the word after the cut
+    whole) to `edge_s` before the end; the latest one on ties, so silence gives exactly `edge_s`; at
+    `edge_s` if that window is empty (overlap shorter than 0.4 s + `edge_s`). Why the quietest point:
+    it is usually a gap between words, so no word straddles it and the two chunks' decoders, whose
+    word times differ by a frame or two, still agree which side each word is on. Why from the audio:
+    chunk N and N+1 both see these same bytes, so both compute the same cut, deterministically.
+    """
+    samples = np.frombuffer(tail, dtype="<i2").astype(np.float64)
+    hop = max(1, round(rate * _FRAME_S))
+    frames = len(samples) // hop
+    tail_s = len(samples) / rate
+    first = math.ceil(round((max(0.0, tail_s - overlap_s) + _GUARD_S) * rate / hop, 6))
+    last = min(frames - 1, math.floor(round((tail_s - edge_s) * rate / hop, 6)))
+    if last < first:
+        return edge_s
+    energy = (samples[: frames * hop].reshape(frames, hop) ** 2).mean(axis=1)
+    width = max(1, round(_SMOOTH_S / _FRAME_S))
+    padded = np.pad(energy, (width // 2, width - 1 - width // 2), mode="edge")
+    smooth = np.convolve(padded, np.ones(width) / width, mode="valid")
+    window = smooth[first : last + 1]
+    best = first + int(np.flatnonzero(window == window.min())[-1])
+    return tail_s - best * hop / rate
+
+
 def transcribe_chunk(
     engine: SttEngine,
     pcm: bytes,
@@ -111,34 +143,41 @@ def transcribe_chunk(
     overlap_s: float,
     edge_s: float = DEFAULT_EDGE_S,
 ) -> Transcription:
-    """Transcribe one chunk, decoding it behind `overlap_s` of the previous chunk's audio.
+    """Transcribe one chunk, decoding it behind the last `overlap_s` of the previous chunk's audio.
 
-    Rule: a word belongs to the chunk in which its end time falls, with every chunk boundary moved
-    `edge_s` earlier. So chunk N keeps words ending in [-edge_s, duration - edge_s): a word still
-    being spoken when chunk N-1 ended (it ends within `edge_s` of that end, so it was probably cut)
-    is dropped from N-1 and kept in N, whose overlap lets the decoder hear it whole. The overlap must
-    be longer than `edge_s` plus a long word for that to work. Without `previous_pcm` (first chunk,
-    or the predecessor has not arrived) the chunk is decoded alone and only the trailing rule applies.
+    Rule: every chunk boundary is moved earlier, to a cut at least `edge_s` before the chunk's end
+    (at the quietest point there, see `boundary_cut_s`), and a word belongs to the chunk in which
+    its midpoint falls. A word still being spoken when chunk N-1 ended was probably cut; it lies
+    after the cut, so N-1 drops it and N, whose overlap lets the decoder hear it whole, keeps it.
+    The garbled fragment of a word cut by the start of the overlap lies before the cut, so N drops
+    it. Midpoints rather than end times, because a cut in a gap between words is then far from any
+    midpoint, where end times sit right on it and jitter by a frame between decodes (measured:
+    end times doubled or lost a word every ~20 boundaries of 1-2 s chunks; midpoints almost never).
 
+    Without `previous_pcm` (first chunk, or the predecessor has not arrived) the chunk is decoded
+    alone and only its own trailing cut applies. `overlap_s` <= 0 turns stitching off: all words kept.
     Word times are relative to the start of this chunk: negative for a word begun in the overlap.
     """
-    chunk = to_engine_pcm(pcm, fmt, engine.sample_rate)
-    lead = b""
-    if previous_pcm and overlap_s > 0:
-        lead = to_engine_pcm(_tail(previous_pcm, fmt, overlap_s), fmt, engine.sample_rate)
-    bytes_per_s = 2.0 * engine.sample_rate
-    lead_s = len(lead) / bytes_per_s
+    rate = engine.sample_rate
+    chunk = to_engine_pcm(pcm, fmt, rate)
+    bytes_per_s = 2.0 * rate
     audio_s = len(chunk) / bytes_per_s
+    lead = b""
+    low, high = float("-inf"), float("inf")
+    if overlap_s > 0:
+        own_tail = to_engine_pcm(_tail(pcm, fmt, overlap_s), fmt, rate)
+        high = audio_s - boundary_cut_s(own_tail, rate, overlap_s=overlap_s, edge_s=edge_s)
+        if previous_pcm:
+            lead = to_engine_pcm(_tail(previous_pcm, fmt, overlap_s), fmt, rate)
+            low = -boundary_cut_s(lead, rate, overlap_s=overlap_s, edge_s=edge_s)
+    lead_s = len(lead) / bytes_per_s
 
     started = time.perf_counter()
     decoded = engine.transcribe(lead + chunk) if chunk else []
     decode_s = time.perf_counter() - started
 
-    low = -edge_s if lead else float("-inf")
-    high = audio_s - edge_s
-    kept = tuple(
-        Word(w.text, w.start_s - lead_s, w.end_s - lead_s) for w in decoded if low <= w.end_s - lead_s < high
-    )
+    shifted = (Word(w.text, w.start_s - lead_s, w.end_s - lead_s) for w in decoded)
+    kept = tuple(w for w in shifted if low <= (w.start_s + w.end_s) / 2 < high)
     return Transcription(text=" ".join(w.text for w in kept), words=kept, audio_s=audio_s, decode_s=decode_s)
 
 

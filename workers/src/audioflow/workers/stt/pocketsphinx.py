@@ -55,6 +55,9 @@ class PocketsphinxEngine:
 
     def transcribe(self, pcm: bytes) -> list[Word]:
         """Decode `pcm` (s16le mono, 16 kHz) as one utterance; word times from the segmentation."""
+        pcm = pcm[: len(pcm) - len(pcm) % 2]
+        if not pcm:
+            return []  # process_raw raises IndexError on an empty buffer
         decoder = self._decoder
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
