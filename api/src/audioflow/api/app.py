@@ -9,7 +9,6 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
@@ -18,7 +17,6 @@ from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
-
 
 FRONTEND = Path(__file__).with_name("static")
 
