@@ -39,33 +39,37 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-@contextlib.contextmanager
-def embedded_redis() -> Iterator[str]:
+def start_redis(port: int, workdir: Path | str, *, appendonly: bool = False) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on ``port``, ready when this returns."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
-            "REDIS_URL is unset and no redis-server binary is installed (apt-get install redis-server)"
-        )
+        raise RuntimeError("no redis-server binary is installed (apt-get install redis-server)")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return proc
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="af-redis-") as workdir:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        proc = start_redis(port, workdir)
         try:
-            wait_for_port(port)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()

@@ -6,6 +6,9 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
+
+import redis
 
 from audioflow.core.wav import canonical_header
 from audioflow.workers.simulate import cut_chunks, load_speech, plan
@@ -119,3 +122,40 @@ def test_simulate_command_sends_a_whole_meeting_with_progress(stack: Stack) -> N
         status = stack.wait_completed(meeting_id)
         counts = (status["chunks_received"], status["chunks_transcribed"], status["concatenated_through"])
         assert counts == (7, 7, 6)
+
+
+def test_a_chunk_that_always_fails_is_dead_lettered_and_reported(make: Callable[..., Stack]) -> None:
+    stack = make(AUDIOFLOW_MAX_DELIVERIES="2", AUDIOFLOW_LEASE_MS="300")
+    stack.start_api()
+    fmt, pcm = load_speech()
+    chunks = cut_chunks(fmt, pcm, 1.0, 3)
+    for seq in range(3):
+        assert stack.send("doomed", seq, chunks[seq]) == 201
+    # Lose seq 1's file behind the system's back: transcription can never succeed for it.
+    (stack.workdir / "data" / "meetings" / "doomed" / "chunks" / "00000001.wav").unlink()
+    stack.start_worker("processing")
+    assert stack.post("/v1/meetings/doomed/end").status_code == 200
+    with stack.events("doomed") as ws:
+        events = stack.read_events(ws, lambda got: any(e["type"] == "chunk.failed" for e in got))
+    failed = next(e for e in events if e["type"] == "chunk.failed")
+    assert failed["data"]["seq"] == 1 and failed["data"]["stage"] == "transcribe"
+    assert "missing" in failed["data"]["reason"]
+
+    def settled() -> dict[str, Any] | None:
+        status = stack.meeting("doomed")
+        return status if status["chunks_transcribed"] + status["chunks_failed"] == 3 else None
+
+    status = stack.wait_until("every chunk transcribed or failed", settled)
+    assert (status["chunks_transcribed"], status["chunks_failed"]) == (2, 1)
+    segments = stack.get("/v1/meetings/doomed/transcript").json()["segments"]
+    assert [(s["seq"], s["error"] is not None) for s in segments] == [(0, False), (1, True), (2, False)]
+    dead = stack.env["AUDIOFLOW_REDIS_PREFIX"] + "transcribe:dead"
+    client = redis.Redis.from_url(stack.env["REDIS_URL"], decode_responses=True)
+    try:
+        entries: Any = client.xrange(dead)
+        assert [(f["meeting_id"], f["seq"]) for _, f in entries] == [("doomed", "1")]
+        assert (
+            client.xpending(stack.env["AUDIOFLOW_REDIS_PREFIX"] + "transcribe", "processing")["pending"] == 0
+        )
+    finally:
+        client.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -381,33 +379,10 @@ def test_step_trims_finished_entries_on_its_interval(redis_client: redis.Redis, 
     assert ids_in(redis_client, stream) == ids[1:]
 
 
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    services.wait_for_port(port)
-    return proc
-
-
 @pytest.mark.timeout(90)
 def test_consumer_survives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = services.free_port()
-    proc = _start_redis(port, tmp_path)
+    proc = services.start_redis(port, tmp_path)
     client = redis.Redis(port=port, decode_responses=True)
     producer = redis.Redis(port=port, decode_responses=True)
     stream = "af:restart"
@@ -428,7 +403,7 @@ def test_consumer_survives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCap
 
             wait_until(outage, timeout=20, what="the consumer to notice the outage")
             time.sleep(0.5)
-            proc = _start_redis(port, tmp_path)  # no persistence: stream and group are gone
+            proc = services.start_redis(port, tmp_path)  # no persistence: stream and group are gone
 
             enqueue(producer, stream, {"n": 2})
             wait_until(lambda: len(handler.entries) == 2, timeout=20, what="an entry after the restart")

@@ -40,6 +40,22 @@ def _pcm(storage: LocalStorage, meeting_id: str, seq: int) -> bytes | None:
     return bytes(pcm_view(data, parse_wav(data)))
 
 
+def _save(deps: ProcessingDeps, work: Work, segment: Segment) -> bool:
+    """Insert the chunk's one segment; False if it already has one (a peer got there first)."""
+    segment.meeting_id, segment.seq, segment.engine, segment.start_s = (
+        work.meeting_id,
+        work.seq,
+        deps.engine.name,
+        0.0,
+    )
+    try:
+        with transaction(deps.sessions) as session:
+            session.add(segment)
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
+
+
 def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     work = Work.of(entry)
     context = {"meeting_id": work.meeting_id, "seq": work.seq}
@@ -59,21 +75,8 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     STT_SECONDS.labels(deps.engine.name).observe(result.decode_s)
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
     words = [asdict(word) for word in result.words]
-    try:
-        with transaction(deps.sessions) as session:
-            session.add(
-                Segment(
-                    meeting_id=work.meeting_id,
-                    seq=work.seq,
-                    engine=deps.engine.name,
-                    start_s=0.0,
-                    end_s=result.audio_s,
-                    text=result.text,
-                    words=words,
-                    decode_s=result.decode_s,
-                )
-            )
-    except sqlalchemy.exc.IntegrityError:
+    segment = Segment(end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s)
+    if not _save(deps, work, segment):
         return Outcome.ACK  # a peer transcribed it at the same moment (or the meeting was deleted)
     deps.publish(
         work.meeting_id,
@@ -106,23 +109,7 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     except Exception:
         log.error("malformed work entry %s dead-lettered: %s", entry.id, reason)
         return
-    try:
-        with transaction(deps.sessions) as session:
-            session.add(
-                Segment(
-                    meeting_id=work.meeting_id,
-                    seq=work.seq,
-                    engine=deps.engine.name,
-                    start_s=0.0,
-                    end_s=0.0,
-                    text="",
-                    words=[],
-                    decode_s=0.0,
-                    error=reason[:500],
-                )
-            )
-    except sqlalchemy.exc.IntegrityError:
-        pass
+    _save(deps, work, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
     deps.publish(
         work.meeting_id, "chunk.failed", {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]}
     )

@@ -29,6 +29,19 @@ def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:
         return MeetingPublic.of(queries.meeting_status(session, meeting_id))
 
 
+async def _announced(ctx: AppContext, status: MeetingPublic) -> MeetingPublic:
+    """Tell the meeting's followers its phase after a change made here."""
+    await events.apublish(
+        ctx.aredis,
+        ctx.keys,
+        status.id,
+        "meeting.phase",
+        {"phase": status.phase},
+        maxlen=ctx.settings.events_maxlen,
+    )
+    return status
+
+
 @router.post("", status_code=201, response_model=MeetingPublic)
 async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
     meeting_id = body.id or "m-" + secrets.token_hex(6)
@@ -39,16 +52,7 @@ async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
             queries.create_meeting(session, meeting_id, fmt)
         return _status(ctx, meeting_id)
 
-    created = await run_in_threadpool(create)
-    await events.apublish(
-        ctx.aredis,
-        ctx.keys,
-        meeting_id,
-        "meeting.phase",
-        {"phase": created.phase},
-        maxlen=ctx.settings.events_maxlen,
-    )
-    return created
+    return await _announced(ctx, await run_in_threadpool(create))
 
 
 @router.get("", response_model=MeetingList)
@@ -81,16 +85,7 @@ async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
                 meeting.ended_at = datetime.now(UTC)
         return _status(ctx, meeting_id)
 
-    ended = await run_in_threadpool(end)
-    await events.apublish(
-        ctx.aredis,
-        ctx.keys,
-        meeting_id,
-        "meeting.phase",
-        {"phase": ended.phase},
-        maxlen=ctx.settings.events_maxlen,
-    )
-    return ended
+    return await _announced(ctx, await run_in_threadpool(end))
 
 
 @router.delete("/{meeting_id}", status_code=204)
