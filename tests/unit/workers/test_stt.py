@@ -1,7 +1,7 @@
 """Speech-to-text: PCM conversion, the overlap-stitching rule, and pocketsphinx on real speech.
 
-The WER figures are printed (run with `-s` to see them); the bounds are loose on purpose, the
-measured values and their history live in the STT notes, not in assertions.
+The WER figures are printed (run with `-s` to see them). Their bounds are loose on purpose: tests
+guard against breakage; the figures themselves are measured and reported, not asserted tightly.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def test_5_second_chunks_stitched_wer(engine: SttEngine, speech: tuple[bytes, Au
     wer = word_error_rate(reference, " ".join(" ".join(words) for words in per_chunk))
     print(f"\npocketsphinx WER, {CHUNK_S:g} s chunks stitched with {OVERLAP_S:g} s overlap: {wer:.3f}")
     assert wer <= 0.30
-    # The fixture never repeats a word across a sentence, so a repeat across a boundary is a double.
+    # The reference never says the same word twice in a row, so a repeat across a boundary is a double.
     doubled = [
         (a[-1], i) for i, (a, b) in enumerate(itertools.pairwise(per_chunk)) if a and b and a[-1] == b[0]
     ]

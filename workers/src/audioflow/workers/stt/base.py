@@ -150,9 +150,11 @@ def transcribe_chunk(
     its midpoint falls. A word still being spoken when chunk N-1 ended was probably cut; it lies
     after the cut, so N-1 drops it and N, whose overlap lets the decoder hear it whole, keeps it.
     The garbled fragment of a word cut by the start of the overlap lies before the cut, so N drops
-    it. Midpoints rather than end times, because a cut in a gap between words is then far from any
-    midpoint, where end times sit right on it and jitter by a frame between decodes (measured:
-    end times doubled or lost a word every ~20 boundaries of 1-2 s chunks; midpoints almost never).
+    it. Midpoints rather than end times, because a cut in a gap between words is far from any
+    midpoint, while end times sit right on it and differ by a frame between the two decodes, so the
+    same word lands in both chunks or in neither (measured on the fixture with 1 s chunks, end
+    times + a fixed edge doubled a word at ~1 boundary in 60; quiet cut + midpoints, ~1 in 300,
+    and WER fell from 0.17 to 0.16 at 1 s chunks and from 0.15 to 0.14 at 2 s).
 
     Without `previous_pcm` (first chunk, or the predecessor has not arrived) the chunk is decoded
     alone and only its own trailing cut applies. `overlap_s` <= 0 turns stitching off: all words kept.
