@@ -42,10 +42,44 @@ test-unit: install ## Unit tests only (fast)
 test-integration: install ## Integration tests only (running gateway and workers)
 	$(UV) run pytest tests/integration $(PYTEST_ARGS)
 
+# ---- the page (frontend/) and its browser tests (tests/e2e/); Node >= 20.19 with npm must be installed ----
+NPM_CI := npm ci --no-audit --no-fund --loglevel=error
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: node-check
+node-check:
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("Node >= 20.19 is needed, found "+process.version); process.exit(1) }' \
+		|| { echo "install Node.js 20.19+ (with npm) first"; exit 1; }
+
+frontend/node_modules/.installed: frontend/package-lock.json | node-check
+	cd frontend && $(NPM_CI)
+	touch $@
+
+tests/e2e/node_modules/.installed: tests/e2e/package-lock.json | node-check
+	cd tests/e2e && $(NPM_CI)
+	touch $@
+
+.PHONY: frontend
+frontend: frontend/node_modules/.installed ## Build the page (npm ci, type check, Vite) into api/src/audioflow/api/static
+	cd frontend && npm run build
+
+.PHONY: test-frontend
+test-frontend: frontend/node_modules/.installed ## Page unit tests (Vitest): event reducer, socket, API helpers
+	cd frontend && npm test
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium
+
+.PHONY: test-e2e
+test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, a simulated meeting, the page in Debian's Chromium
+	cd tests/e2e && npm test
+
 .PHONY: speech-fixture
 speech-fixture: ## Regenerate the speech fixture with flite (apt-get install flite sox)
 	workers/src/audioflow/workers/fixtures/make_speech.sh
 
 .PHONY: help
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'

@@ -69,6 +69,33 @@ class Settings(BaseSettings):
     block_ms: int = Field(2_000, validation_alias=_env("AUDIOFLOW_BLOCK_MS"), ge=1)
     events_maxlen: int = Field(100_000, validation_alias=_env("AUDIOFLOW_EVENTS_MAXLEN"), ge=100)
 
+    # The Kubernetes operator (audioflow.operator).
+    gateway_url: str = Field(
+        "http://127.0.0.1:8080", validation_alias=_env("AUDIOFLOW_GATEWAY_URL"), pattern=r"^https?://\S+$"
+    )
+    public_url: str | None = Field(
+        None, validation_alias=_env("AUDIOFLOW_PUBLIC_URL"), pattern=r"^https?://\S+$"
+    )  # base of the links written into Meeting status (default: the gateway URL)
+    namespace: str | None = Field(
+        None, validation_alias=_env("AUDIOFLOW_NAMESPACE"), pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+    )  # watched namespace (default: the operator's own, from its service account; else "default")
+    autoscale_interval_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_AUTOSCALE_INTERVAL_S"), gt=0)
+    status_interval_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_STATUS_INTERVAL_S"), gt=0)
+    retry_delay_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_RETRY_DELAY_S"), gt=0)
+    gateway_timeout_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_GATEWAY_TIMEOUT_S"), gt=0)
+    finalizer_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_FINALIZER_TIMEOUT_S"), ge=0)
+    watch_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_WATCH_TIMEOUT_S"), gt=0)
+    health_port: int = Field(8080, validation_alias=_env("AUDIOFLOW_HEALTH_PORT"), ge=0, le=65535)
+    simulator_image: str = Field(
+        "audioflow-workers:latest", validation_alias=_env("AUDIOFLOW_SIMULATOR_IMAGE"), min_length=1
+    )
+    webhook_secret_name: str | None = Field(
+        None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET_NAME")
+    )  # the Secret a Meeting's simulator uses when its spec names none
+    webhook_secret_key: str = Field(
+        "webhook-secret", validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET_KEY"), min_length=1
+    )
+
     metrics_port: int = Field(0, validation_alias=_env("AUDIOFLOW_METRICS_PORT"), ge=0, le=65535)
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("AUDIOFLOW_LOG_FORMAT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -98,7 +125,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _NamedEnvOnly(settings_cls), dotenv_settings, file_secret_settings)
 
-    @field_validator("webhook_secret", "api_token", "ingest_root", "whisper_model_path", mode="before")
+    @field_validator(
+        "webhook_secret",
+        "api_token",
+        "ingest_root",
+        "whisper_model_path",
+        "public_url",
+        "namespace",
+        "webhook_secret_name",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Before validation: an empty variable means unset, not a too-short token or the path ".".
