@@ -15,7 +15,7 @@ install: $(if $(filter .tools/%,$(UV)),$(UV)) ## Install the Python workspace (a
 	$(UV) sync --locked --all-packages
 
 .PHONY: up
-up: install ## Run the demo: the whole system locally (embedded Redis, SQLite) with a simulated meeting
+up: install frontend ## Run the demo: the whole system locally (embedded Redis, SQLite) with a simulated meeting
 	$(UV) run audioflow up --demo
 
 .PHONY: format
@@ -31,7 +31,10 @@ lint: install ## Static checks: ruff, mypy (strict), import layering
 	$(UV) run lint-imports
 
 .PHONY: test
-test: lint ## The whole gate: static checks, then every test (real Redis and PostgreSQL, and SQLite)
+test: lint test-python test-frontend test-e2e ## The whole gate: static checks, Python suite, page unit tests, browser e2e
+
+.PHONY: test-python
+test-python: install ## Every Python test (real Redis and PostgreSQL, and SQLite)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -41,6 +44,10 @@ test-unit: install ## Unit tests only (fast)
 .PHONY: test-integration
 test-integration: install ## Integration tests only (running gateway and workers)
 	$(UV) run pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: chart
+chart: install ## Helm chart: lint --strict, template, validate for Kubernetes 1.30 and the newest (all checks: pytest tests/chart)
+	$(UV) run python -m tests.chart
 
 # ---- the page (frontend/) and its browser tests (tests/e2e/); Node >= 20.19 with npm must be installed ----
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
@@ -70,7 +77,7 @@ test-frontend: frontend/node_modules/.installed ## Page unit tests (Vitest): eve
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
-	$(SUDO) apt-get install -y --no-install-recommends chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 .PHONY: test-e2e
 test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, a simulated meeting, the page in Debian's Chromium

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.routes import audio, events, health, ingest, meetings, transcript
 from audioflow.core.db.engine import make_engine, make_sessionmaker
+from audioflow.core.events import publish
 from audioflow.core.keys import Keys
+from audioflow.core.logs import MeetingLogForwarder
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
 
@@ -41,9 +45,18 @@ def create_app(settings: Settings) -> FastAPI:
             storage=LocalStorage(settings.data_dir, fsync=settings.fsync),
             keys=Keys(settings.redis_prefix),
         )
+        # The gateway's lines about a meeting reach that meeting's page as ``log`` events too.
+        forwarder = MeetingLogForwarder(
+            "api",
+            lambda meeting_id, data: publish(
+                sync_redis, app.state.ctx.keys, meeting_id, "log", data, maxlen=settings.events_maxlen
+            ),
+        )
+        logging.getLogger().addHandler(forwarder)
         try:
             yield
         finally:
+            logging.getLogger().removeHandler(forwarder)
             await async_redis.aclose()
             sync_redis.close()
             engine.dispose()
@@ -64,4 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
+    if (FRONTEND / "index.html").is_file():  # built by `make frontend`; the API works without it
+        app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
     return app

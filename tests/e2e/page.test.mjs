@@ -1,0 +1,346 @@
+// Browser end-to-end tests: the whole local stack (`audioflow up`), simulated meetings and the page in
+// Debian's Chromium driven by playwright-core.
+//
+// Run: `make test-e2e` (installs Chromium, the npm packages and the Python workspace, builds the page),
+// or `cd tests/e2e && npm ci && npm test` with the page built and /usr/bin/chromium present.
+// Environment: CHROMIUM (default /usr/bin/chromium); E2E_SEED (simulator seed, default 11: seq 1 first,
+// seq 0 second, a duplicate of seq 2, so the recording grows while it plays); E2E_PAGE=vite serves the
+// page with `vite preview` (proxying the API to the stack) instead of the gateway; E2E_KEEP=1 keeps the
+// temporary folder (data, browser profile).
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SEED = process.env.E2E_SEED ?? "11";
+const SCREENSHOT = path.join(REPO, "docs", "screenshot.png");
+const STATIC_INDEX = path.join(REPO, "api/src/audioflow/api/static/index.html");
+const BROWSER_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "audioflow-e2e-"));
+const dataDir = path.join(tmp, "data");
+const children = []; // every process started here: { name, proc, output, exited }
+let port = 0; // the gateway's
+let stack = null; // the running `audioflow up`
+let context = null; // the browser
+let base = ""; // where the page is served
+let gateway = ""; // the gateway's origin
+let token = "";
+let credentials = {};
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const range = (n) => Array.from({ length: n }, (_, i) => i);
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port: free } = server.address();
+      server.close(() => resolve(free));
+    });
+  });
+}
+
+/** Starts a child process whose output is kept (and shown when it matters). */
+function start(name, command, args, options = {}) {
+  const proc = spawn(command, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], ...options });
+  const output = [];
+  const keep = (chunk) => output.push(...chunk.toString().split("\n").filter(Boolean));
+  proc.stdout.on("data", keep);
+  proc.stderr.on("data", keep);
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  const child = { name, proc, output, exited };
+  children.push(child);
+  return child;
+}
+
+function waitForLine(child, pattern, ms) {
+  return new Promise((resolve, reject) => {
+    const onData = () => {
+      const match = child.output.map((line) => pattern.exec(line)).find(Boolean);
+      if (match) finish(null, match);
+    };
+    const onExit = (code) => finish(new Error(`${child.name} exited (${code}) before printing ${pattern}:\n${child.output.join("\n")}`));
+    const timer = setTimeout(() => finish(new Error(`${child.name}: nothing matched ${pattern} within ${ms} ms`)), ms);
+    function finish(err, value) {
+      clearTimeout(timer);
+      child.proc.stdout.off("data", onData);
+      child.proc.stderr.off("data", onData);
+      child.proc.off("exit", onExit);
+      if (err) reject(err);
+      else resolve(value);
+    }
+    child.proc.stdout.on("data", onData);
+    child.proc.stderr.on("data", onData);
+    child.proc.on("exit", onExit);
+    onData();
+  });
+}
+
+/** SIGINT (Ctrl-C; SIGTERM for vite, which ignores SIGINT without a terminal), then wait for the exit;
+ * SIGKILL if it does not come in time. */
+async function stop(child, ms = 30_000) {
+  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return child.exited;
+  child.proc.kill(child.name === "vite preview" ? "SIGTERM" : "SIGINT");
+  let timer;
+  const result = await Promise.race([child.exited, new Promise((resolve) => (timer = setTimeout(resolve, ms, null)))]);
+  clearTimeout(timer);
+  if (result !== null) return result;
+  console.error(`${child.name} did not stop within ${ms} ms: killing it`);
+  child.proc.kill("SIGKILL");
+  return child.exited;
+}
+
+async function startStack() {
+  stack = start("audioflow up", "uv", ["run", "audioflow", "up", "--port", String(port), "--data-dir", dataDir]);
+  const [, url] = await waitForLine(stack, /ready: (http\S+)/, 90_000);
+  return new URL(url);
+}
+
+async function stopStack() {
+  const { code, signal } = await stop(stack);
+  assert.equal(code, 0, `audioflow up should stop cleanly on SIGINT (exit ${code ?? signal}):\n${stack.output.join("\n")}`);
+}
+
+function simulate(meeting, args) {
+  return start("audioflow simulate", "uv", ["run", "audioflow", "simulate", "--url", gateway, "--meeting", meeting, ...args], {
+    env: { ...process.env, AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_API_TOKEN: credentials.api_token },
+  });
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (make test-e2e does)`);
+  if (process.env.E2E_PAGE !== "vite") {
+    assert.ok(fs.existsSync(STATIC_INDEX), `the page is not built (${STATIC_INDEX}): run make frontend`);
+  }
+  port = await freePort();
+  const ready = await startStack();
+  token = ready.searchParams.get("token");
+  credentials = JSON.parse(fs.readFileSync(path.join(dataDir, "local-credentials.json"), "utf8"));
+  gateway = base = ready.origin;
+  if (process.env.E2E_PAGE === "vite") {
+    const previewPort = await freePort();
+    const vite = path.join(REPO, "frontend/node_modules/.bin/vite");
+    const preview = start("vite preview", vite, ["preview", "--port", String(previewPort), "--strictPort"], {
+      cwd: path.join(REPO, "frontend"),
+      env: { ...process.env, AUDIOFLOW_API: gateway },
+    });
+    await waitForLine(preview, /Local:/, 30_000);
+    base = `http://127.0.0.1:${previewPort}`;
+  }
+  const index = await fetch(`${base}/`);
+  assert.equal(index.status, 200, `GET ${base}/ should serve the built page, got HTTP ${index.status}: ${await index.text()}`);
+  assert.match(index.headers.get("content-type") ?? "", /text\/html/);
+  context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
+    executablePath: CHROMIUM,
+    acceptDownloads: true,
+    headless: true,
+    viewport: { width: 1400, height: 640 },
+    args: BROWSER_FLAGS,
+  });
+});
+
+after(async () => {
+  await context?.close().catch(() => {});
+  for (const child of [...children].reverse()) await stop(child);
+  if (process.env.E2E_KEEP) console.error(`kept ${tmp}`);
+  else fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** What the page shows, read from the DOM. */
+function snapshot(page) {
+  return page.evaluate(() => {
+    const audio = document.querySelector("audio");
+    const player = document.querySelector(".player");
+    return {
+      currentTime: audio ? audio.currentTime : null,
+      mode: player?.getAttribute("data-mode") ?? null,
+      recording: Number(player?.getAttribute("data-recording-duration") ?? 0),
+      seqs: [...document.querySelectorAll(".transcript li.segment")].map((li) => Number(li.dataset.seq)),
+      texts: [...document.querySelectorAll(".transcript li.segment .text")].map((el) => el.textContent ?? ""),
+      connection: document.querySelector("[data-connection]")?.getAttribute("data-connection") ?? null,
+      phase: document.querySelector(".meeting-head .phase")?.textContent ?? null,
+      cells: [...document.querySelectorAll(".chunks .grid .cell")].map((c) => c.getAttribute("data-status")),
+      heard: Number(document.querySelector(".transcript li.segment.heard")?.getAttribute("data-seq") ?? -1),
+      listPhase: document.querySelector(".meetings li.selected .phase")?.textContent ?? null,
+    };
+  });
+}
+
+async function until(page, predicate, ms, what) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await snapshot(page);
+    if (predicate(last)) return last;
+    await sleep(250);
+  }
+  assert.fail(`timed out after ${ms} ms waiting for ${what}; the page showed ${JSON.stringify(last)}`);
+}
+
+/** A page that records console errors, page errors and the events WebSockets it opens. */
+async function watchedPage() {
+  const page = await context.newPage();
+  const watch = { page, problems: [], sockets: [] };
+  page.on("console", (message) => {
+    if (message.type() === "error") watch.problems.push(`console.error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => watch.problems.push(`page error: ${error.message}`));
+  page.on("websocket", (ws) => {
+    if (ws.url().includes("/events")) watch.sockets.push(new URL(ws.url()));
+  });
+  return watch;
+}
+
+async function openMeeting(page, meeting) {
+  const row = page.locator(`button.meeting-row[data-meeting="${meeting}"]`);
+  await row.waitFor({ timeout: 30_000 }); // the list is polled; the meeting appears with its first chunk
+  await row.click();
+  await page.waitForURL((url) => url.hash === `#/meeting/${meeting}`);
+}
+
+async function transcriptOf(meeting) {
+  const response = await fetch(`${gateway}/v1/meetings/${meeting}/transcript`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+test("a shuffled meeting with a duplicate plays live, transcribes completely and survives a reload", { timeout: 120_000 }, async () => {
+  const MEETING = "e2e";
+  const CHUNKS = 8;
+  const { page, problems, sockets } = await watchedPage();
+  await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+  await page.waitForURL((url) => !url.searchParams.has("token"), { timeout: 5000 }); // out of the address bar
+
+  const simulator = simulate(MEETING, [
+    "--chunks", String(CHUNKS), "--chunk-seconds", "2", "--shuffle", "--duplicates", "1", "--realtime", "--end", "--seed", SEED,
+  ]);
+  await openMeeting(page, MEETING);
+
+  // Sample while the meeting runs: the audio must advance while the recording grows.
+  const samples = [];
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const s = await snapshot(page);
+    samples.push(s);
+    if ((s.seqs.length === CHUNKS && s.phase === "completed") || Date.now() > deadline) break;
+    await sleep(400);
+  }
+  const sim = await simulator.exited;
+  assert.equal(sim.code, 0, `the simulator failed:\n${simulator.output.join("\n")}`);
+  const grewWhilePlaying = samples.some((a, i) =>
+    samples.slice(i + 1).some((b) => b.currentTime > a.currentTime + 0.5 && b.recording > a.recording),
+  );
+  const trace = samples.map((s) => `${s.currentTime?.toFixed(2)}@${s.recording}`).join(" ");
+  assert.ok(grewWhilePlaying, `currentTime should advance while the recording grows; currentTime@recording: ${trace}`);
+
+  // A row for every seq, seq 0 included, in order; every chunk received, transcribed and recorded.
+  const done = await until(
+    page,
+    (s) => s.seqs.length === CHUNKS && s.cells.every((c) => c === "done") && s.listPhase === "completed",
+    30_000,
+    "the complete transcript (and the polled list catching up)",
+  );
+  assert.deepEqual(done.seqs, range(CHUNKS));
+  assert.deepEqual(done.cells, range(CHUNKS).map(() => "done"));
+  assert.equal(done.connection, "open");
+  const api = await transcriptOf(MEETING);
+  assert.deepEqual(api.segments.map((s) => s.seq), range(CHUNKS));
+  assert.deepEqual(done.texts, api.segments.map((s) => s.text || "(no speech)"), "the page shows the API's transcript");
+  assert.ok(done.texts.filter((t) => t !== "(no speech)").length >= CHUNKS - 1, `rows carry text: ${JSON.stringify(done.texts)}`);
+
+  fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  assert.equal(sockets.length, 1, "one events WebSocket for the open meeting");
+  assert.equal(sockets[0].searchParams.get("since"), null, "a fresh page replays from the start");
+
+  // Clicking a row plays the recording from that segment's start, and highlights it.
+  await page.locator('.transcript li.segment[data-seq="3"]').click();
+  await until(page, (s) => s.mode === "replay" && s.currentTime >= 6 && s.currentTime < 8 && s.heard === 3, 10_000, "playing seq 3 from 0:06");
+
+  // Downloads: the transcript in three formats (fetched with the bearer header) and the recording.
+  const saved = async (locator) => {
+    const [download] = await Promise.all([page.waitForEvent("download"), locator.click()]);
+    const file = await download.path();
+    return { name: download.suggestedFilename(), body: fs.readFileSync(file) };
+  };
+  const vtt = await saved(page.getByRole("button", { name: "vtt", exact: true }));
+  assert.equal(vtt.name, `${MEETING}.vtt`);
+  assert.match(vtt.body.toString(), /^WEBVTT\n\n0\n00:00:00\.000 --> /);
+  const srt = await saved(page.getByRole("button", { name: "srt", exact: true }));
+  assert.match(srt.body.toString(), /^1\n00:00:00,000 --> /);
+  const txt = await saved(page.getByRole("button", { name: "txt", exact: true }));
+  assert.equal(txt.body.toString().trim().split("\n").length, done.texts.filter((t) => t !== "(no speech)").length);
+  const wav = await saved(page.getByRole("link", { name: "recording.wav" }));
+  assert.equal(wav.name, `${MEETING}.wav`);
+  assert.equal(wav.body.subarray(0, 4).toString(), "RIFF");
+  assert.equal(wav.body.length, 44 + CHUNKS * 2 * 16000 * 2, "the whole recording: 8 chunks of 2 s, 16 kHz mono s16");
+
+  // Reload: the token (sessionStorage) and the meeting (hash) are kept; the replay rebuilds everything.
+  await page.reload();
+  const again = await until(page, (s) => s.seqs.length === CHUNKS && s.connection === "open", 30_000, "the transcript after reload");
+  assert.deepEqual(again.seqs, range(CHUNKS));
+  assert.deepEqual(again.texts, done.texts);
+  assert.equal(sockets.length, 2, "exactly one more WebSocket after the reload");
+  const cursor = await page.evaluate((m) => sessionStorage.getItem(`audioflow.cursor.${m}`), MEETING);
+  assert.match(cursor ?? "", /^\d+-\d+$/, "the last event id is kept per meeting in sessionStorage");
+
+  assert.deepEqual(problems, [], "no console errors");
+  await page.close();
+});
+
+test("a gateway restart mid-meeting: the page reconnects with since and loses nothing", { timeout: 120_000 }, async () => {
+  const MEETING = "e2e-restart";
+  const CHUNKS = 10;
+  const { page, problems, sockets } = await watchedPage();
+  await page.goto(`${base}/?token=${encodeURIComponent(token)}`); // a new tab: its own sessionStorage
+  const first = simulate(MEETING, ["--chunks", String(CHUNKS), "--chunk-seconds", "2", "--realtime"]);
+  await openMeeting(page, MEETING);
+  await until(page, (s) => s.seqs.length >= 3 && s.connection === "open", 40_000, "the first rows");
+
+  await stop(first);
+  const outageFrom = problems.length;
+  await stopStack();
+  await until(page, (s) => s.connection !== "open", 15_000, "the page to notice the gateway left");
+  await startStack(); // same data folder and port: the meetings and their events are still there
+  await until(page, (s) => s.connection === "open", 30_000, "the page to reconnect");
+  const outage = problems.splice(outageFrom); // the browser logs the refused requests itself meanwhile
+  const second = simulate(MEETING, ["--chunks", String(CHUNKS), "--chunk-seconds", "2", "--rate", "4", "--end"]);
+  assert.equal((await second.exited).code, 0, `the second simulator failed:\n${second.output.join("\n")}`);
+
+  const done = await until(
+    page,
+    (s) => s.seqs.length === CHUNKS && s.phase === "completed" && s.connection === "open",
+    60_000,
+    "the complete transcript after the restart",
+  );
+  assert.deepEqual(done.seqs, range(CHUNKS));
+  const api = await transcriptOf(MEETING);
+  assert.deepEqual(done.texts, api.segments.map((s) => s.text || "(no speech)"));
+  assert.equal(sockets[0].searchParams.get("since"), null);
+  const resumed = sockets.slice(1);
+  assert.ok(resumed.length >= 1, "the page reconnected");
+  assert.ok(resumed.every((url) => /^\d+-\d+$/.test(url.searchParams.get("since") ?? "")), "every reconnect resumes with since");
+  assert.ok(outage.every((p) => /Failed to load resource|WebSocket connection/.test(p)), `only network errors while the gateway was away: ${outage}`);
+  assert.deepEqual(problems, [], "no console errors before the restart or after the reconnect");
+  await page.close();
+});
