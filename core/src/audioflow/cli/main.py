@@ -44,6 +44,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from audioflow.core.logs import setup_logging
+    from audioflow.core.metrics import serve_metrics
+    from audioflow.operator.main import run
+
+    settings = _settings()
+    setup_logging("operator", fmt=settings.log_format, level=settings.log_level)
+    serve_metrics(settings.metrics_port)
+    port = settings.health_port
+    asyncio.run(run(settings, liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from audioflow.core.db.migrate import upgrade
 
@@ -117,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("kind", choices=["processing", "concat"])
     worker.set_defaults(func=cmd_worker)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (Meetings, worker autoscaling); "
+        "liveness on AUDIOFLOW_HEALTH_PORT /healthz, metrics on AUDIOFLOW_METRICS_PORT",
+    )
+    operator.set_defaults(func=cmd_operator)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--revision", default="head")

@@ -1,0 +1,146 @@
+"""Worker autoscaling: real kopf against kmock's emulator, backlog put into real Redis Streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from audioflow.core.keys import PROCESSING_GROUP, Keys
+from audioflow.core.scaling import ScalingPolicy, recommended
+from audioflow.core.streams import enqueue, ensure_group
+from tests.operator.harness import (
+    DEPLOYMENTS,
+    create,
+    deployment_body,
+    events_for,
+    eventually,
+    operator_settings,
+    running_operator,
+    stored,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def autoscale_annotations(stream: str, policy: ScalingPolicy) -> dict[str, str]:
+    return {
+        "audioflow.io/stream": stream,
+        "audioflow.io/group": PROCESSING_GROUP,
+        "audioflow.io/min-replicas": str(policy.min_replicas),
+        "audioflow.io/max-replicas": str(policy.max_replicas),
+        "audioflow.io/target-backlog": str(policy.target_backlog),
+        "audioflow.io/scale-down-window-s": f"{policy.scale_down_window_s:g}",
+        "audioflow.io/cooldown-s": f"{policy.cooldown_s:g}",
+    }
+
+
+def replicas(kmock: Any, name: str) -> int | None:
+    obj = stored(kmock, DEPLOYMENTS, name)
+    return None if obj is None else int(obj["spec"]["replicas"])
+
+
+def scale_patches(kmock: Any, name: str) -> list[int]:
+    """The replica counts the operator patched into ``deployments/<name>/scale``, in order."""
+    return [
+        int(request.data["spec"]["replicas"])
+        for request in kmock
+        if request.method == "PATCH" and request.subresource == "scale" and request.name == name
+    ]
+
+
+def backlog_into(client: redis.Redis, stream: str, entries: int) -> None:
+    ensure_group(client, stream, PROCESSING_GROUP)
+    for seq in range(entries):
+        enqueue(client, stream, {"meeting_id": "m-autoscale", "seq": seq})
+
+
+async def test_backlog_scales_the_deployment_to_the_computed_size(
+    emulator: Any, redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+) -> None:
+    stream = Keys(redis_prefix).transcribe
+    policy = ScalingPolicy(min_replicas=1, max_replicas=5, target_backlog=10)
+    ensure_group(redis_client, stream, PROCESSING_GROUP)
+    await create(
+        emulator, DEPLOYMENTS, deployment_body("processing", 1, autoscale_annotations(stream, policy))
+    )
+    conf = operator_settings(redis_server_url, redis_prefix)
+    async with running_operator(conf):
+        await asyncio.sleep(3 * conf.autoscale_interval_s)
+        assert scale_patches(emulator, "processing") == []  # no backlog, already at the minimum
+
+        backlog_into(redis_client, stream, 35)
+        expected = recommended(35, policy)
+        assert expected == 4  # ceil(35 / 10), within [1, 5]
+        # Within a few poll intervals (0.5 s here); the bound is generous for a busy machine.
+        await eventually("the scale patch", lambda: replicas(emulator, "processing") == expected, within=5)
+
+        assert scale_patches(emulator, "processing") == [expected]
+        scaled = [e for e in events_for(emulator, "processing") if e["reason"] == "Scaled"]
+        assert len(scaled) == 1
+        assert scaled[0]["involvedObject"]["kind"] == "Deployment"
+        assert "from 1 to 4 replicas: backlog 35" in scaled[0]["message"]
+        assert (
+            REGISTRY.get_sample_value("audioflow_operator_desired_replicas", {"deployment": "processing"})
+            == 4
+        )
+        assert (
+            REGISTRY.get_sample_value(
+                "audioflow_operator_backlog",
+                {"deployment": "processing", "stream": stream, "group": PROCESSING_GROUP},
+            )
+            == 35
+        )
+
+
+async def test_steady_backlog_scales_once_then_down_after_it_drains(
+    emulator: Any, redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+) -> None:
+    stream = Keys(redis_prefix).transcribe
+    policy = ScalingPolicy(
+        min_replicas=1, max_replicas=8, target_backlog=10, scale_down_window_s=1, cooldown_s=1
+    )
+    backlog_into(redis_client, stream, 25)
+    await create(
+        emulator, DEPLOYMENTS, deployment_body("processing", 1, autoscale_annotations(stream, policy))
+    )
+    conf = operator_settings(redis_server_url, redis_prefix)
+    async with running_operator(conf):
+        await eventually("scaled up", lambda: replicas(emulator, "processing") == 3, within=5)
+        await asyncio.sleep(6 * conf.autoscale_interval_s)  # six more polls of the same backlog
+        assert scale_patches(emulator, "processing") == [3]  # no flapping
+        assert replicas(emulator, "processing") == 3
+
+        # The workers finish: acknowledged and deleted, the backlog is 0; after the scale-down window
+        # and the cooldown the Deployment goes back to its minimum, once.
+        entries: Any = redis_client.xreadgroup(PROCESSING_GROUP, "worker-1", {stream: ">"}, count=100)
+        ids = [entry_id for _, batch in entries for entry_id, _ in batch]
+        redis_client.xack(stream, PROCESSING_GROUP, *ids)
+        redis_client.xdel(stream, *ids)
+        await eventually("scaled down", lambda: replicas(emulator, "processing") == 1, within=8)
+        await asyncio.sleep(3 * conf.autoscale_interval_s)
+        assert scale_patches(emulator, "processing") == [3, 1]
+
+
+async def test_bad_annotations_are_reported_once_and_left_alone(
+    emulator: Any, redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+) -> None:
+    stream = Keys(redis_prefix).transcribe
+    backlog_into(redis_client, stream, 50)
+    bad = autoscale_annotations(stream, ScalingPolicy())
+    bad["audioflow.io/max-replicas"] = "lots"
+    await create(emulator, DEPLOYMENTS, deployment_body("broken", 2, bad))
+    good = autoscale_annotations(stream, ScalingPolicy(min_replicas=1, max_replicas=3, target_backlog=10))
+    await create(emulator, DEPLOYMENTS, deployment_body("fine", 1, good))
+    conf = operator_settings(redis_server_url, redis_prefix)
+    async with running_operator(conf):
+        await eventually("the good Deployment scaled", lambda: replicas(emulator, "fine") == 3, within=5)
+        await asyncio.sleep(4 * conf.autoscale_interval_s)
+        warnings = [e for e in events_for(emulator, "broken") if e["type"] == "Warning"]
+        assert [e["reason"] for e in warnings] == ["BadAutoscaleAnnotations"]
+        assert "audioflow.io/max-replicas: 'lots' is not a whole number" in warnings[0]["message"]
+        assert scale_patches(emulator, "broken") == []
+        assert replicas(emulator, "broken") == 2
