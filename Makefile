@@ -33,8 +33,9 @@ lint: install ## Static checks: ruff, mypy (strict), import layering
 .PHONY: test
 test: lint test-python test-frontend test-e2e ## The whole gate: static checks, Python suite, page unit tests, browser e2e
 
+prometheus: ; @test -x /usr/bin/prometheus || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus && { $(SUDO) service prometheus stop 2>/dev/null || true; }; } ## Debian's Prometheus for tests/dashboards (a service it starts is stopped)
 .PHONY: test-python
-test-python: install ## Every Python test (real Redis and PostgreSQL, and SQLite)
+test-python: install prometheus ## Every Python test (real Redis and PostgreSQL, and SQLite)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
