@@ -60,6 +60,41 @@ def publish(
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
+# XADD and a note of what it announced, atomically: a worker that dies between its database commit
+# and its event finds on redelivery whether the event went out (and never sends it twice).
+_PUBLISH_MARKED = """
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
+                  'type', ARGV[5], 'ts', ARGV[6], 'data', ARGV[7])
+"""
+
+
+def publish_marked(
+    client: redis.Redis,
+    keys: Keys,
+    meeting_id: str,
+    type_: EventType,
+    data: Mapping[str, Any],
+    *,
+    mark: str,
+    value: str = "1",
+    once: bool,
+    maxlen: int,
+) -> bool:
+    """Publish and note ``mark = value`` in the meeting's announced hash in one step. With ``once``,
+    publish only if ``mark`` was never noted. Returns whether the event was published."""
+    fields = event_fields(type_, data)
+    args = [mark, value, "1" if once else "0", maxlen, fields["type"], fields["ts"], fields["data"]]
+    published = client.eval(_PUBLISH_MARKED, 2, keys.events(meeting_id), keys.announced(meeting_id), *args)
+    return bool(published)
+
+
+def announced(client: redis.Redis, keys: Keys, meeting_id: str, mark: str) -> str | None:
+    value: Any = client.hget(keys.announced(meeting_id), mark)
+    return None if value is None else _text(value)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 

@@ -27,3 +27,7 @@ class Keys:
     def events(self, meeting_id: str) -> str:
         """The per-meeting event stream that WebSocket clients replay and follow."""
         return f"{self.prefix}events:{check_meeting_id(meeting_id)}"
+
+    def announced(self, meeting_id: str) -> str:
+        """What the workers have announced for a meeting (a hash), so a redelivery announces once."""
+        return f"{self.prefix}announced:{check_meeting_id(meeting_id)}"

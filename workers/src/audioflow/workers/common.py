@@ -44,6 +44,32 @@ class Publisher:
     def log(self, meeting_id: str, data: dict[str, Any]) -> None:
         self(meeting_id, "log", data)
 
+    def marked(
+        self,
+        meeting_id: str,
+        type_: events.EventType,
+        data: dict[str, Any],
+        *,
+        mark: str,
+        value: str = "1",
+        once: bool,
+    ) -> bool:
+        """Publish and note ``mark`` atomically (see ``events.publish_marked``)."""
+        return events.publish_marked(
+            self.client,
+            self.keys,
+            meeting_id,
+            type_,
+            data,
+            mark=mark,
+            value=value,
+            once=once,
+            maxlen=self.maxlen,
+        )
+
+    def announced(self, meeting_id: str, mark: str) -> str | None:
+        return events.announced(self.client, self.keys, meeting_id, mark)
+
 
 def announce_if_completed(sessions: sessionmaker[Session], publish: Publisher, meeting_id: str) -> None:
     """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""

@@ -32,6 +32,8 @@ from audioflow.workers.common import Publisher, Work, announce_if_completed, mee
 
 log = meeting_logger("concat")
 
+RECORDING_MARK = "recording"  # the concatenated_through last announced
+
 
 @dataclass
 class ConcatDeps:
@@ -110,7 +112,9 @@ def advance(deps: ConcatDeps, meeting_id: str) -> int:
                 break
         except RecordingFull as exc:
             _fail(deps, meeting_id, str(exc))
-        if added or rec.held_through != waiting.recorded_through:
+        # Also when only the event is missing: a worker killed after mirroring, before announcing.
+        announced = deps.publish.announced(meeting_id, RECORDING_MARK)
+        if added or rec.held_through != waiting.recorded_through or announced != str(rec.held_through):
             _mirror(deps, meeting_id, rec, bridged)
             for seq, frames in bridged:
                 log.warning(
@@ -120,7 +124,7 @@ def advance(deps: ConcatDeps, meeting_id: str) -> int:
                     frames / rec.format.sample_rate,
                     extra={"meeting_id": meeting_id, "seq": seq},
                 )
-            deps.publish(
+            deps.publish.marked(
                 meeting_id,
                 "recording.extended",
                 {
@@ -130,6 +134,9 @@ def advance(deps: ConcatDeps, meeting_id: str) -> int:
                     "appended": added,
                     "gaps": [seq for seq, _ in bridged],
                 },
+                mark=RECORDING_MARK,
+                value=str(rec.held_through),
+                once=False,  # under the recording's lock: one announcer at a time
             )
     if added:
         announce_if_completed(deps.sessions, deps.publish, meeting_id)

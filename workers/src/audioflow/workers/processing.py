@@ -64,8 +64,10 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
         if meeting is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
             log.info("chunk is gone (meeting deleted?); dropping its work", extra=context)
             return Outcome.ACK
-        if queries.get_segment(session, work.meeting_id, work.seq) is not None:
-            return Outcome.ACK  # already transcribed: a re-delivery or a duplicate upload
+        existing = queries.get_segment(session, work.meeting_id, work.seq)
+        if existing is not None:  # a re-delivery or a duplicate upload: the work is done, but its event?
+            _announce(deps, work, existing)
+            return Outcome.ACK
         fmt = queries.meeting_format(meeting)
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
@@ -76,22 +78,31 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
     words = [asdict(word) for word in result.words]
     segment = Segment(end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s)
-    if not _save(deps, work, segment):
-        return Outcome.ACK  # a peer transcribed it at the same moment (or the meeting was deleted)
-    deps.publish(
-        work.meeting_id,
-        "chunk.transcribed",
-        {
-            "seq": work.seq,
-            "text": result.text,
-            "words": words,
-            "duration_s": result.audio_s,
-            "start_s": _chunk_start(deps, work),
-        },
-    )
+    if not _save(deps, work, segment):  # a peer transcribed it at the same moment (or the meeting went)
+        with deps.sessions() as session:
+            stored = queries.get_segment(session, work.meeting_id, work.seq)
+        if stored is not None:
+            _announce(deps, work, stored)
+        return Outcome.ACK
+    _announce(deps, work, segment)
     log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
     announce_if_completed(deps.sessions, deps.publish, work.meeting_id)
     return Outcome.ACK
+
+
+def _announce(deps: ProcessingDeps, work: Work, segment: Segment) -> None:
+    """``chunk.transcribed`` for a stored segment, exactly once: the mark and the event are written
+    together, so a worker killed after its commit but before its event is made good by redelivery."""
+    if segment.error is not None:
+        return  # failures are announced as chunk.failed
+    data = {
+        "seq": work.seq,
+        "text": segment.text,
+        "words": segment.words,
+        "duration_s": segment.end_s,
+        "start_s": _chunk_start(deps, work),
+    }
+    deps.publish.marked(work.meeting_id, "chunk.transcribed", data, mark=f"transcribed:{work.seq}", once=True)
 
 
 def _chunk_start(deps: ProcessingDeps, work: Work) -> float:

@@ -99,5 +99,5 @@ async def delete_meeting(meeting_id: MeetingId, ctx: Ctx) -> Response:
         ctx.storage.delete_meeting(meeting_id)
 
     await run_in_threadpool(remove)
-    await ctx.aredis.delete(ctx.keys.events(meeting_id))
+    await ctx.aredis.delete(ctx.keys.events(meeting_id), ctx.keys.announced(meeting_id))
     return Response(status_code=204)
