@@ -110,8 +110,18 @@ async function stop(child, ms = 30_000) {
   return child.exited;
 }
 
+/** The environment of a stack of this test's own: no REDIS_URL, DATABASE_URL or AUDIOFLOW_* from the
+ * caller (CI exports the machine's shared servers), so `up` runs its own Redis and SQLite in dataDir. */
+function ownStackEnv() {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("AUDIOFLOW_") && k !== "REDIS_URL" && k !== "DATABASE_URL"),
+  );
+}
+
 async function startStack() {
-  stack = start("audioflow up", "uv", ["run", "audioflow", "up", "--port", String(port), "--data-dir", dataDir]);
+  stack = start("audioflow up", "uv", ["run", "audioflow", "up", "--port", String(port), "--data-dir", dataDir], {
+    env: ownStackEnv(),
+  });
   const [, url] = await waitForLine(stack, /ready: (http\S+)/, 90_000);
   return new URL(url);
 }
@@ -123,7 +133,7 @@ async function stopStack() {
 
 function simulate(meeting, args) {
   return start("audioflow simulate", "uv", ["run", "audioflow", "simulate", "--url", gateway, "--meeting", meeting, ...args], {
-    env: { ...process.env, AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_API_TOKEN: credentials.api_token },
+    env: { ...ownStackEnv(), AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_API_TOKEN: credentials.api_token },
   });
 }
 
