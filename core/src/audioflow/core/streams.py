@@ -195,7 +195,7 @@ class StreamConsumer:
         block_ms: int = 2_000,
         claim_interval_s: float = 5.0,
         trim_interval_s: float = 30.0,
-        on_dead_letter: Callable[[Entry, str], None] | None = None,
+        on_dead_letter: Callable[[Entry, str], None] | None = None,  # idempotent; see _dead_letter
         logger: logging.Logger | None = None,
     ) -> None:
         if lease_ms <= 0:
@@ -405,6 +405,15 @@ class StreamConsumer:
             self._unacked.clear()
 
     def _dead_letter(self, entry: Entry, reason: str) -> None:
+        # The callback runs before the entry leaves the stream: a process killed in between gets the
+        # entry back, dead-letters it again and calls the callback again (callbacks are idempotent),
+        # so what the callback records is never lost.
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(entry, reason)
+            except Exception as exc:
+                self.log.warning("on_dead_letter failed for %s: %s: %s", entry.id, type(exc).__name__, exc)
+                self.log.debug("on_dead_letter traceback", exc_info=True)
         fields: dict[FieldT, EncodableT] = {key: value for key, value in entry.fields.items()}
         fields.update(reason=reason, original_id=entry.id, deliveries=entry.deliveries, group=self.group)
         pipe = self.client.pipeline(transaction=True)
@@ -421,12 +430,6 @@ class StreamConsumer:
             reason,
             extra=_log_context(entry),
         )
-        if self.on_dead_letter is not None:
-            try:
-                self.on_dead_letter(entry, reason)
-            except Exception as exc:
-                self.log.warning("on_dead_letter failed for %s: %s: %s", entry.id, type(exc).__name__, exc)
-                self.log.debug("on_dead_letter traceback", exc_info=True)
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -121,8 +121,12 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
         log.error("malformed work entry %s dead-lettered: %s", entry.id, reason)
         return
     _save(deps, work, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
-    deps.publish(
-        work.meeting_id, "chunk.failed", {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]}
+    deps.publish.marked(
+        work.meeting_id,
+        "chunk.failed",
+        {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]},
+        mark=f"failed:{work.seq}",
+        once=True,  # a dead-lettering repeated after a crash announces once
     )
     log.error(
         "transcription failed for good: %s", reason, extra={"meeting_id": work.meeting_id, "seq": work.seq}
