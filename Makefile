@@ -84,6 +84,14 @@ $(CHROMIUM):
 test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, a simulated meeting, the page in Debian's Chromium
 	cd tests/e2e && npm test
 
+.PHONY: bench
+bench: install ## Benchmarks on 127.0.0.1 (under 15 min on 2 cores): writes bench/RESULTS.md and bench/plots/
+	$(UV) run python -m bench
+
+.PHONY: chaos
+chaos: install ## Full chaos run: 3 meetings x 300 chunks while a worker is SIGKILLed every 2 s; records docs/chaos.md
+	$(UV) run python -m tests.chaos
+
 .PHONY: speech-fixture
 speech-fixture: ## Regenerate the speech fixture with flite (apt-get install flite sox)
 	workers/src/audioflow/workers/fixtures/make_speech.sh
