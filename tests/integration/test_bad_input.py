@@ -65,6 +65,18 @@ def ieee_float_wav() -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+def riff(*chunks: tuple[bytes, bytes], declared: dict[bytes, int] | None = None) -> bytes:
+    """A RIFF/WAVE file from (id, body) chunks; ``declared`` makes a chunk header lie about its size."""
+    body = b"WAVE" + b"".join(
+        cid + struct.pack("<I", (declared or {}).get(cid, len(data))) + data for cid, data in chunks
+    )
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+PCM16_FMT = (b"fmt ", struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16))
+ONE_SECOND = (b"data", bytes(32000))
+
+
 def pcm24_extensible() -> bytes:
     frames = 16000
     pcm = b"".join((i * 37 % 2**24).to_bytes(3, "little") for i in range(frames))
@@ -255,6 +267,7 @@ def world(
         AUDIOFLOW_MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
         AUDIOFLOW_INGEST_ROOT=str(root),
         AUDIOFLOW_URL_ALLOWLIST=f"http://127.0.0.1:{http_port}/chunks/, http://files.example",
+        AUDIOFLOW_BODY_TIMEOUT_S="2",
     )
     b = make_stack(
         base / "b", redis_server_url, module_database_url, prefixes[1], AUDIOFLOW_AUTO_CREATE_MEETINGS="false"
@@ -359,6 +372,37 @@ def _chunked_no_length(w: World) -> Reply:
     return raw_exchange(w.a.port, head, _chunked(BIG))
 
 
+def _slow_loris(w: World, method: str, path: str, body: bytes, content_type: str) -> Reply:
+    """Declare the whole body, then trickle it a few bytes at a time, slower than the body timeout."""
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{w.a.port}",
+        f"Content-Type: {content_type}",
+        f"Authorization: Bearer {w.a.token}",
+        *(f"{k}: {v}" for k, v in sign(w.a.secret, body).as_dict().items()),
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    with socket.create_connection(("127.0.0.1", w.a.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        started = time.monotonic()
+        sock.settimeout(0.25)
+        for offset in range(0, len(body), 8):
+            try:
+                sock.sendall(body[offset : offset + 8])
+                if sock.recv(1, socket.MSG_PEEK):  # the gateway has answered
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            assert time.monotonic() - started < 25, "the gateway waited on a trickling body for 25 s"
+        sock.settimeout(30)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return Reply(response.status, response.read(), dict(response.getheaders()))
+
+
 def _webhook_id_reused(w: World) -> Reply:
     msg_id = "msg_reused_" + uuid.uuid4().hex
     first = w.put("m-reuse", 0, chunk(30), msg_id=msg_id)
@@ -390,6 +434,10 @@ def _received(meeting_id: str, sha_of: bytes) -> Callable[[World, Reply], None]:
         assert w.read(f"/v1/meetings/{meeting_id}").json()["chunks_received"] == 1
 
     return check
+
+
+def _assert_absent(w: World, meeting_id: str) -> None:
+    assert w.read(f"/v1/meetings/{meeting_id}").status == 404
 
 
 def _m1_meeting(path_suffix: str = "") -> Callable[[World], Reply]:
@@ -435,6 +483,41 @@ CASES: list[Case] = [
     Case("wav-empty-body", lambda w: w.put("m1", 1, b""), 400, "not_wav", "empty"),
     Case("wav-truncated-header", lambda w: w.put("m1", 1, GOOD[:30]), 400, "truncated_header", "truncated"),
     Case("wav-truncated-data", lambda w: w.put("m1", 1, GOOD[:-100]), 400, "truncated_data", "declares"),
+    Case(
+        "wav-zero-length-data", lambda w: w.put("m1", 1, riff(PCM16_FMT, (b"data", b""))), 400, "empty_data"
+    ),
+    Case(
+        "wav-data-size-streaming-0xffffffff",
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, ONE_SECOND, declared={b"data": 0xFFFFFFFF})),
+        400,
+        "empty_data",
+        "unknown length",
+    ),
+    Case(
+        "wav-fmt-size-lies",
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, ONE_SECOND, declared={b"fmt ": 100_000})),
+        400,
+        "truncated_header",
+        "declares 100000",
+    ),
+    Case(
+        "wav-partial-frame",
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, (b"data", bytes(32001)))),
+        400,
+        "partial_frame",
+        "multiple",
+    ),
+    Case(
+        "wav-data-before-fmt", lambda w: w.put("m1", 1, riff(ONE_SECOND, PCM16_FMT)), 400, "data_before_fmt"
+    ),
+    Case(
+        "wav-duplicate-fmt",
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, PCM16_FMT, ONE_SECOND)),
+        400,
+        "duplicate_fmt",
+    ),
+    Case("wav-no-data-chunk", lambda w: w.put("m1", 1, riff(PCM16_FMT)), 400, "no_data_chunk"),
+    Case("wav-rf64", lambda w: w.put("m1", 1, b"RF64" + GOOD[4:]), 400, "not_wav", "RF64"),
     Case("wav-float", lambda w: w.put("m1", 1, ieee_float_wav()), 400, "unsupported_encoding", "float"),
     Case(
         "wav-float-extensible",
@@ -496,6 +579,33 @@ CASES: list[Case] = [
     Case("size-over-limit-chunked-generator", _generator_body, 413, "body_too_large", str(MAX_CHUNK_BYTES)),
     Case("size-chunked-no-length-raw", _chunked_no_length, 413, "body_too_large", str(MAX_CHUNK_BYTES)),
     Case("size-length-claims-10mb", _length_claims_more, 413, "body_too_large", "10000000"),
+    Case(
+        "size-slow-loris-chunk",
+        lambda w: _slow_loris(w, "PUT", "/v1/meetings/m1/chunks/1", OTHER, "audio/wav"),
+        408,
+        "body_timeout",
+        "did not arrive",
+    ),
+    Case(
+        "size-slow-loris-json",
+        lambda w: _slow_loris(
+            w, "POST", "/v1/meetings", b'{"id": "m-slow"}' + b" " * 2000, "application/json"
+        ),
+        408,
+        "body_timeout",
+        "did not arrive",
+        check=lambda w, _: _assert_absent(w, "m-slow"),
+    ),
+    Case(
+        "size-json-over-64k-on-reader-api",
+        lambda w: _reply(
+            w.a.post("/v1/meetings", content=b'{"id": "m-huge", "x": "' + b"a" * 70_000 + b'"}')
+        ),
+        413,
+        "body_too_large",
+        str(64 * 1024),
+        check=lambda w, _: _assert_absent(w, "m-huge"),
+    ),
     # Both framings at once is how requests are smuggled: the HTTP parser refuses it outright.
     Case("size-length-and-chunked-both", _length_claims_less_but_chunked, 400, None, "invalid http request"),
     # ids ------------------------------------------------------------------------------------------------

@@ -61,8 +61,10 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert settings.effective_database_url == "sqlite:////var/lib/af.db"
     assert settings.data_dir == tmp_path / "data"
     assert settings.redis_prefix == "prod:"
-    assert settings.webhook_secret == SECRET
-    assert settings.api_token == "a-token-of-enough-length"
+    assert settings.webhook_secret is not None and settings.webhook_secret.get_secret_value() == SECRET
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == "a-token-of-enough-length"
+    assert SECRET not in repr(settings) and "a-token-of-enough-length" not in repr(settings)
     assert settings.auto_create_meetings is False
     assert settings.max_chunk_bytes == 200_000
     assert settings.signature_tolerance_s == 60
@@ -153,7 +155,8 @@ def test_empty_value_means_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> 
 
 def test_webhook_secret_must_be_whsec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUDIOFLOW_WEBHOOK_SECRET", SECRET)
-    assert load_settings().webhook_secret == SECRET
+    secret = load_settings().webhook_secret
+    assert secret is not None and secret.get_secret_value() == SECRET
     monkeypatch.setenv("AUDIOFLOW_WEBHOOK_SECRET", SECRET.removeprefix("whsec_"))
     with pytest.raises(ValidationError, match="whsec_"):
         Settings()

@@ -10,10 +10,12 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
+from audioflow.api.guards import BodyGuard, SecurityHeaders
 from audioflow.api.routes import audio, events, health, ingest, meetings, transcript
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.events import publish
@@ -68,6 +70,18 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Outermost last: headers go on every answer, the guards' own refusals included.
+    app.add_middleware(BodyGuard, max_chunk_bytes=settings.max_chunk_bytes, timeout_s=settings.body_timeout_s)
+    if settings.cors_origins:  # the page is same-origin; only origins named here may call from a browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["authorization", "content-type", "range"],
+            expose_headers=["content-range", "accept-ranges", "retry-after"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
     for router in (
         ingest.router,
         meetings.router,

@@ -32,7 +32,7 @@ def check_token(ctx: AppContext, presented: str | None) -> None:
         )
     if not presented:
         raise Unauthorized("missing bearer token (Authorization: Bearer … or ?token=…)", code="missing_token")
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
         raise Unauthorized("invalid bearer token", code="invalid_token")
 
 

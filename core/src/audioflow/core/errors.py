@@ -88,3 +88,8 @@ class Unavailable(AudioflowError):
 
     code = "unavailable"
     http_status = 503
+
+
+class RequestTimeout(AudioflowError):
+    code = "request_timeout"
+    http_status = 408

@@ -5,12 +5,34 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 CONTEXT_FIELDS = ("meeting_id", "seq")
+
+# Credentials that can appear in a line a library writes: uvicorn logs a WebSocket's path with its query
+# string, which carries ``?token=`` for browsers that cannot set headers.
+_SECRETS = re.compile(r"(?i)(\b(?:token|api_token|secret)=|\bbearer\s+)[^&\s\"'\]]+")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(r"\1***", text)
+
+
+def _redacting_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:  # freeze the redacted text; every handler then sees only it
+            record.msg, record.args = redacted, None
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    return factory
 
 
 class _ComponentFilter(logging.Filter):
@@ -62,6 +84,9 @@ def setup_logging(component: str, *, fmt: str = "text", level: str = "INFO") -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(current))
     for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -43,8 +43,9 @@ class Settings(BaseSettings):
         "af:", validation_alias=_env("AUDIOFLOW_REDIS_PREFIX"), pattern=r"^[A-Za-z0-9:_.-]{1,64}$"
     )
 
-    webhook_secret: str | None = Field(None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET"))
-    api_token: str | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
+    # SecretStr: a logged or printed Settings shows ``**********``, never the value.
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET"))
+    api_token: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
     auto_create_meetings: bool = Field(True, validation_alias=_env("AUDIOFLOW_AUTO_CREATE_MEETINGS"))
     max_chunk_bytes: int = Field(32 * 1024 * 1024, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_BYTES"), gt=44)
     signature_tolerance_s: int = Field(300, validation_alias=_env("AUDIOFLOW_SIGNATURE_TOLERANCE_S"), ge=1)
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
         (), validation_alias=_env("AUDIOFLOW_URL_ALLOWLIST")
     )
     download_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_DOWNLOAD_TIMEOUT_S"), gt=0)
+    body_timeout_s: float = Field(60.0, validation_alias=_env("AUDIOFLOW_BODY_TIMEOUT_S"), gt=0)
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("AUDIOFLOW_CORS_ORIGINS")
+    )  # browser origins other than the gateway's own that may call the API (none by default)
 
     stt_engine: Literal["pocketsphinx", "whisper"] = Field(
         "pocketsphinx", validation_alias=_env("AUDIOFLOW_STT_ENGINE")
@@ -142,14 +147,14 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_secret")
     @classmethod
-    def _check_secret(cls, value: str | None) -> str | None:
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             from audioflow.core.signing import decode_secret
 
-            decode_secret(value)
+            decode_secret(value.get_secret_value())
         return value
 
-    @field_validator("url_allowlist", mode="before")
+    @field_validator("url_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
         if isinstance(value, str):

@@ -93,7 +93,8 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         settings.execution.max_workers = 4  # threads for the sync calls (login)
 
         memo.conf = conf
-        memo.gateway = Gateway(conf.gateway_url, conf.api_token, timeout=conf.gateway_timeout_s)
+        token = conf.api_token.get_secret_value() if conf.api_token else None
+        memo.gateway = Gateway(conf.gateway_url, token, timeout=conf.gateway_timeout_s)
         memo.kube = kube.Kube.from_environment()
         memo.redis = redis.Redis.from_url(conf.redis_url, socket_timeout=10, socket_connect_timeout=5)
         memo.autoscaler = Autoscaler(memo.kube, memo.redis, namespace)

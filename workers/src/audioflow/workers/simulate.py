@@ -98,12 +98,12 @@ def send(client: httpx.Client, base_url: str, secret: str, delivery: Delivery) -
 
 
 def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
-    secret = settings.webhook_secret
-    if secret is None:
+    if settings.webhook_secret is None:
         print(
             "audioflow simulate: set AUDIOFLOW_WEBHOOK_SECRET (the gateway's webhook secret)", file=sys.stderr
         )
         return 2
+    secret = settings.webhook_secret.get_secret_value()
     rng = random.Random(args.seed)
     fmt, pcm = load_speech()
     chunks = cut_chunks(fmt, pcm, args.chunk_seconds, args.chunks)
@@ -135,7 +135,8 @@ def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
                     file=sys.stderr,
                 )
         if args.end:
-            failures += _end_meetings(client, args.url, settings.api_token, meeting_ids)
+            token = settings.api_token.get_secret_value() if settings.api_token else None
+            failures += _end_meetings(client, args.url, token, meeting_ids)
     summary = ", ".join(f"{count} x HTTP {status}" for status, count in sorted(counts.items()))
     print(f"audioflow simulate: done: {summary}", file=sys.stderr)
     return 1 if failures else 0

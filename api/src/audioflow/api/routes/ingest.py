@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
@@ -13,29 +13,16 @@ from audioflow.api.deps import Ctx
 from audioflow.api.fetch import fetch_chunk
 from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, WebhookChunk
-from audioflow.core.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
+from audioflow.core.errors import BadRequest, Forbidden, UnsupportedMediaType
 from audioflow.core.ids import check_meeting_id, check_seq, parse_seq
 from audioflow.core.metrics import CHUNKS_INGESTED
 from audioflow.core.signing import verify
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
-
-WEBHOOK_JSON_LIMIT = 64 * 1024
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing early past ``limit`` whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"body of {declared} bytes is larger than the limit of {limit} bytes", code="body_too_large"
-        )
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes", code="body_too_large")
-    return bytes(body)
+# 201 is the routes' default; the same bytes again are answered 200 with the same body.
+DUPLICATE: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChunkAccepted, "description": "Duplicate: these bytes were already accepted"}
+}
 
 
 def verified_webhook_id(ctx: Ctx, request: Request, body: bytes) -> str:
@@ -44,7 +31,9 @@ def verified_webhook_id(ctx: Ctx, request: Request, body: bytes) -> str:
         raise Forbidden(
             "ingest is disabled: the server has no AUDIOFLOW_WEBHOOK_SECRET", code="ingest_disabled"
         )
-    return verify(secret, request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s)
+    return verify(
+        secret.get_secret_value(), request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s
+    )
 
 
 def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
@@ -63,6 +52,7 @@ def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
     "/v1/meetings/{meeting_id:path}/chunks/{seq}",
     status_code=201,
     response_model=ChunkAccepted,
+    responses=DUPLICATE,
     summary="Upload one WAV chunk (Standard Webhooks signature over the raw body)",
     openapi_extra={
         "requestBody": {
@@ -87,7 +77,7 @@ async def put_chunk(
             raise UnsupportedMediaType(
                 f"Content-Type {media or '(none)'!r} is not audio/wav", code="not_audio_wav"
             )
-        body = await read_body(request, ctx.settings.max_chunk_bytes)
+        body = await request.body()  # within the size and time limits of guards.BodyGuard
         webhook_id = verified_webhook_id(ctx, request, body)
         accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, webhook_id)
     except Exception:
@@ -100,6 +90,7 @@ async def put_chunk(
     "/webhooks/chunk",
     status_code=201,
     response_model=ChunkAccepted,
+    responses=DUPLICATE,
     summary="A chunk by URL: JSON {meetingId, seq, url}, signed; the gateway fetches the URL",
     openapi_extra={
         "requestBody": {
@@ -110,7 +101,7 @@ async def put_chunk(
 )
 async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> ChunkAccepted:
     try:
-        body = await read_body(request, WEBHOOK_JSON_LIMIT)
+        body = await request.body()  # within the size and time limits of guards.BodyGuard
         webhook_id = verified_webhook_id(ctx, request, body)
         try:
             payload = WebhookChunk.model_validate(json.loads(body))
