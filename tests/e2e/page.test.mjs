@@ -238,7 +238,11 @@ test("a shuffled meeting with a duplicate plays live, transcribes completely and
   const MEETING = "e2e";
   const CHUNKS = 8;
   const { page, problems, sockets } = await watchedPage();
-  await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+  const served = await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+  // The page runs under the gateway's strict policy; a violation would be a console error below.
+  const headers = served.headers();
+  assert.match(headers["content-security-policy"], /default-src 'self'; script-src 'self'/);
+  assert.equal(headers["x-frame-options"], "DENY");
   await page.waitForURL((url) => !url.searchParams.has("token"), { timeout: 5000 }); // out of the address bar
 
   const simulator = simulate(MEETING, [

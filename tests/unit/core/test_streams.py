@@ -240,6 +240,75 @@ def test_failing_handler_is_dead_lettered_after_max_deliveries(
     assert consumer.reclaim() == 0  # nothing left to redeliver
 
 
+class DatabaseDown(Exception):
+    """Stands for the database being unreachable (the workers pass SQLAlchemy's OperationalError)."""
+
+
+def test_an_outage_is_waited_out_holding_the_entry_never_counted_against_it(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"k": "v"})
+    calls: list[float] = []
+
+    def handler(entry: Entry) -> Outcome:
+        calls.append(time.monotonic())
+        if len(calls) <= 6:  # down for six attempts, with backoff in between: longer than the lease
+            raise DatabaseDown("connection refused")
+        return Outcome.ACK
+
+    holder = make(
+        redis_client,
+        stream,
+        handler,
+        "holder",
+        lease_ms=200,
+        max_deliveries=1,
+        transient=lambda exc: isinstance(exc, DatabaseDown),
+    )
+    peer = make(redis_client, stream, Recorder(), "peer", lease_ms=200, max_deliveries=1)
+    stop = threading.Event()
+    thread = threading.Thread(target=holder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(calls) >= 2, what="the outage to begin")
+        stolen = 0
+        while len(calls) <= 6:  # the peer tries to take the entry throughout the outage
+            stolen += peer.reclaim()
+            time.sleep(0.05)
+        wait_until(lambda: pending_ids(redis_client, stream) == [], what="the entry to be acked")
+    finally:
+        stop.set()
+        thread.join(15)
+    assert calls[-1] - calls[0] > 0.2, "the outage did not outlast the lease"
+    assert stolen == 0, "a peer took the entry while its holder waited out the outage"
+    assert ids_in(redis_client, dead_letter_stream(stream)) == []
+    assert len(calls) == 7 and pending_ids(redis_client, stream) == []
+    assert entry_id not in ids_in(redis_client, dead_letter_stream(stream))
+
+
+def test_a_transient_failure_on_stop_leaves_the_entry_pending(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"k": "v"})
+    consumer = make(
+        redis_client,
+        stream,
+        Recorder(error=DatabaseDown("down")),
+        "a",
+        max_deliveries=1,
+        transient=lambda exc: isinstance(exc, DatabaseDown),
+    )
+    with running(consumer) as stop:
+        wait_until(lambda: pending_ids(redis_client, stream) == [entry_id], what="the entry to be held")
+        stop.set()
+    assert pending_ids(redis_client, stream) == [entry_id]
+    assert ids_in(redis_client, dead_letter_stream(stream)) == []
+
+
 def test_retrying_forever_ends_in_the_dead_letter_stream(
     redis_client: redis.Redis, redis_prefix: str
 ) -> None:

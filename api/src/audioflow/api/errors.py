@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 
 import redis.exceptions
-import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audioflow.core.db.engine import UNAVAILABLE_ERRORS
 from audioflow.core.errors import AudioflowError
 
 log = logging.getLogger("audioflow.api")
@@ -64,8 +64,6 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": RETRY_AFTER_S},
         )
 
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
-    @app.exception_handler(sqlalchemy.exc.InterfaceError)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
         return error_response(
@@ -74,3 +72,6 @@ def install_error_handlers(app: FastAPI) -> None:
             "the database is unavailable; retry later",
             {"Retry-After": RETRY_AFTER_S},
         )
+
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, _db_down)

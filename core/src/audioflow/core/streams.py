@@ -14,6 +14,7 @@ blindly (Redis reports it as nil after deletions).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -196,6 +197,7 @@ class StreamConsumer:
         claim_interval_s: float = 5.0,
         trim_interval_s: float = 30.0,
         on_dead_letter: Callable[[Entry, str], None] | None = None,  # idempotent; see _dead_letter
+        transient: Callable[[Exception], bool] = lambda exc: isinstance(exc, CONNECTION_ERRORS),
         logger: logging.Logger | None = None,
     ) -> None:
         if lease_ms <= 0:
@@ -220,6 +222,7 @@ class StreamConsumer:
         self.claim_interval_s = claim_interval_s
         self.trim_interval_s = trim_interval_s
         self.on_dead_letter = on_dead_letter
+        self.transient = transient  # a dependency is down: hold the entry and retry, see _call
         self.log = logger or log
         #: Entries found deleted while pending (XAUTOCLAIM's third reply element, or an empty
         #: history read); they are dropped from the PEL and never reach the handler.
@@ -353,7 +356,7 @@ class StreamConsumer:
         self._busy.set(1)
         started = time.perf_counter()
         try:
-            outcome = self.handler(entry)
+            outcome = self._call(entry)
             if not isinstance(outcome, Outcome):
                 raise TypeError(f"handler returned {outcome!r}, not an Outcome")
         except Exception as exc:
@@ -391,6 +394,40 @@ class StreamConsumer:
                 self.max_deliveries,
                 extra=context,
             )
+
+    def _call(self, entry: Entry) -> Outcome:
+        """The handler, retried in place while it fails for a ``transient`` reason (the database or Redis
+        is down). Meanwhile the entry's lease is renewed without counting a delivery (XCLAIM JUSTID), so
+        no peer takes it and an outage, however long, never walks it toward the dead-letter stream; only
+        failures of the entry itself count. On stop the entry is left pending for later."""
+        backoff = _Backoff(cap=min(5.0, self.lease_ms / 2000))
+        while True:
+            try:
+                return self.handler(entry)
+            except Exception as exc:
+                if not self.transient(exc):
+                    raise
+                if self._stopping():
+                    return Outcome.RETRY
+                delay = backoff.next()
+                self.log.warning(
+                    "a dependency is unavailable while handling %s entry %s (%s: %s); holding it, "
+                    "retrying in %.2f s",
+                    self.stream,
+                    entry.id,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                    delay,
+                    extra=_log_context(entry),
+                )
+                if self._stop is not None:
+                    self._stop.wait(delay)
+                else:
+                    time.sleep(delay)
+                # Idle time back to 0, delivery count unchanged. With Redis itself down nobody can claim
+                # the entry either: keep waiting here, and renew once it is back.
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    self.client.xclaim(self.stream, self.group, self.consumer, 0, [entry.id], justid=True)
 
     def _ack(self, entry_id: str) -> None:
         try:

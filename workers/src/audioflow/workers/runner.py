@@ -9,13 +9,18 @@ from typing import Literal
 
 import redis
 
-from audioflow.core.db.engine import make_engine, make_sessionmaker
+from audioflow.core.db.engine import UNAVAILABLE_ERRORS, make_engine, make_sessionmaker
 from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
 from audioflow.core.logs import MeetingLogForwarder, setup_logging
 from audioflow.core.metrics import serve_metrics
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import StreamConsumer, consumer_name, install_signal_handlers
+from audioflow.core.streams import (
+    CONNECTION_ERRORS,
+    StreamConsumer,
+    consumer_name,
+    install_signal_handlers,
+)
 from audioflow.workers import concat, processing
 from audioflow.workers.common import Publisher
 
@@ -57,6 +62,8 @@ def run_worker(kind: Kind, settings: Settings) -> None:
         "max_deliveries": settings.max_deliveries,
         "block_ms": settings.block_ms,
         "claim_interval_s": settings.claim_interval_s,
+        # A database or Redis outage is waited out holding the entry, never counted against it.
+        "transient": lambda exc: isinstance(exc, (*UNAVAILABLE_ERRORS, *CONNECTION_ERRORS)),
     }
     if kind == "processing":
         from audioflow.workers.stt import load_engine

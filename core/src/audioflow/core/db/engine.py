@@ -8,7 +8,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+#: The database is unreachable (down, restarting, connection dropped), as opposed to a bad statement or
+#: bad data: the gateway answers 503 and workers hold their entry and retry.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
