@@ -85,49 +85,69 @@ def _pg_bin(name: str) -> str:
     return found
 
 
-@contextlib.contextmanager
-def embedded_postgres() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="af-pg-") as workdir:
-        data = Path(workdir) / "data"
-        run_as: dict[str, Any] = {}
-        if os.geteuid() == 0:  # initdb refuses root: run the cluster as an unprivileged user
+class PostgresCluster:
+    """A PostgreSQL cluster of the caller's own (``initdb`` + ``pg_ctl``) on its own port, which a test
+    may stop and start again; as root it runs as ``postgres`` (or ``nobody``), since initdb refuses root."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.data = workdir / "data"
+        self.run_as: dict[str, Any] = {}
+        if os.geteuid() == 0:
             import pwd
 
             user = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
             os.chown(workdir, user.pw_uid, user.pw_gid)
-            run_as = {"user": user.pw_uid, "group": user.pw_gid}
+            self.run_as = {"user": user.pw_uid, "group": user.pw_gid}
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            [_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
             check=True,
             stdout=subprocess.DEVNULL,
-            **run_as,
+            **self.run_as,
         )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -F"
         subprocess.run(
             [
                 _pg_bin("pg_ctl"),
                 "-D",
-                str(data),
+                str(self.data),
                 "-o",
-                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -F",
+                options,
                 "-w",
                 "start",
                 "-l",
-                str(Path(workdir) / "log"),
+                str(self.workdir / "log"),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
-            **run_as,
+            **self.run_as,
         )
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            check=False,
+            **self.run_as,
+        )
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="af-pg-") as workdir:
+        cluster = PostgresCluster(Path(workdir), free_port())
+        cluster.start()
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield cluster.url
         finally:
-            subprocess.run(
-                [_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                stdout=subprocess.DEVNULL,
-                check=False,
-                **run_as,
-            )
+            cluster.stop("immediate")
 
 
 def _has_user(name: str) -> bool:

@@ -29,13 +29,22 @@ log = logging.getLogger("audioflow.workers")
 Kind = Literal["processing", "concat"]
 
 
+def _unavailable(exc: Exception) -> bool:
+    """The database or Redis is down: wait it out (an outage is nobody's fault, and never the entry's)."""
+    return isinstance(exc, (*UNAVAILABLE_ERRORS, *CONNECTION_ERRORS))
+
+
 def _gap_sweeper(deps: concat.ConcatDeps, stop: threading.Event) -> None:
     interval = max(0.5, min(5.0, deps.gap_timeout_s / 4))
     while not stop.wait(interval):
         try:
             concat.sweep(deps)
-        except Exception:
-            log.exception("gap sweep failed; retrying in %.1f s", interval)
+        except Exception as exc:
+            if not _unavailable(exc):
+                log.exception("gap sweep failed; retrying in %.1f s", interval)
+                continue
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            log.warning("gap sweep: %s: %s; retrying in %.1f s", type(exc).__name__, first_line, interval)
 
 
 def run_worker(kind: Kind, settings: Settings) -> None:
@@ -62,8 +71,7 @@ def run_worker(kind: Kind, settings: Settings) -> None:
         "max_deliveries": settings.max_deliveries,
         "block_ms": settings.block_ms,
         "claim_interval_s": settings.claim_interval_s,
-        # A database or Redis outage is waited out holding the entry, never counted against it.
-        "transient": lambda exc: isinstance(exc, (*UNAVAILABLE_ERRORS, *CONNECTION_ERRORS)),
+        "transient": _unavailable,  # an outage is waited out holding the entry, never counted against it
     }
     if kind == "processing":
         from audioflow.workers.stt import load_engine

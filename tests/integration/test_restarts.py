@@ -1,0 +1,129 @@
+"""A dependency stopped and restarted in the middle of a meeting: Redis (its own server, appendonly) and
+PostgreSQL (its own cluster from initdb). While it is down, ingest answers 503 with Retry-After and
+nothing else; workers hold their entry and retry; afterwards the recording and transcript are exact."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
+from audioflow.core.streams import dead_letter_stream
+from audioflow.workers.simulate import cut_chunks, load_speech
+from tests import services
+from tests.integration.checks import (
+    assert_recording_events_monotonic,
+    assert_recording_exact,
+    assert_transcribed_once,
+    completed,
+)
+from tests.integration.stack import Stack, make_stack
+
+CHUNKS = 12
+OUTAGE_S = 9.0  # longer than lease x max_deliveries in FAST_ENV (1.5 s x 5): an outage must not count
+
+
+@pytest.fixture(scope="module")
+def speech_chunks() -> list[bytes]:
+    fmt, pcm = load_speech()
+    return cut_chunks(fmt, pcm, 3.0, CHUNKS)
+
+
+def _refused_while_down(stack: Stack, meeting_id: str, seq: int, body: bytes, code: str) -> None:
+    refused = stack.put_chunk(meeting_id, seq, body)
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["retry-after"]) > 0
+    assert refused.json()["error"]["code"] == code
+    ready = stack.client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["retry-after"], ready.text
+
+
+def _finish_and_check(stack: Stack, meeting_id: str, chunks: list[bytes], redis_url: str) -> None:
+    for seq, body in enumerate(chunks):  # the producer's retry: duplicates of what arrived, then the rest
+        assert stack.send(meeting_id, seq, body) in (200, 201)
+    assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
+    stack.wait_completed(meeting_id)
+    with stack.events(meeting_id, since="0-0") as ws:  # the whole history, replayed from Redis
+        events = stack.read_events(ws, completed)
+    assert_recording_exact(stack, meeting_id, chunks)
+    assert_transcribed_once(stack, meeting_id, len(chunks), events)
+    assert_recording_events_monotonic(events, len(chunks) - 1)
+    keys = Keys(stack.env["AUDIOFLOW_REDIS_PREFIX"])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for stream, group in ((keys.transcribe, PROCESSING_GROUP), (keys.concat, CONCAT_GROUP)):
+            pending: Any = client.xpending(stream, group)
+            assert pending["pending"] == 0, (stream, pending)
+            assert client.xlen(dead_letter_stream(stream)) == 0, f"{stream}: entries were dead-lettered"
+    finally:
+        client.close()
+    logs = stack.logs()
+    assert "Traceback" not in logs and " 500 " not in logs, logs
+
+
+def _workers_waited(stack: Stack) -> bool:
+    return "a dependency is unavailable" in "".join(
+        path.read_text(errors="replace") for path in stack.workdir.glob("*.log") if "api" not in path.name
+    )
+
+
+def test_redis_stopped_and_restarted_mid_meeting(
+    tmp_path: Path, database_url: str, speech_chunks: list[bytes]
+) -> None:
+    port = services.free_port()
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = services.start_redis(port, folder, appendonly=True)
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    (tmp_path / "stack").mkdir()
+    stack = make_stack(tmp_path / "stack", redis_url, database_url, services.redis_prefix())
+    try:
+        stack.start_api()
+        stack.start_worker("processing")
+        stack.start_worker("concat")
+        for seq in range(6):
+            assert stack.send("redis-restart", seq, speech_chunks[seq]) == 201
+        server.terminate()  # a clean shutdown: the append-only file is complete
+        server.wait(10)
+        _refused_while_down(stack, "redis-restart", 6, speech_chunks[6], "redis_unavailable")
+        time.sleep(OUTAGE_S)
+        server = services.start_redis(port, folder, appendonly=True)
+        _finish_and_check(stack, "redis-restart", speech_chunks, redis_url)
+    finally:
+        stack.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def test_postgresql_stopped_and_restarted_mid_meeting(
+    tmp_path: Path, redis_server_url: str, redis_prefix: str, speech_chunks: list[bytes]
+) -> None:
+    # Not under tmp_path: the cluster runs as the postgres user, who cannot enter pytest's private folder.
+    pg_dir = tempfile.TemporaryDirectory(prefix="af-pg-restart-")
+    cluster = services.PostgresCluster(Path(pg_dir.name), services.free_port())
+    cluster.start()
+    (tmp_path / "stack").mkdir()
+    stack = make_stack(
+        tmp_path / "stack", redis_server_url, services.sqlalchemy_url(cluster.url), redis_prefix
+    )
+    try:
+        stack.start_api()
+        stack.start_worker("processing")
+        stack.start_worker("concat")
+        for seq in range(6):
+            assert stack.send("pg-restart", seq, speech_chunks[seq]) == 201
+        cluster.stop()  # while the workers are still decoding and appending what just arrived
+        _refused_while_down(stack, "pg-restart", 6, speech_chunks[6], "database_unavailable")
+        stack.wait_until("a worker to meet the outage", lambda: _workers_waited(stack), timeout=30)
+        time.sleep(OUTAGE_S)
+        cluster.start()
+        _finish_and_check(stack, "pg-restart", speech_chunks, redis_server_url)
+    finally:
+        stack.stop()
+        cluster.stop("immediate")
+        pg_dir.cleanup()
