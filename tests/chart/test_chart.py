@@ -664,3 +664,23 @@ def test_values_yaml_is_valid_against_its_own_schema() -> None:
         "crds",
     ):
         assert block in values
+
+
+def test_cors_origins_reach_the_gateway_and_bad_ones_are_refused(helm: tools.Binaries) -> None:
+    from audioflow.core.settings import Settings
+
+    rendered = tools.template("--set", "gateway.corsOrigins={https://meet.example,http://localhost:5173}")
+    [gateway] = [
+        c for _, spec in tools.pod_specs(rendered) for c in _containers(spec) if c["name"] == "gateway"
+    ]
+    raw = _environment(rendered, gateway)["AUDIOFLOW_CORS_ORIGINS"]
+    assert Settings(AUDIOFLOW_CORS_ORIGINS=raw).cors_origins == (
+        "https://meet.example",
+        "http://localhost:5173",
+    )
+    default_gateway = tools.template()
+    assert "AUDIOFLOW_CORS_ORIGINS" not in tools.dump_yaml(default_gateway)
+    refused = tools.run_helm(
+        "template", "af", str(tools.CHART), "--set", "gateway.corsOrigins={meet.example/path}", check=False
+    )
+    assert refused.returncode != 0 and "corsOrigins" in refused.stderr
