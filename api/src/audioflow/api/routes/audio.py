@@ -15,7 +15,7 @@ from audioflow.api.context import AppContext
 from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
 from audioflow.api.errors import error_response
 from audioflow.api.ranges import parse_range
-from audioflow.api.schemas import ERROR_RESPONSES
+from audioflow.api.schemas import ERROR_RESPONSES, ErrorEnvelope
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound, RangeNotSatisfiable
 from audioflow.core.recording import snapshot_length
@@ -59,8 +59,8 @@ async def _file_bytes(path: Path, first: int, last: int) -> AsyncIterator[bytes]
     response_class=StreamingResponse,
     responses={
         200: {"content": {"audio/wav": {}}},
-        206: {"description": "Partial content"},
-        416: {"description": "Range not satisfiable"},
+        206: {"description": "Partial content (one byte range)", "content": {"audio/wav": {}}},
+        416: {"description": "Range not satisfiable", "model": ErrorEnvelope},
     },
 )
 async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Response:
