@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+EN_DASH = "\u2013"
 
 
 class Unmeasured(RuntimeError):
@@ -54,8 +55,8 @@ class Spread:
         return cls(min(values), statistics.median(values), max(values))
 
     def fmt(self, digits: int = 2) -> str:
-        """``median (min–max)``"""
-        return f"{self.median:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
+        """``median (min to max)``, the range with an en dash."""
+        return f"{self.median:.{digits}f} ({self.low:.{digits}f}{EN_DASH}{self.high:.{digits}f})"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

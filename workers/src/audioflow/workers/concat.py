@@ -47,7 +47,8 @@ class ConcatDeps:
 
 @dataclass(frozen=True)
 class Waiting:
-    """What the database says has arrived for a meeting: seq → (PCM bytes, arrival time)."""
+    """What the database says has arrived for a meeting and is not recorded yet: seq → (PCM bytes,
+    arrival time) for every seq after ``recorded_through``."""
 
     fmt: AudioFormat
     chunks: dict[int, tuple[int, float]]
@@ -55,15 +56,21 @@ class Waiting:
     failed: bool
 
 
-def _waiting(session: Session, meeting: Meeting) -> Waiting:
-    rows = session.execute(
-        select(Chunk.seq, Chunk.data_bytes, Chunk.received_at).where(Chunk.meeting_id == meeting.id)
-    ).all()
+def _waiting(session: Session, meeting: Meeting, after: int | None = None) -> Waiting:
+    """Only the chunks after ``after`` (default: what the database says is recorded), so the cost of an
+    advance does not grow with the length of the meeting."""
     recording = queries.get_recording(session, meeting.id)
+    recorded_through = recording.concatenated_through if recording else -1
+    since = recorded_through if after is None else after
+    rows = session.execute(
+        select(Chunk.seq, Chunk.data_bytes, Chunk.received_at).where(
+            Chunk.meeting_id == meeting.id, Chunk.seq > since
+        )
+    ).all()
     return Waiting(
         fmt=queries.meeting_format(meeting),
         chunks={seq: (size, received.timestamp()) for seq, size, received in rows},
-        recorded_through=recording.concatenated_through if recording else -1,
+        recorded_through=recorded_through,
         failed=bool(recording and recording.failed_reason),
     )
 
@@ -84,10 +91,16 @@ def advance(deps: ConcatDeps, meeting_id: str) -> int:
         if meeting is None:
             return 0
         waiting = _waiting(session, meeting)
-    if not waiting.chunks or waiting.failed:
+    if (not waiting.chunks and waiting.recorded_through < 0) or waiting.failed:
         return 0
     path = deps.storage.recording_path(meeting_id)
     with locked_recording(path, waiting.fmt, fsync=deps.fsync) as rec:
+        if rec.held_through < waiting.recorded_through:  # the file lost a tail the database recorded
+            with deps.sessions() as session:
+                meeting = session.get(Meeting, meeting_id)
+                if meeting is None:  # deleted meanwhile (retention)
+                    return 0
+                waiting = _waiting(session, meeting, after=rec.held_through)
         added: list[int] = []
         bridged: list[tuple[int, int]] = []
         try:

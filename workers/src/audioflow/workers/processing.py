@@ -110,7 +110,7 @@ def _chunk_start(deps: ProcessingDeps, work: Work) -> float:
         meeting = session.get(Meeting, work.meeting_id)
         if meeting is None:
             return 0.0
-        return queries.meeting_timeline(session, meeting).get(work.seq, 0.0)
+        return round(queries.chunk_start(session, meeting, work.seq), 6)
 
 
 def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
