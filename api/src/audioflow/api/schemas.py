@@ -123,7 +123,12 @@ class EventPublic(BaseModel):
     data: dict[str, Any]
 
 
-# Every error a route can answer, in the one envelope of ``errors.py`` (408 and 413 come from guards.BodyGuard).
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+# Every error a route can answer, in the envelope of ``errors.py`` (408 and 413 come from guards.BodyGuard).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)
 }

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.deps import Ctx
+from audioflow.api.schemas import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis or the database is unreachable"}})
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness},
+        503: {"model": Readiness, "description": "Redis or the database is unreachable"},
+    },
+)
 async def readyz(ctx: Ctx) -> JSONResponse:
     """Redis and the database are reachable."""
     checks: dict[str, str] = {}
@@ -46,6 +53,10 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

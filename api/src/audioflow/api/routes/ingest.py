@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from audioflow.api.deps import Ctx
 from audioflow.api.fetch import fetch_chunk
 from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk
-from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, WebhookChunk
+from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
 from audioflow.core.errors import BadRequest, Forbidden, UnsupportedMediaType
 from audioflow.core.ids import check_meeting_id, check_seq, parse_seq
 from audioflow.core.metrics import CHUNKS_INGESTED
@@ -90,7 +90,10 @@ async def put_chunk(
     "/webhooks/chunk",
     status_code=201,
     response_model=ChunkAccepted,
-    responses=DUPLICATE,
+    responses={
+        **DUPLICATE,
+        502: {"model": ErrorEnvelope, "description": "Fetching the URL failed (download_failed)"},
+    },
     summary="A chunk by URL: JSON {meetingId, seq, url}, signed; the gateway fetches the URL",
     openapi_extra={
         "requestBody": {

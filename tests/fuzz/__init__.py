@@ -1,0 +1,1 @@
+"""Fuzzing the gateway's HTTP contract (schemathesis) and its WebSocket (hypothesis)."""
