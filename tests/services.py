@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -194,3 +195,62 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _local(url: str) -> bool:
+    """Only this machine's servers are loaded by benchmarks and chaos runs."""
+    return urlsplit(url).hostname in LOCAL_HOSTS
+
+
+def _redis_ok(url: str) -> bool:
+    if not _local(url):
+        return False
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def _postgres_ok(url: str) -> bool:
+    if not _local(url):
+        return False
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+@contextlib.contextmanager
+def local_or_embedded() -> Iterator[tuple[str, str, list[str]]]:
+    """``(redis_url, postgres_url, notes)``: the caller's REDIS_URL / DATABASE_URL when they answer, else
+    servers of the run's own started from the machine's binaries (stopped afterwards)."""
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:
+        redis_url = os.environ.get("REDIS_URL", "")
+        if redis_url and _redis_ok(redis_url):
+            notes.append("Redis: the caller's REDIS_URL")
+        else:
+            if redis_url:
+                notes.append("Redis: REDIS_URL is not a local server that answers; an embedded redis-server")
+            else:
+                notes.append("Redis: an embedded redis-server (no REDIS_URL)")
+            redis_url = stack.enter_context(embedded_redis())
+        database_url = os.environ.get("DATABASE_URL", "")
+        postgres_url = psycopg_conninfo(database_url) if database_url.startswith("postgresql") else ""
+        if postgres_url and _postgres_ok(postgres_url):
+            notes.append("PostgreSQL: the caller's DATABASE_URL (a fresh database per stack)")
+        else:
+            notes.append(
+                "PostgreSQL: an embedded server (initdb; fsync off; DATABASE_URL unset, not local, or silent)"
+            )
+            postgres_url = stack.enter_context(embedded_postgres())
+        yield redis_url, postgres_url, notes
