@@ -14,8 +14,10 @@ CONTINUATION = re.compile(r"`::([\w*\[\]-]+)`")
 
 def _references(text: str) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
+    last_file: str | None = None
     for line in text.splitlines():
-        last_file: str | None = None
+        if not line.strip() or line.startswith("|"):  # `::name` refers back within a paragraph or row
+            last_file = None
         for match in re.finditer(f"{REFERENCE.pattern}|{CONTINUATION.pattern}", line):
             if match.group(1):
                 last_file = match.group(1)
