@@ -1,0 +1,189 @@
+"""``python -m bench [--tiny] [--only a,b] [--out DIR] [--repeats N]``: run the benchmark sections in a
+fixed order and write ``RESULTS.md`` (and ``plots/``) into the output folder.
+
+Every section runs against 127.0.0.1 only: the caller's REDIS_URL / DATABASE_URL when they answer,
+else servers of the run's own. A section that is missing, raises, or cannot measure a figure is
+recorded as such in RESULTS.md, the others still run, and the command exits 1 naming what was not
+measured: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before any section imports pyplot: no display here
+
+from bench import env
+from bench.common import BENCH_DIR, BenchConfig, Section, md_table
+
+SECTIONS = ("ingest", "pipeline", "concat", "stt", "scaling", "wer", "memory")
+TITLE = "audioflow benchmarks"
+
+
+@dataclass
+class Outcome:
+    name: str
+    seconds: float
+    section: Section | None = None
+    error: str | None = None  # why nothing (or not everything) was measured
+
+
+@dataclass
+class SuiteResult:
+    cfg: BenchConfig
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def unmeasured(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.error is not None]
+
+
+def _say(started: float, message: str) -> None:
+    print(f"[bench {time.monotonic() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def run_section(name: str, cfg: BenchConfig) -> Section:
+    module = importlib.import_module(f"bench.{name}")
+    runner: Callable[[BenchConfig], Section] = module.run
+    section = runner(cfg)
+    if not isinstance(section, Section):
+        raise TypeError(f"bench.{name}.run returned {type(section).__name__}, not a Section")
+    return section
+
+
+def run_suite(cfg: BenchConfig, names: Sequence[str] = SECTIONS) -> SuiteResult:
+    """Run the sections (in the fixed order) against ``cfg``'s services; never raises for a section."""
+    result = SuiteResult(cfg)
+    started = time.monotonic()
+    for name in (n for n in SECTIONS if n in names):
+        _say(started, f"{name}: start")
+        t0 = time.monotonic()
+        try:
+            section = run_section(name, cfg)
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            result.outcomes.append(Outcome(name, time.monotonic() - t0, error=detail))
+            _say(started, f"{name}: NOT MEASURED after {time.monotonic() - t0:.1f} s: {detail}")
+            traceback.print_exc()
+            continue
+        result.outcomes.append(Outcome(name, time.monotonic() - t0, section))
+        _say(started, f"{name}: done in {time.monotonic() - t0:.1f} s")
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def render(result: SuiteResult, machine: dict[str, str], versions: dict[str, str], notes: list[str]) -> str:
+    cfg = result.cfg
+    mode = "tiny (smoke-test sizes: not a result)" if cfg.tiny else "full"
+    parts = [
+        f"# {TITLE}",
+        f"Recorded {env.now()}; {mode}; every figure is median (min-max) over {cfg.repeats} repeat(s) "
+        f"unless a section says otherwise. Total runtime {result.seconds / 60:.1f} min.",
+        "Absolute times on a shared machine drift, so each figure is also given as a ratio against a "
+        "baseline measured in the same run, or against a limit.",
+        "## Machine",
+        md_table(["", ""], list(machine.items())),
+        "## Versions",
+        md_table(["", ""], list(versions.items())),
+        "## How to reproduce",
+        "`make bench` (that is `uv run python -m bench`; `--tiny` for the smoke sizes, "
+        "`--only ingest,memory` for some sections, `--repeats N`, `--out DIR`). It targets 127.0.0.1 only: "
+        + "; ".join(notes)
+        + ". Each stack gets a fresh PostgreSQL database and its own Redis key prefix.",
+        "## Summary",
+        md_table(
+            ["section", "figure", "value"],
+            [
+                [o.name, key, value]
+                for o in result.outcomes
+                if o.section is not None
+                for key, value in o.section.summary.items()
+            ]
+            or [["-", "-", "-"]],
+        ),
+        md_table(
+            ["section", "runtime", "measured"],
+            [
+                [o.name, f"{o.seconds:.0f} s", "yes" if o.error is None else f"**NO**: {o.error}"]
+                for o in result.outcomes
+            ],
+        ),
+    ]
+    for outcome in result.outcomes:
+        number = SECTIONS.index(outcome.name) + 1  # the issue's numbering, whatever ran
+        parts.append(f"<!-- section: {outcome.name} -->")
+        if outcome.section is not None:
+            parts.append(f"## {number}. {outcome.section.title}")
+            parts.append(outcome.section.markdown.strip())
+        else:
+            parts.append(f"## {number}. {outcome.name}: NOT MEASURED")
+            parts.append(f"```\n{outcome.error}\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="smallest sizes that run every code path")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--out", type=Path, help="where RESULTS.md and plots/ go (default bench/, for a full run only)"
+    )
+    parser.add_argument("--repeats", type=int, help="repeats per figure (default 3; 1 with --tiny)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.out is None:
+        if args.tiny or len(names) < len(SECTIONS):
+            # bench/RESULTS.md is the recorded full run: a partial or tiny one never overwrites it.
+            parser.error("--tiny and --only need --out DIR (bench/RESULTS.md is for full runs)")
+        args.out = BENCH_DIR
+    args.names = names
+    return args
+
+
+def execute(cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = ()) -> tuple[int, SuiteResult]:
+    """Run the sections on ``cfg``'s services and write ``RESULTS.md``; 1 if anything went unmeasured."""
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if set(names) >= set(SECTIONS):  # a full run: every plot left in plots/ must come from this run
+        for old in cfg.plots_dir.glob("*.png"):
+            old.unlink()
+    machine = env.machine()
+    versions = env.versions(cfg.redis_url, cfg.postgres_url)
+    result = run_suite(cfg, names)
+    report = cfg.out_dir / "RESULTS.md"
+    report.write_text(render(result, machine, versions, list(notes)))
+    print(f"bench: wrote {report} ({result.seconds / 60:.1f} min)", file=sys.stderr)
+    if result.unmeasured:
+        print(f"bench: NOT MEASURED: {', '.join(result.unmeasured)}", file=sys.stderr)
+        return 1, result
+    return 0, result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = BenchConfig(
+        tiny=args.tiny,
+        repeats=args.repeats or (1 if args.tiny else 3),
+        out_dir=args.out.resolve(),
+    )
+    with env.services() as (redis_url, postgres_url, notes):
+        code, _ = execute(replace(cfg, redis_url=redis_url, postgres_url=postgres_url), args.names, notes)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Where a benchmark run happens: the services it uses, the machine and the versions it records, and
+a running audioflow stack of its own (fresh database, own Redis key prefix) for a section to load."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.common import BenchConfig
+from tests.integration.stack import Stack, make_stack
+from tests.machine import machine, now, versions
+from tests.services import delete_prefix, free_port, fresh_postgres_database
+from tests.services import local_or_embedded as services
+
+__all__ = ["bench_stack", "machine", "now", "other_gateway", "run_prefix", "services", "versions"]
+
+
+def run_prefix() -> str:
+    """A Redis key prefix of this run's own."""
+    return f"afbench:{uuid.uuid4().hex[:10]}:"
+
+
+@contextlib.contextmanager
+def bench_stack(cfg: BenchConfig, name: str, **env: str) -> Iterator[Stack]:
+    """A stack (built, not started) on a fresh PostgreSQL database and an own Redis prefix; its processes
+    are stopped, its database dropped and its keys deleted afterwards."""
+    prefix = run_prefix()
+    with (
+        tempfile.TemporaryDirectory(prefix=f"afbench-{name}-") as workdir,
+        fresh_postgres_database(cfg.postgres_url) as database_url,
+    ):
+        stack = make_stack(Path(workdir), cfg.redis_url, database_url, prefix, **env)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+            delete_prefix(cfg.redis_url, prefix)
+
+
+def other_gateway(stack: Stack, index: int) -> Stack:
+    """Another gateway of the same stack (same database, Redis prefix and data folder) on a port of its
+    own, built but not started (``start_api``); stop it with its own ``stop()``."""
+    workdir = stack.workdir / f"gateway-{index}"
+    workdir.mkdir(exist_ok=True)
+    return Stack(stack.env, workdir, free_port(), stack.token, stack.secret)

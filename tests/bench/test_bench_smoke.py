@@ -1,0 +1,75 @@
+"""The benchmarks run end to end on their tiny configuration: every section measures its figures and
+RESULTS.md has them all, with the plots it links. Nothing here asserts a time or a speed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import SECTIONS, SuiteResult, execute
+from bench.common import BenchConfig
+from tests.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, redis_server_url: str, postgres_server_url: str
+) -> tuple[int, SuiteResult]:
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(
+        tiny=True, repeats=1, out_dir=out, redis_url=redis_server_url, postgres_url=postgres_server_url
+    )
+    return execute(cfg, SECTIONS, ["the test session's services"])
+
+
+def test_every_section_is_measured_and_the_run_succeeds(tiny_run: tuple[int, SuiteResult]) -> None:
+    code, result = tiny_run
+    errors = {o.name: o.error for o in result.outcomes if o.error is not None}
+    assert errors == {}
+    assert code == 0
+    assert [o.name for o in result.outcomes] == list(SECTIONS)
+
+
+@pytest.mark.parametrize("name", SECTIONS)
+def test_section_has_figures_a_table_and_existing_plots(tiny_run: tuple[int, SuiteResult], name: str) -> None:
+    _, result = tiny_run
+    section = next(o.section for o in result.outcomes if o.name == name)
+    assert section is not None, f"{name} was not measured"
+    assert section.summary, f"{name} reports no headline figures"
+    assert "|---" in section.markdown, f"{name} has no table"
+    for link in re.findall(r"\]\((plots/[^)]+\.png)\)", section.markdown):
+        assert (result.cfg.out_dir / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+
+
+def test_results_file_has_every_section_machine_and_versions(tiny_run: tuple[int, SuiteResult]) -> None:
+    _, result = tiny_run
+    text = (result.cfg.out_dir / "RESULTS.md").read_text()
+    for heading in ("## Machine", "## Versions", "## How to reproduce", "## Summary"):
+        assert heading in text
+    for outcome in result.outcomes:
+        assert f"<!-- section: {outcome.name} -->" in text
+        assert outcome.section is not None
+        assert f"## {SECTIONS.index(outcome.name) + 1}. {outcome.section.title}" in text
+    assert "NOT MEASURED" not in text
+    assert re.search(r"\| cores \(logical\) \| \d+ \|", text)
+    assert re.search(r"\| redis-server \| \d+\.\d+", text)
+    assert re.search(r"\| PostgreSQL \| \d+", text)
+
+
+def test_a_section_that_cannot_measure_fails_the_run_and_says_so(
+    tmp_path: Path, redis_server_url: str
+) -> None:
+    nothing_listens = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    cfg = BenchConfig(
+        tiny=True, repeats=1, out_dir=tmp_path, redis_url=redis_server_url, postgres_url=nothing_listens
+    )
+    code, result = execute(cfg, ["ingest"])
+    assert code == 1
+    assert result.unmeasured == ["ingest"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## 1. ingest: NOT MEASURED" in text
+    assert re.search(r"\| ingest \| \d+ s \| \*\*NO\*\*: ", text)
