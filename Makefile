@@ -82,7 +82,7 @@ $(CHROMIUM):
 
 .PHONY: test-e2e
 test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, a simulated meeting, the page in Debian's Chromium
-	cd tests/e2e && npm test
+	cd tests/e2e && UV="$(abspath $(UV))" npm test
 
 .PHONY: bench
 bench: install ## Benchmarks on 127.0.0.1 (under 15 min on 2 cores): writes bench/RESULTS.md and bench/plots/

@@ -20,6 +20,7 @@ import { chromium } from "playwright-core";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const UV = process.env.UV ?? "uv"; // make test-e2e passes the uv it installed (it may not be on the PATH)
 const SEED = process.env.E2E_SEED ?? "11";
 const SCREENSHOT = path.join(REPO, "docs", "screenshot.png");
 const STATIC_INDEX = path.join(REPO, "api/src/audioflow/api/static/index.html");
@@ -119,7 +120,7 @@ function ownStackEnv() {
 }
 
 async function startStack() {
-  stack = start("audioflow up", "uv", ["run", "audioflow", "up", "--port", String(port), "--data-dir", dataDir], {
+  stack = start("audioflow up", UV, ["run", "audioflow", "up", "--port", String(port), "--data-dir", dataDir], {
     env: ownStackEnv(),
   });
   const [, url] = await waitForLine(stack, /ready: (http\S+)/, 90_000);
@@ -132,7 +133,7 @@ async function stopStack() {
 }
 
 function simulate(meeting, args) {
-  return start("audioflow simulate", "uv", ["run", "audioflow", "simulate", "--url", gateway, "--meeting", meeting, ...args], {
+  return start("audioflow simulate", UV, ["run", "audioflow", "simulate", "--url", gateway, "--meeting", meeting, ...args], {
     env: { ...ownStackEnv(), AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_API_TOKEN: credentials.api_token },
   });
 }
