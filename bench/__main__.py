@@ -22,8 +22,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # before any section imports pyplot: no display here
 
-from bench import env
 from bench.common import BENCH_DIR, BenchConfig, Section, md_table
+from tests import machine as where
+from tests.services import local_or_embedded
 
 SECTIONS = ("ingest", "pipeline", "concat", "stt", "scaling", "wer", "memory")
 TITLE = "audioflow benchmarks"
@@ -87,7 +88,7 @@ def render(result: SuiteResult, machine: dict[str, str], versions: dict[str, str
     mode = "tiny (smoke-test sizes: not a result)" if cfg.tiny else "full"
     parts = [
         f"# {TITLE}",
-        f"Recorded {env.now()}; {mode}; every figure is median (min-max) over {cfg.repeats} repeat(s) "
+        f"Recorded {where.now()}; {mode}; every figure is median (min-max) over {cfg.repeats} repeat(s) "
         f"unless a section says otherwise. Total runtime {result.seconds / 60:.1f} min.",
         "Absolute times on a shared machine drift, so each figure is also given as a ratio against a "
         "baseline measured in the same run, or against a limit.",
@@ -161,8 +162,8 @@ def execute(cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = ()) -
     if set(names) >= set(SECTIONS):  # a full run: every plot left in plots/ must come from this run
         for old in cfg.plots_dir.glob("*.png"):
             old.unlink()
-    machine = env.machine()
-    versions = env.versions(cfg.redis_url, cfg.postgres_url)
+    machine = where.machine()
+    versions = where.versions(cfg.redis_url, cfg.postgres_url)
     result = run_suite(cfg, names)
     report = cfg.out_dir / "RESULTS.md"
     report.write_text(render(result, machine, versions, list(notes)))
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats or (1 if args.tiny else 3),
         out_dir=args.out.resolve(),
     )
-    with env.services() as (redis_url, postgres_url, notes):
+    with local_or_embedded() as (redis_url, postgres_url, notes):
         code, _ = execute(replace(cfg, redis_url=redis_url, postgres_url=postgres_url), args.names, notes)
     return code
 

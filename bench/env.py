@@ -1,5 +1,5 @@
-"""Where a benchmark run happens: the services it uses, the machine and the versions it records, and
-a running audioflow stack of its own (fresh database, own Redis key prefix) for a section to load."""
+"""A running audioflow stack of a benchmark's own (fresh database, own Redis key prefix) for a section to
+load. The services and the machine description come from ``tests.services`` and ``tests.machine``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ from pathlib import Path
 
 from bench.common import BenchConfig
 from tests.integration.stack import Stack, make_stack
-from tests.machine import machine, now, versions
 from tests.services import delete_prefix, free_port, fresh_postgres_database
-from tests.services import local_or_embedded as services
-
-__all__ = ["bench_stack", "machine", "now", "other_gateway", "run_prefix", "services", "versions"]
 
 
 def run_prefix() -> str:

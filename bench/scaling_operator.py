@@ -25,18 +25,16 @@ from audioflow.core.streams import ensure_group
 from bench.common import Unmeasured
 from tests.operator.harness import (
     DEPLOYMENTS,
-    EVENTS,
-    JOBS,
-    MEETINGS,
-    SECRETS,
+    autoscale_annotations,
     create,
+    declare_resources,
     deployment_body,
     operator_settings,
     running_operator,
     stored,
 )
+from tests.operator.harness import kubeconfig as harness_kubeconfig
 
-VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 NAME = "processing"
 
 
@@ -50,33 +48,11 @@ class Cycle:
 async def emulator() -> AsyncIterator[Any]:
     """kmock's emulator serving the resources the operator uses, and KUBECONFIG pointing at it."""
     async with kmock.KubernetesEmulator() as k8s, kmock.Server(k8s):
-        info = kmock.ResourceInfo
-        k8s.resources[MEETINGS] = info(
-            kind="Meeting", singular="meeting", namespaced=True, verbs=VERBS, subresources={"status"}
-        )
-        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
-            kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
-        )
-        k8s.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs=VERBS)
-        k8s.resources[DEPLOYMENTS] = info(
-            kind="Deployment", namespaced=True, verbs=VERBS, subresources={"scale", "status"}
-        )
-        k8s.resources[JOBS] = info(kind="Job", namespaced=True, verbs=VERBS, subresources={"status"})
-        k8s.resources[SECRETS] = info(kind="Secret", namespaced=True, verbs=VERBS)
-        k8s.resources[EVENTS] = info(kind="Event", namespaced=True, verbs=VERBS)
-        server = str(k8s.url).rstrip("/")
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-            "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-            "current-context": "kmock",
-        }
+        declare_resources(k8s)
         saved = {key: os.environ.get(key) for key in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
         with tempfile.TemporaryDirectory(prefix="afbench-kube-") as folder:
             kubeconfig = Path(folder) / "kubeconfig"
-            kubeconfig.write_text(json.dumps(config))
+            kubeconfig.write_text(json.dumps(harness_kubeconfig(k8s)))
             os.environ["KUBECONFIG"] = str(kubeconfig)
             os.environ.pop("KUBERNETES_SERVICE_HOST", None)
             try:
@@ -130,15 +106,7 @@ async def _cycles(
     try:
         ensure_group(client, stream, PROCESSING_GROUP)
         async with emulator() as k8s:
-            annotations = {
-                "audioflow.io/stream": stream,
-                "audioflow.io/group": PROCESSING_GROUP,
-                "audioflow.io/min-replicas": str(policy.min_replicas),
-                "audioflow.io/max-replicas": str(policy.max_replicas),
-                "audioflow.io/target-backlog": str(policy.target_backlog),
-                "audioflow.io/scale-down-window-s": f"{policy.scale_down_window_s:g}",
-                "audioflow.io/cooldown-s": f"{policy.cooldown_s:g}",
-            }
+            annotations = autoscale_annotations(stream, policy)
             await create(k8s, DEPLOYMENTS, deployment_body(NAME, policy.min_replicas, annotations))
             conf = operator_settings(redis_url, prefix, autoscale_interval_s=interval_s)
             async with running_operator(conf):

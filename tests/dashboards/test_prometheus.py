@@ -24,7 +24,8 @@ import httpx
 import pytest
 import redis
 
-from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
+from audioflow.core.keys import CONCAT_GROUP, Keys
+from audioflow.core.scaling import ScalingPolicy
 from audioflow.core.streams import enqueue, ensure_group
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.chart.test_dashboards import DASHBOARDS, load, panels
@@ -33,6 +34,7 @@ from tests.operator.harness import (
     DEPLOYMENTS,
     MEETINGS,
     NAMESPACE,
+    autoscale_annotations,
     create,
     deployment_body,
     meeting_body,
@@ -175,16 +177,10 @@ def start_operator(
         )
 
 
-def autoscale_annotations(stream: str) -> dict[str, str]:
-    return {
-        "audioflow.io/stream": stream,
-        "audioflow.io/group": PROCESSING_GROUP,
-        "audioflow.io/min-replicas": "1",
-        "audioflow.io/max-replicas": "4",
-        "audioflow.io/target-backlog": "2",
-        "audioflow.io/scale-down-window-s": "1",
-        "audioflow.io/cooldown-s": "1",
-    }
+# The dashboards' scaling panels need the operator to scale up and back within the test.
+QUICK_POLICY = ScalingPolicy(
+    min_replicas=1, max_replicas=4, target_backlog=2, scale_down_window_s=1, cooldown_s=1
+)
 
 
 def scaled_replicas(kmock: Any) -> int:
@@ -230,7 +226,9 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
             await asyncio.to_thread(stack.start_api)
             # The worker Deployment the operator autoscales from the real transcribe stream, and two
             # Meetings: one it registers with the gateway, one with an unusable spec (an error).
-            deployment = deployment_body("processing", 1, autoscale_annotations(keys.transcribe))
+            deployment = deployment_body(
+                "processing", 1, autoscale_annotations(keys.transcribe, QUICK_POLICY)
+            )
             deployment["status"] = {"replicas": 1, "readyReplicas": 1}
             await create(emulator, DEPLOYMENTS, deployment)
             await create(emulator, MEETINGS, meeting_body(MEETING, {"meetingId": MEETING}))

@@ -34,8 +34,19 @@ def speech_chunks() -> list[bytes]:
     return cut_chunks(fmt, pcm, 3.0, CHUNKS)
 
 
-def _refused_while_down(stack: Stack, meeting_id: str, seq: int, body: bytes, code: str) -> None:
-    refused = stack.put_chunk(meeting_id, seq, body)
+def _run_and_send_half(stack: Stack, meeting_id: str, chunks: list[bytes]) -> None:
+    """Gateway and both workers running, and the first half of the meeting accepted."""
+    stack.start_api()
+    stack.start_worker("processing")
+    stack.start_worker("concat")
+    for seq in range(CHUNKS // 2):
+        assert stack.send(meeting_id, seq, chunks[seq]) == 201
+
+
+def _refused_while_down(stack: Stack, meeting_id: str, chunks: list[bytes], code: str) -> None:
+    """The next chunk is refused with 503 and Retry-After, and the gateway reports itself unready."""
+    seq = CHUNKS // 2
+    refused = stack.put_chunk(meeting_id, seq, chunks[seq])
     assert refused.status_code == 503, refused.text
     assert int(refused.headers["retry-after"]) > 0
     assert refused.json()["error"]["code"] == code
@@ -83,14 +94,10 @@ def test_redis_stopped_and_restarted_mid_meeting(
     (tmp_path / "stack").mkdir()
     stack = make_stack(tmp_path / "stack", redis_url, database_url, services.redis_prefix())
     try:
-        stack.start_api()
-        stack.start_worker("processing")
-        stack.start_worker("concat")
-        for seq in range(6):
-            assert stack.send("redis-restart", seq, speech_chunks[seq]) == 201
+        _run_and_send_half(stack, "redis-restart", speech_chunks)
         server.terminate()  # a clean shutdown: the append-only file is complete
         server.wait(10)
-        _refused_while_down(stack, "redis-restart", 6, speech_chunks[6], "redis_unavailable")
+        _refused_while_down(stack, "redis-restart", speech_chunks, "redis_unavailable")
         time.sleep(OUTAGE_S)
         server = services.start_redis(port, folder, appendonly=True)
         _finish_and_check(stack, "redis-restart", speech_chunks, redis_url)
@@ -112,13 +119,9 @@ def test_postgresql_stopped_and_restarted_mid_meeting(
         tmp_path / "stack", redis_server_url, services.sqlalchemy_url(cluster.url), redis_prefix
     )
     try:
-        stack.start_api()
-        stack.start_worker("processing")
-        stack.start_worker("concat")
-        for seq in range(6):
-            assert stack.send("pg-restart", seq, speech_chunks[seq]) == 201
+        _run_and_send_half(stack, "pg-restart", speech_chunks)
         cluster.stop()  # while the workers are still decoding and appending what just arrived
-        _refused_while_down(stack, "pg-restart", 6, speech_chunks[6], "database_unavailable")
+        _refused_while_down(stack, "pg-restart", speech_chunks, "database_unavailable")
         stack.wait_until("a worker to meet the outage", lambda: _workers_waited(stack), timeout=30)
         time.sleep(OUTAGE_S)
         cluster.start()

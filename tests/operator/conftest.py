@@ -19,45 +19,17 @@ import pytest
 
 from tests import services
 from tests.integration.stack import Stack, make_stack
-from tests.operator.harness import DEPLOYMENTS, EVENTS, JOBS, MEETINGS, SECRETS
-
-VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
+from tests.operator.harness import declare_resources, kubeconfig
 
 
 @pytest.fixture
 def emulator(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None) -> Any:
     """kmock's KubernetesEmulator, declared as a cluster with the Meeting CRD installed, and a
     kubeconfig pointing at it (the operator and kopf log in through ``KUBECONFIG``)."""
-    info = kmock.ResourceInfo
-    kmock.resources[MEETINGS] = info(
-        kind="Meeting", singular="meeting", namespaced=True, verbs=VERBS, shortnames={"mtg"},
-        subresources={"status"},
-    )  # fmt: skip
-    kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
-        kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
-    )
-    kmock.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs=VERBS)
-    kmock.resources[DEPLOYMENTS] = info(
-        kind="Deployment", namespaced=True, verbs=VERBS, subresources={"scale", "status"}
-    )
-    kmock.resources[JOBS] = info(kind="Job", namespaced=True, verbs=VERBS, subresources={"status"})
-    kmock.resources[SECRETS] = info(kind="Secret", namespaced=True, verbs=VERBS)
-    kmock.resources[EVENTS] = info(kind="Event", namespaced=True, verbs=VERBS)
-
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(  # JSON is YAML
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-                "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    declare_resources(kmock)
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig(kmock)))  # JSON is YAML
+    monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return kmock
 

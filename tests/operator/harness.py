@@ -10,8 +10,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import kmock
 from kmock import resource as kmock_resource
 
+from audioflow.core.keys import PROCESSING_GROUP
+from audioflow.core.scaling import ScalingPolicy
 from audioflow.core.settings import Settings
 from audioflow.operator import main
 
@@ -23,6 +26,52 @@ DEPLOYMENTS = "apps/v1/deployments"
 JOBS = "batch/v1/jobs"
 SECRETS = "v1/secrets"
 EVENTS = "v1/events"
+VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
+
+
+def declare_resources(emulator: Any) -> None:
+    """The resources the emulator must serve: the Meeting CRD's, the CRD and namespace resources
+    (without them kopf spawns no watchers), and what the operator touches."""
+    info = kmock.ResourceInfo
+    emulator.resources[MEETINGS] = info(
+        kind="Meeting", singular="meeting", namespaced=True, verbs=VERBS, shortnames={"mtg"},
+        subresources={"status"},
+    )  # fmt: skip
+    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
+        kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
+    )
+    emulator.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs=VERBS)
+    emulator.resources[DEPLOYMENTS] = info(
+        kind="Deployment", namespaced=True, verbs=VERBS, subresources={"scale", "status"}
+    )
+    emulator.resources[JOBS] = info(kind="Job", namespaced=True, verbs=VERBS, subresources={"status"})
+    emulator.resources[SECRETS] = info(kind="Secret", namespaced=True, verbs=VERBS)
+    emulator.resources[EVENTS] = info(kind="Event", namespaced=True, verbs=VERBS)
+
+
+def kubeconfig(emulator: Any) -> dict[str, Any]:
+    """A kubeconfig for the emulator (the operator and kopf log in through ``KUBECONFIG``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(emulator.url).rstrip("/")}}],
+        "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+        "current-context": "kmock",
+    }
+
+
+def autoscale_annotations(stream: str, policy: ScalingPolicy) -> dict[str, str]:
+    """The annotations that put a worker Deployment under the autoscaler with ``policy``."""
+    return {
+        "audioflow.io/stream": stream,
+        "audioflow.io/group": PROCESSING_GROUP,
+        "audioflow.io/min-replicas": str(policy.min_replicas),
+        "audioflow.io/max-replicas": str(policy.max_replicas),
+        "audioflow.io/target-backlog": str(policy.target_backlog),
+        "audioflow.io/scale-down-window-s": f"{policy.scale_down_window_s:g}",
+        "audioflow.io/cooldown-s": f"{policy.cooldown_s:g}",
+    }
 
 
 def operator_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:

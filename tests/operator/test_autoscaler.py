@@ -14,6 +14,7 @@ from audioflow.core.scaling import ScalingPolicy, recommended
 from audioflow.core.streams import enqueue, ensure_group
 from tests.operator.harness import (
     DEPLOYMENTS,
+    autoscale_annotations,
     create,
     deployment_body,
     events_for,
@@ -24,18 +25,6 @@ from tests.operator.harness import (
 )
 
 pytestmark = pytest.mark.asyncio
-
-
-def autoscale_annotations(stream: str, policy: ScalingPolicy) -> dict[str, str]:
-    return {
-        "audioflow.io/stream": stream,
-        "audioflow.io/group": PROCESSING_GROUP,
-        "audioflow.io/min-replicas": str(policy.min_replicas),
-        "audioflow.io/max-replicas": str(policy.max_replicas),
-        "audioflow.io/target-backlog": str(policy.target_backlog),
-        "audioflow.io/scale-down-window-s": f"{policy.scale_down_window_s:g}",
-        "audioflow.io/cooldown-s": f"{policy.cooldown_s:g}",
-    }
 
 
 def replicas(kmock: Any, name: str) -> int | None:
