@@ -59,7 +59,12 @@ WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
 SCRATCH = ("fz-0", "fz-1", "fz-2", "fz-3")
 WRITABLE = (LIVE, PENDING, *SCRATCH)
 READABLE = (DEEP, *WRITABLE)
-RANGES = ("bytes=0-99", "bytes=-500", "bytes=100-", "bytes=0-0", "bytes=999999999-", "bytes=5-2", "bytes=-0")
+# A third are past any fixture recording (416): only about 30 cases reach a recording, and the run must
+# see every answer of the range code (see REACHED), whichever cases the generator makes this time.
+RANGES = (
+    "bytes=0-99", "bytes=-500", "bytes=100-", "bytes=0-0", "bytes=5-2", "bytes=-0",
+    "bytes=999999999-", "bytes=50000000-", "bytes=999999999-1000000000",
+)  # fmt: skip
 REUSED_IDS = ("msg_fz_0", "msg_fz_1")
 
 
@@ -155,7 +160,7 @@ def steer(case: Case, world: World) -> dict[str, Any]:
         return ingest_kwargs(case, world, rng)
     if case.path.startswith("/v1/"):
         reader_auth(case, world, rng)
-        if case.path.endswith("/recording.wav") and rng.random() < 0.5:
+        if case.path.endswith("/recording.wav") and rng.random() < 0.8:
             case.headers["Range"] = rng.choice(RANGES)
         creating = case.path == "/v1/meetings" and case.method == "POST"
         if creating and rng.random() < 0.3 and not negative(case, ParameterLocation.BODY):
