@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from audioflow.operator.gateway import Gateway
-from audioflow.operator.kube import NotFound, ObjectRef
+from audioflow.operator.kube import KubeNotFound, ObjectRef
 
 
 @dataclass
@@ -97,7 +97,7 @@ class FakeKube:
 
     async def secret_keys(self, namespace: str, name: str) -> set[str]:
         if name not in self.secrets:
-            raise NotFound(404, "NotFound", f"secrets {name!r} not found")
+            raise KubeNotFound(404, "NotFound", f"secrets {name!r} not found")
         return self.secrets[name]
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -122,5 +122,5 @@ class FakeKube:
 
     async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         if name in self.vanished:
-            raise NotFound(404, "NotFound", f"deployments.apps {name!r} not found")
+            raise KubeNotFound(404, "NotFound", f"deployments.apps {name!r} not found")
         self.scaled.append((name, replicas))

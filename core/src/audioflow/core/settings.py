@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     retry_delay_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_RETRY_DELAY_S"), gt=0)
     gateway_timeout_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_GATEWAY_TIMEOUT_S"), gt=0)
     finalizer_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_FINALIZER_TIMEOUT_S"), ge=0)
-    watch_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_WATCH_TIMEOUT_S"), gt=0)
+    # Whole seconds: the API server parses a watch's timeoutSeconds as an integer ("300.0" is a 400).
+    watch_timeout_s: int = Field(300, validation_alias=_env("AUDIOFLOW_WATCH_TIMEOUT_S"), gt=0)
     health_port: int = Field(8080, validation_alias=_env("AUDIOFLOW_HEALTH_PORT"), ge=0, le=65535)
     simulator_image: str = Field(
         "audioflow-workers:latest", validation_alias=_env("AUDIOFLOW_SIMULATOR_IMAGE"), min_length=1

@@ -32,7 +32,7 @@ import redis
 from audioflow.core.scaling import ScalingMemory, ScalingPolicy, desired_replicas
 from audioflow.core.streams import backlog as stream_backlog
 from audioflow.operator import metrics
-from audioflow.operator.kube import Kube, KubeError, NotFound, ObjectRef
+from audioflow.operator.kube import Kube, KubeError, KubeNotFound, ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Autoscaler:
             return Decision(name, backlog, current, desired, scaled=False)
         try:
             await self.kube.scale_deployment(self.namespace, name, desired)
-        except NotFound:
+        except KubeNotFound:
             log.debug("autoscaler: %s was deleted before it could be scaled", name)
             self._forget(name)
             return None

@@ -29,7 +29,7 @@ from audioflow.operator.gateway import (
     MeetingExists,
     MeetingNotFound,
 )
-from audioflow.operator.kube import Kube, NotFound, ObjectRef
+from audioflow.operator.kube import Kube, KubeNotFound, ObjectRef
 from audioflow.operator.model import (
     API_VERSION,
     COMPLETED,
@@ -155,7 +155,7 @@ async def _start_simulator(
         secret = _secret_ref(spec, settings)
         try:
             keys = await kube.secret_keys(namespace, secret.name)
-        except NotFound:
+        except KubeNotFound:
             raise SimulatorSecretMissing(
                 f"Secret {secret.name!r} (spec.webhookSecretRef) does not exist", "SecretNotFound"
             ) from None
@@ -342,7 +342,7 @@ async def mirror_status(
             reason="Expired",
             message=f"retention.afterSeconds ({after} s) passed since the meeting finished",
         )
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(KubeNotFound):
             await kube.delete_meeting(namespace, name)
 
 

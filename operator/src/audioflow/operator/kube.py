@@ -1,34 +1,32 @@
-"""The only module that talks to the Kubernetes API.
+"""The only module that talks to the Kubernetes API, through ``kubernetes_asyncio`` (the generated
+client, on aiohttp: nothing blocks the event loop).
 
-Credentials come from the ``kubernetes`` library's own loaders (``KUBECONFIG`` when set, else the
-pod's service account, else ``~/.kube/config``), and kopf logs in with the very same ones (see
-:func:`connection_info` and the login handler in ``main.py``). Requests go through one pooled
-``httpx.AsyncClient``: objects are plain dicts in and out, patches say their content type
-(``application/merge-patch+json``), and nothing blocks the event loop. (The generated ``kubernetes``
-client would need a thread per call, defaults PATCH to JSON-patch and validates responses into strict
-models, which partial objects, such as an emulator's answer to ``deployments/scale``, do not pass.)
+Credentials come from the library's own loaders (``KUBECONFIG`` when set, else the pod's service
+account, else ``~/.kube/config``); the in-cluster loader re-reads the rotated token file by itself.
+kopf logs in with the very same credentials (see :func:`connection_info` and the login handler in
+``main.py``). Objects are plain dicts in and out: answers are read as JSON (``_preload_content=False``)
+rather than into the generated models, and the scale patch says its content type (merge patch).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
+import json
 import logging
 import os
 import socket
-import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import kopf
-import kubernetes.client
-import kubernetes.config
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +34,7 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "audioflow-operator"
 EVENT_DEDUP_S = 300.0
+MEETINGS = ("audioflow.io", "v1alpha1", "meetings")
 
 
 class KubeError(Exception):
@@ -46,11 +45,11 @@ class KubeError(Exception):
         self.message = message
 
 
-class NotFound(KubeError):
+class KubeNotFound(KubeError):
     pass
 
 
-class Conflict(KubeError):
+class KubeConflict(KubeError):
     pass
 
 
@@ -82,57 +81,40 @@ class ObjectRef:
         )
 
 
-def load_configuration() -> kubernetes.client.Configuration:
+async def load_configuration() -> client.Configuration:
     """``KUBECONFIG`` if set, else the pod's service account, else ``~/.kube/config``."""
-    config = kubernetes.client.Configuration()
+    configuration = client.Configuration()
     kubeconfig = os.environ.get("KUBECONFIG")
     if kubeconfig:
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=config, persist_config=False
+        await config.load_kube_config(
+            config_file=kubeconfig, client_configuration=configuration, persist_config=False
         )
-        return config
+        return configuration
     try:
-        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=config, persist_config=False
-        )
-    return config
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        await config.load_kube_config(client_configuration=configuration, persist_config=False)
+    return configuration
 
 
-def _api_key(config: kubernetes.client.Configuration) -> str | None:
-    # kubernetes >= 36.0.1 keeps the bearer token under "BearerToken"; older versions under
-    # "authorization". Reading it runs the refresh hook (the in-cluster token file is re-read).
-    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
-    return header or None
-
-
-def _authorization(config: kubernetes.client.Configuration) -> str | None:
-    if header := _api_key(config):
-        return header
-    if config.username or config.password:
-        basic = base64.b64encode(f"{config.username or ''}:{config.password or ''}".encode()).decode()
-        return f"Basic {basic}"
-    return None
-
-
-def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
-    """The same credentials, in the shape kopf's login handlers return."""
-    header = _api_key(config)
+async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """The same credentials, in the shape kopf's login handlers return. (Reading the key runs the
+    refresh hook, so a rotated in-cluster token is picked up at each login.)"""
+    header = await configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     scheme, token = None, None
     if header:
         parts = header.split(" ", 1)
         scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
     return kopf.ConnectionInfo(
-        server=config.host,
-        ca_path=config.ssl_ca_cert,
-        insecure=not config.verify_ssl,
-        username=config.username or None,
-        password=config.password or None,
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
         scheme=scheme,
         token=token,
-        certificate_path=config.cert_file,
-        private_key_path=config.key_file,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
     )
 
 
@@ -148,142 +130,118 @@ def own_namespace(configured: str | None) -> str:
     return "default"
 
 
-def _verify(config: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
-    if not config.verify_ssl:
-        return False
-    context = ssl.create_default_context(cafile=config.ssl_ca_cert)
-    if config.cert_file:
-        context.load_cert_chain(config.cert_file, config.key_file)
-    return context
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, reason: str, body: bytes | str | None, what: str) -> KubeError:
+    """The API server's Status (reason, message) as a typed error."""
+    message = (body.decode(errors="replace") if isinstance(body, bytes) else str(body or ""))[:300]
+    with contextlib.suppress(ValueError, TypeError):
+        status_body = json.loads(body or b"")
+        if isinstance(status_body, dict):
+            reason = str(status_body.get("reason") or reason)
+            message = str(status_body.get("message") or message)
+    cls = {404: KubeNotFound, 409: KubeConflict}.get(status, KubeError)
+    return cls(status, reason, f"{what}: {message}")
+
+
+async def _send(what: str, request: Awaitable[Any]) -> dict[str, Any]:
+    """Await a generated-client call made with ``_preload_content=False``; its JSON body as a dict, or
+    a :class:`KubeError` of the right kind. (Without preloading the client checks no status itself.)"""
+    try:
+        response = await request
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+    except ApiException as exc:
+        raise _error(int(exc.status or 0), str(exc.reason or ""), exc.body, what) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise KubeUnavailable(0, type(exc).__name__, f"{what}: {exc}") from exc
+    if not 200 <= response.status < 300:
+        raise _error(response.status, str(response.reason or ""), body, what)
+    data: dict[str, Any] = json.loads(body) if body else {}
+    return data
 
 
 class Kube:
     """One pooled client for the operator's lifetime; ``aclose()`` in cleanup."""
 
-    def __init__(
-        self,
-        config: kubernetes.client.Configuration,
-        *,
-        timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._config = config
-        self._transport = transport
-        self._timeout = timeout
-        self._client = self._build()
+    def __init__(self, configuration: client.Configuration, *, timeout: float = 30.0) -> None:
+        self._api = client.ApiClient(configuration)
+        # Every call reads the raw answer (dicts, not generated models) with a deadline.
+        self._raw: dict[str, Any] = {"_preload_content": False, "_request_timeout": timeout}
+        self._apps = client.AppsV1Api(self._api)
+        self._batch = client.BatchV1Api(self._api)
+        self._core = client.CoreV1Api(self._api)
+        self._custom = client.CustomObjectsApi(self._api)
         self._recent_events: dict[tuple[str, ...], float] = {}
 
     @classmethod
-    def from_environment(cls) -> Kube:
-        return cls(load_configuration())
-
-    def _build(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self._config.host,
-            verify=_verify(self._config),
-            timeout=self._timeout,
-            transport=self._transport,
-        )
+    async def from_environment(cls) -> Kube:
+        return cls(await load_configuration())
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: object = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        response = await self._send(method, path, body, params, content_type)
-        if response.status_code == 401 and self._transport is None:
-            # Credentials from an exec plugin or a rotated token file may have expired: reload once.
-            self._config = load_configuration()
-            await self._client.aclose()
-            self._client = self._build()
-            response = await self._send(method, path, body, params, content_type)
-        if response.status_code >= 400:
-            raise _error(method, path, response)
-        if not response.content:
-            return {}
-        result: dict[str, Any] = response.json()
-        return result
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        body: object,
-        params: Mapping[str, str] | None,
-        content_type: str,
-    ) -> httpx.Response:
-        headers = {"accept": "application/json"}
-        if (auth := _authorization(self._config)) is not None:
-            headers["authorization"] = auth
-        if body is not None:
-            headers["content-type"] = content_type
-        try:
-            return await self._client.request(
-                method, path, json=body, params=dict(params or {}), headers=headers
-            )
-        except httpx.TransportError as exc:
-            raise KubeUnavailable(0, type(exc).__name__, f"{method} {path}: {exc}") from exc
+        await self._api.close()
 
     # Deployments (the autoscaler) --------------------------------------------------------------------
     async def list_deployments(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = await self.request(
-            "GET",
-            f"/apis/apps/v1/namespaces/{namespace}/deployments",
-            params={"labelSelector": label_selector},
+        answer = await _send(
+            f"list deployments in {namespace}",
+            self._apps.list_namespaced_deployment(namespace, label_selector=label_selector, **self._raw),
         )
-        items: list[dict[str, Any]] = result.get("items") or []
+        items: list[dict[str, Any]] = answer.get("items") or []
         return items
 
     async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        """Patch ``deployments/scale``; :class:`NotFound` when the Deployment is gone."""
-        await self.request(
-            "PATCH",
-            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
-            body={"spec": {"replicas": replicas}},
-            content_type=MERGE_PATCH,
+        """Patch ``deployments/scale``; :class:`KubeNotFound` when the Deployment is gone."""
+        await _send(
+            f"scale deployment {namespace}/{name}",
+            self._apps.patch_namespaced_deployment_scale(
+                name, namespace, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH, **self._raw
+            ),
         )
 
     # Meetings and what they own ----------------------------------------------------------------------
     async def delete_meeting(self, namespace: str, name: str) -> None:
-        await self.request("DELETE", f"/apis/audioflow.io/v1alpha1/namespaces/{namespace}/meetings/{name}")
+        group, version, plural = MEETINGS
+        await _send(
+            f"delete meeting {namespace}/{name}",
+            self._custom.delete_namespaced_custom_object(group, version, namespace, plural, name, **self._raw),
+        )
 
     async def secret_keys(self, namespace: str, name: str) -> set[str]:
-        """The keys a Secret holds (its values are not kept); :class:`NotFound` when it is missing."""
-        secret = await self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        """The keys a Secret holds (its values are not kept); :class:`KubeNotFound` when it is missing."""
+        secret = await _send(
+            f"get secret {namespace}/{name}", self._core.read_namespaced_secret(name, namespace, **self._raw)
+        )
         return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
-        except NotFound:
+            return await _send(
+                f"get job {namespace}/{name}", self._batch.read_namespaced_job(name, namespace, **self._raw)
+            )
+        except KubeNotFound:
             return None
 
     async def create_job(self, namespace: str, job: Mapping[str, Any]) -> bool:
         """Create the Job; False when one of that name exists already (idempotent)."""
         try:
-            await self.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=dict(job))
-        except Conflict:
+            await _send(
+                f"create job in {namespace}", self._batch.create_namespaced_job(namespace, dict(job), **self._raw)
+            )
+        except KubeConflict:
             return False
         return True
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
-        with contextlib.suppress(NotFound):
-            await self.request(
-                "DELETE",
-                f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
-                params={"propagationPolicy": "Background"},
+        with contextlib.suppress(KubeNotFound):
+            await _send(
+                f"delete job {namespace}/{name}",
+                self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background", **self._raw),
             )
 
     # Events --------------------------------------------------------------------------------------------
@@ -323,19 +281,8 @@ class Kube:
             "count": 1,
         }
         try:
-            await self.request("POST", f"/api/v1/namespaces/{ref.namespace}/events", body=event)
+            await _send(
+                f"create event in {ref.namespace}", self._core.create_namespaced_event(ref.namespace, event, **self._raw)
+            )
         except KubeError as exc:
             log.warning("could not record the event %s on %s/%s: %s", reason, ref.kind, ref.name, exc)
-
-
-def _error(method: str, path: str, response: httpx.Response) -> KubeError:
-    reason, message = response.reason_phrase, response.text[:300]
-    try:
-        status = response.json()
-    except ValueError:
-        status = None
-    if isinstance(status, dict):
-        reason = str(status.get("reason") or reason)
-        message = str(status.get("message") or message)
-    cls = {404: NotFound, 409: Conflict}.get(response.status_code, KubeError)
-    return cls(response.status_code, reason, f"{method} {path}: {message}")

@@ -90,12 +90,11 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="audioflow.io", key="last-handled-configuration"
         )
-        settings.execution.max_workers = 4  # threads for the sync calls (login)
 
         memo.conf = conf
         token = conf.api_token.get_secret_value() if conf.api_token else None
         memo.gateway = Gateway(conf.gateway_url, token, timeout=conf.gateway_timeout_s)
-        memo.kube = kube.Kube.from_environment()
+        memo.kube = await kube.Kube.from_environment()
         memo.redis = redis.Redis.from_url(conf.redis_url, socket_timeout=10, socket_connect_timeout=5)
         memo.autoscaler = Autoscaler(memo.kube, memo.redis, namespace)
         memo.autoscaling = asyncio.create_task(
@@ -124,9 +123,9 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
             memo.redis.close()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
         # The same credentials as kube.Kube's: KUBECONFIG, else the service account, else ~/.kube/config.
-        return kube.connection_info(kube.load_configuration())
+        return await kube.connection_info(await kube.load_configuration())
 
     @kopf.on.probe(id="autoscaler", registry=registry)
     def autoscaler_alive(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
