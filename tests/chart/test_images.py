@@ -21,7 +21,7 @@ MEMBERS = {"api": "audioflow-api", "workers": "audioflow-workers", "operator": "
 SIGNATURES = {
     "api": {"fastapi", "uvicorn", "starlette"},
     "workers": {"pocketsphinx", "numpy", "soxr"},
-    "operator": {"kopf", "kubernetes"},
+    "operator": {"kopf", "kubernetes-asyncio"},
 }
 
 

@@ -3,11 +3,9 @@ the simulator Job; plus the autoscaler's pass and the two HTTP clients against s
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
-import kubernetes.client
 import pytest
 import redis
 from prometheus_client import REGISTRY
@@ -24,7 +22,6 @@ from audioflow.operator.gateway import (
     MeetingExists,
     MeetingNotFound,
 )
-from audioflow.operator.kube import Conflict, Kube, NotFound, ObjectRef, connection_info
 from audioflow.operator.model import (
     InvalidSpec,
     MeetingSpec,
@@ -319,45 +316,3 @@ class TestClients:
         with pytest.raises(GatewayRejected, match="answered 401"):
             await wrong.get_meeting("m")
         await wrong.aclose()
-
-    async def test_kube_requests_errors_and_event_spam_filter(self) -> None:
-        seen: list[tuple[str, str, str, Any]] = []
-
-        def answer(request: httpx.Request) -> httpx.Response:
-            body = json.loads(request.content) if request.content else None
-            seen.append((request.method, request.url.path, request.headers.get("content-type", ""), body))
-            if request.url.path.endswith("/gone/scale"):
-                return httpx.Response(404, json={"kind": "Status", "reason": "NotFound", "message": "gone"})
-            if request.method == "POST" and "/jobs" in request.url.path:
-                return httpx.Response(409, json={"kind": "Status", "reason": "AlreadyExists", "message": "x"})
-            return httpx.Response(200, json={"items": []})
-
-        config = kubernetes.client.Configuration(host="http://api.test")
-        config.api_key = {"BearerToken": "secret-token"}
-        config.api_key_prefix = {"BearerToken": "Bearer"}
-        kube = Kube(config, transport=httpx.MockTransport(answer))
-        await kube.scale_deployment("ns", "processing", 3)
-        assert seen[-1][:3] == (
-            "PATCH",
-            "/apis/apps/v1/namespaces/ns/deployments/processing/scale",
-            "application/merge-patch+json",
-        )
-        assert seen[-1][3] == {"spec": {"replicas": 3}}
-        with pytest.raises(NotFound):
-            await kube.scale_deployment("ns", "gone", 1)
-        assert await kube.create_job("ns", {"metadata": {"name": "j"}}) is False
-        with pytest.raises(Conflict):
-            await kube.request("POST", "/apis/batch/v1/namespaces/ns/jobs", body={})
-
-        ref = ObjectRef("apps/v1", "Deployment", "ns", "processing", "uid-1")
-        for _ in range(3):
-            await kube.record_event(ref, type="Normal", reason="Scaled", message="1 -> 3")
-        await kube.record_event(ref, type="Normal", reason="Scaled", message="3 -> 1")
-        posted = [body for method, path, _, body in seen if path == "/api/v1/namespaces/ns/events"]
-        assert [event["message"] for event in posted] == ["1 -> 3", "3 -> 1"]
-        involved = posted[0]["involvedObject"]
-        assert (involved["kind"], involved["name"], involved["uid"]) == ("Deployment", "processing", "uid-1")
-        await kube.aclose()
-
-        info = connection_info(config)
-        assert (info.server, info.scheme, info.token) == ("http://api.test", "Bearer", "secret-token")

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import kopf
@@ -91,7 +91,7 @@ async def load_configuration() -> client.Configuration:
         )
         return configuration
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config(client_configuration=configuration, persist_config=False)
     return configuration
@@ -106,7 +106,7 @@ async def connection_info(configuration: client.Configuration) -> kopf.Connectio
         parts = header.split(" ", 1)
         scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
     return kopf.ConnectionInfo(
-        server=configuration.host,
+        server=str(configuration.host),
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
         username=configuration.username or None,
@@ -196,10 +196,12 @@ class Kube:
 
     async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Patch ``deployments/scale``; :class:`KubeNotFound` when the Deployment is gone."""
+        # The generated client would send a JSON patch; _content_type (absent from its stubs) says merge.
+        merge: dict[str, Any] = {"_content_type": MERGE_PATCH, **self._raw}
         await _send(
             f"scale deployment {namespace}/{name}",
             self._apps.patch_namespaced_deployment_scale(
-                name, namespace, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH, **self._raw
+                name, namespace, {"spec": {"replicas": replicas}}, **merge
             ),
         )
 
@@ -208,7 +210,9 @@ class Kube:
         group, version, plural = MEETINGS
         await _send(
             f"delete meeting {namespace}/{name}",
-            self._custom.delete_namespaced_custom_object(group, version, namespace, plural, name, **self._raw),
+            self._custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, **self._raw
+            ),
         )
 
     async def secret_keys(self, namespace: str, name: str) -> set[str]:
@@ -230,7 +234,8 @@ class Kube:
         """Create the Job; False when one of that name exists already (idempotent)."""
         try:
             await _send(
-                f"create job in {namespace}", self._batch.create_namespaced_job(namespace, dict(job), **self._raw)
+                f"create job in {namespace}",
+                self._batch.create_namespaced_job(namespace, cast(Any, dict(job)), **self._raw),
             )
         except KubeConflict:
             return False
@@ -241,7 +246,9 @@ class Kube:
         with contextlib.suppress(KubeNotFound):
             await _send(
                 f"delete job {namespace}/{name}",
-                self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background", **self._raw),
+                self._batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", **self._raw
+                ),
             )
 
     # Events --------------------------------------------------------------------------------------------
@@ -282,7 +289,8 @@ class Kube:
         }
         try:
             await _send(
-                f"create event in {ref.namespace}", self._core.create_namespaced_event(ref.namespace, event, **self._raw)
+                f"create event in {ref.namespace}",
+                self._core.create_namespaced_event(ref.namespace, cast(Any, event), **self._raw),
             )
         except KubeError as exc:
             log.warning("could not record the event %s on %s/%s: %s", reason, ref.kind, ref.name, exc)

@@ -1,0 +1,28 @@
+"""Fixtures for the tests that a real API server judges: one control plane (etcd, kube-apiserver,
+kube-controller-manager; see ``controlplane.py``) for the session, a namespace of each test's own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kube import controlplane
+from tests.kube.controlplane import ControlPlane
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with controlplane.running(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+        plane.check_alive()  # a component that died mid-session fails the last test's teardown
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount), deleted afterwards without waiting."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
