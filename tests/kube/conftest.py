@@ -3,6 +3,7 @@ kube-controller-manager; see ``controlplane.py``) for the session, a namespace o
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -19,10 +20,19 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         plane.check_alive()  # a component that died mid-session fails the last test's teardown
 
 
+@contextlib.contextmanager
+def fresh_namespace(plane: ControlPlane) -> Iterator[str]:
+    """A namespace of the caller's own, deleted afterwards without waiting."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    plane.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
-    """A fresh namespace (with its default ServiceAccount), deleted afterwards without waiting."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    control_plane.kubectl("create", "namespace", name)
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    """A fresh namespace for one test."""
+    with fresh_namespace(control_plane) as name:
+        yield name

@@ -67,7 +67,9 @@ def _key() -> rsa.RSAPrivateKey:
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
 
 
@@ -108,7 +110,9 @@ class Pki:
             .sign(ca_key, hashes.SHA256())
         )
 
-        def leaf(subject: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]) -> tuple[bytes, bytes]:
+        def leaf(
+            subject: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+        ) -> tuple[bytes, bytes]:
             key = _key()
             builder = (
                 x509.CertificateBuilder()
@@ -148,7 +152,9 @@ class Pki:
         pki.admin_key.write_bytes(admin[1])
         pki.sa_key.write_bytes(_pem_key(sa))
         pki.sa_pub.write_bytes(
-            sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            sa.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
         for key_file in (pki.server_key, pki.admin_key, pki.sa_key):
             key_file.chmod(0o600)
