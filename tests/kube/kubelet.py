@@ -1,0 +1,110 @@
+"""``NodelessKubelet``: the test's stand-in for the one part of a cluster this control plane lacks.
+
+There are no nodes here (no kubelet can run on these machines), so a Pod stays Pending for ever. Where
+a test needs a Pod to finish (a Job's Pod, a ``helm test`` hook), this stand-in does what a kubelet
+would do for it and nothing more: it runs the Pod's container command as a local process (the image's
+entrypoint replaced by the matching local command, the container's environment resolved from its
+values and Secrets), then reports the exit code to the Pod's status through the ``pods/status``
+subresource. Everything after that (the Job controller counting a success, helm reading the phase) is
+the real control plane's. What only real nodes show (image pulls, the security context enforced by a
+container runtime, DNS and Service routing) is not proven by it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.kube.controlplane import ControlPlane
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NodelessKubelet:
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        self.plane = plane
+        self.namespace = namespace
+        self.last_output = ""
+
+    def pending_pod(self, selector: str) -> dict[str, Any] | None:
+        """The first Pending Pod matching the label ``selector``, or None."""
+        for pod in self.plane.items("pods", self.namespace, selector):
+            if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
+                return pod
+        return None
+
+    def environment(self, container: dict[str, Any]) -> dict[str, str]:
+        """The container's ``env``: plain values and ``secretKeyRef``s (read as the admin, as a kubelet
+        reads them for its Pods)."""
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+                continue
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                raise NotImplementedError(f"env {item['name']}: only values and secretKeyRefs are resolved")
+            secret = self.plane.get("secret", ref["name"], self.namespace)
+            if secret is None:
+                raise LookupError(f"Secret {ref['name']} is missing")
+            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        return env
+
+    def run_locally(
+        self, pod: dict[str, Any], *, image_command: Sequence[str], cwd: Path, timeout: float = 300
+    ) -> int:
+        """Run the Pod's (single) container as a local process, ``image_command`` standing for its
+        ``command``, then report the outcome; the exit code is returned."""
+        (container,) = pod["spec"]["containers"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOFLOW_")}
+        env.update(self.environment(container))
+        result = subprocess.run(
+            [*image_command, *container.get("args", [])],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        self.last_output = result.stdout + result.stderr
+        self.report(pod, result.returncode)
+        return result.returncode
+
+    def report(self, pod: dict[str, Any], exit_code: int) -> None:
+        """Write the terminated container and the Pod's phase to its status, as a kubelet does."""
+        (container,) = pod["spec"]["containers"]
+        now = _now()
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "startTime": now,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Completed" if exit_code == 0 else "Error",
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+        self.plane.kubectl(
+            "patch", "pod", pod["metadata"]["name"], "--namespace", self.namespace,
+            "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
+        )  # fmt: skip
