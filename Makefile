@@ -50,6 +50,12 @@ test-integration: install ## Integration tests only (running gateway and workers
 chart: install ## Helm chart: lint --strict, template, validate for Kubernetes 1.30 and the newest (all checks: pytest tests/chart)
 	$(UV) run python -m tests.chart
 
+# ---- the three images without a Docker engine: podman (runc) on base images made here (tests/kube/images.sh) ----
+image-tools: ; @test -x /usr/bin/podman -a -x /usr/bin/buildah -a -x /usr/bin/mmdebstrap -a -x /usr/sbin/runc -a -x /usr/bin/newuidmap || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y podman buildah mmdebstrap runc uidmap ca-certificates; } ## Debian's podman, buildah, mmdebstrap and runc
+.PHONY: image-tools images
+images: image-tools node-check ## Build the api, workers and operator images with podman (no registry: bases made locally; warm builds reuse them)
+	tests/kube/images.sh
+
 # ---- the page (frontend/) and its browser tests (tests/e2e/); Node >= 20.19 with npm must be installed ----
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
