@@ -142,7 +142,7 @@ async def test_kopf_logs_in_with_the_same_token(
     assert info.scheme == "Bearer" and info.token and info.token.count(".") == 2  # a signed JWT
     assert info.ca_path
     given, expected = await asyncio.gather(
-        asyncio.to_thread(Path(info.ca_path).read_bytes),
+        asyncio.to_thread(Path(str(info.ca_path)).read_bytes),
         asyncio.to_thread(control_plane.pki.ca_cert.read_bytes),
     )
     assert given == expected

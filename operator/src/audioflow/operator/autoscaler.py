@@ -137,6 +137,7 @@ class Autoscaler:
     clock: Callable[[], float] = time.monotonic
     memory: dict[str, ScalingMemory] = field(default_factory=dict)
     warned: dict[str, str] = field(default_factory=dict)  # deployment -> the annotations reported
+    refused: dict[str, str] = field(default_factory=dict)  # deployment -> the scale refusal reported
     streams: dict[str, tuple[str, str]] = field(default_factory=dict)  # deployment -> gauge labels
     last_tick: float | None = None  # clock() at the end of the last complete pass
     last_pass: float | None = None  # clock() at the end of the last pass, failed or not (liveness)
@@ -160,6 +161,8 @@ class Autoscaler:
             self._forget(gone)
         for gone in set(self.warned) - seen:
             del self.warned[gone]
+        for gone in set(self.refused) - seen:
+            del self.refused[gone]
         self.last_tick = self.clock()
         return decisions
 
@@ -200,6 +203,12 @@ class Autoscaler:
             log.debug("autoscaler: %s was deleted before it could be scaled", name)
             self._forget(name)
             return None
+        except KubeError as exc:
+            # Refused for this one (RBAC: not a Deployment of this release; or the server's
+            # validation): report it once and go on with the others.
+            await self._report_refused(deployment, name, exc)
+            return None
+        self.refused.pop(name, None)
         direction = "up" if desired > current else "down"
         metrics.SCALING_EVENTS.labels(name, direction).inc()
         message = (
@@ -225,6 +234,19 @@ class Autoscaler:
             type="Warning",
             reason="BadAutoscaleAnnotations",
             message=message,
+        )
+
+    async def _report_refused(self, deployment: Mapping[str, Any], name: str, exc: KubeError) -> None:
+        if self.refused.get(name) == str(exc):
+            return
+        self.refused[name] = str(exc)
+        message = f"Cannot scale {name}: {exc.status} {exc.reason}: {exc.message}"
+        log.warning("autoscaler: %s", message)
+        await self.kube.record_event(
+            ObjectRef.of(deployment, "apps/v1", "Deployment"),
+            type="Warning",
+            reason="ScaleRefused",
+            message=message[:1024],
         )
 
     def _forget(self, name: str) -> None:
