@@ -220,4 +220,6 @@ for member in "${MEMBERS[@]}"; do
 	printf '%s %s\n' "$image" "$size" >>"$WORK/sizes.txt"
 	say "$image: $((size / 1000000)) MB"
 done
+# Stages and layers that no tag reaches any more (earlier builds of changed sources): gone after a week.
+podman image prune --force --filter until=168h >/dev/null || true
 say "done"
