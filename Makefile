@@ -107,12 +107,15 @@ test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Brow
 	cd tests/e2e && UV="$(abspath $(UV))" npm test
 
 .PHONY: bench
-bench: install ## Benchmarks on 127.0.0.1 (under 15 min on 2 cores): writes bench/RESULTS.md and bench/plots/
+bench: install speech-corpora ## Benchmarks on 127.0.0.1 (under 15 min on 2 cores): writes bench/RESULTS.md and bench/plots/
 	$(UV) run python -m bench
 
 .PHONY: chaos
 chaos: install ## Full chaos run: 3 meetings x 300 chunks while a worker is SIGKILLed every 2 s; records docs/chaos.md
 	$(UV) run python -m tests.chaos
+
+.PHONY: speech-corpora
+speech-corpora: ; @test -f /usr/share/pocketsphinx/test/data/librivox/transcription -a -d /usr/share/asterisk/sounds/en_US_f_Allison/digits -a -f /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz -a -x /usr/bin/ffmpeg || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y pocketsphinx-testdata asterisk-core-sounds-en-g722 asterisk-core-sounds-en ffmpeg; } ## Debian's real speech with reference texts (LibriVox reading, Asterisk prompts) and ffmpeg, for tests/speech_corpus.py
 
 .PHONY: speech-fixture
 speech-fixture: ## Regenerate the speech fixture with flite (apt-get install flite sox)
