@@ -28,7 +28,8 @@ def test_defaults() -> None:
     assert settings.signature_tolerance_s == 300
     assert settings.ingest_root is None
     assert settings.url_allowlist == ()
-    assert settings.stt_engine == "pocketsphinx"
+    assert settings.stt_engine == "whisper"
+    assert settings.whisper_model is None  # the packaged tiny.en
     assert settings.fsync is True
     assert settings.log_format == "text"
     assert settings.log_level == "INFO"

@@ -6,7 +6,6 @@ guard against breakage; the figures themselves are measured and reported, not as
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 import wave
@@ -23,6 +22,7 @@ from audioflow.workers.stt import (
     Word,
     boundary_cut_s,
     load_engine,
+    resume_index,
     to_engine_pcm,
     transcribe_chunk,
 )
@@ -227,15 +227,19 @@ class TimelineFakeEngine:
 def _stitch_all(
     engine: SttEngine, pcm: bytes, fmt: AudioFormat, chunk_s: float, *, overlap_s: float, edge_s: float
 ) -> list[Word]:
-    """Cut `pcm` into chunks of `chunk_s` and transcribe them in order, as the worker does."""
+    """Cut `pcm` into chunks of `chunk_s` and transcribe them in order, as the worker does when each
+    chunk's predecessor is already transcribed (its words passed on)."""
     step = round(chunk_s * fmt.sample_rate) * fmt.block_align
     words: list[Word] = []
-    previous = None
+    previous: bytes | None = None
+    previous_words: tuple[str, ...] = ()
     for offset in range(0, len(pcm), step):
         chunk = pcm[offset : offset + step]
-        result = transcribe_chunk(engine, chunk, fmt, previous, overlap_s=overlap_s, edge_s=edge_s)
+        result = transcribe_chunk(
+            engine, chunk, fmt, previous, overlap_s=overlap_s, edge_s=edge_s, previous_words=previous_words
+        )
         words.extend(result.words)
-        previous = chunk
+        previous, previous_words = chunk, tuple(w.text for w in result.words)
     return words
 
 
@@ -257,15 +261,6 @@ def test_every_word_is_kept_exactly_once_across_boundaries(chunk_s: float) -> No
 
 
 # --- engine loading ------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("faster_whisper") is not None, reason="faster-whisper is installed"
-)
-def test_whisper_without_the_extra_says_what_to_install_and_configure(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match=r"audioflow-workers\[whisper\]") as caught:
-        load_engine("whisper", model_path=tmp_path)
-    assert "AUDIOFLOW_WHISPER_MODEL_PATH" in str(caught.value)
 
 
 def test_unknown_engine_and_unknown_language_are_refused() -> None:
@@ -362,3 +357,30 @@ def test_a_word_cut_in_half_is_transcribed_once(
     assert "engineering" not in a.text.split()
     (word,) = (w for w in b.words if w.text == "engineering")
     assert word.start_s < 0 < word.end_s  # begun in the overlap, relative to the second chunk
+
+
+# --- resuming after the predecessor's words (Whisper's times drift between two decodes) -------
+
+
+def test_resume_skips_what_the_predecessor_already_has() -> None:
+    decoded = [Word("live", -1.0, -0.8), Word("for", -0.8, -0.6), Word("all", -0.6, -0.4),
+               Word("users.", -0.3, 0.0), Word("The", 0.2, 0.3)]  # fmt: skip
+    # By time alone "users." (midpoint -0.15) is past the cut at -0.2: kept here and by the predecessor.
+    assert resume_index(decoded, [], -0.2) == 3
+    assert resume_index(decoded, ["is", "now", "live", "for", "all", "users."], -0.2) == 4
+
+
+def test_resume_keeps_what_the_predecessor_left_out() -> None:
+    decoded = [Word("status", -0.9, -0.7), Word("update", -0.7, -0.45), Word("Let", -0.4, -0.3),
+               Word("us", -0.1, 0.1)]  # fmt: skip
+    # "Let" sounds just before the cut in this decode, just after it in the predecessor's: both drop it.
+    assert resume_index(decoded, [], -0.2) == 3
+    assert resume_index(decoded, ["quick", "status", "update"], -0.2) == 2
+
+
+def test_resume_matches_case_and_punctuation_blind_and_falls_back_to_time() -> None:
+    decoded = [Word("End", -0.5, -0.3), Word("of", -0.3, -0.25), Word("it", 0.1, 0.2)]
+    assert resume_index(decoded, ["the", "end,", "Of"], -0.2) == 2
+    assert resume_index(decoded, ["something", "else"], -0.2) == 2  # no match: by time
+    far = [Word("the", -1.0, -0.9), Word("big", -0.6, -0.5), Word("cat", 0.0, 0.1)]
+    assert resume_index(far, ["the"], -0.2) == 2  # a lone common word far from the cut is no anchor

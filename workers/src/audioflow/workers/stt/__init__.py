@@ -7,6 +7,7 @@ from audioflow.workers.stt.base import (
     Word,
     boundary_cut_s,
     load_engine,
+    resume_index,
     to_engine_pcm,
     transcribe_chunk,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "Word",
     "boundary_cut_s",
     "load_engine",
+    "resume_index",
     "to_engine_pcm",
     "transcribe_chunk",
 ]

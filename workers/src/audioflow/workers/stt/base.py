@@ -9,9 +9,10 @@ belong to this chunk (see `transcribe_chunk` and `boundary_cut_s` for the rule a
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -26,6 +27,10 @@ DEFAULT_EDGE_S = 0.1
 _GUARD_S = 0.4  # the cut stays this far inside the overlap, so the next chunk hears the word after it whole
 _FRAME_S = 0.01  # energy frame for finding the cut, as the decoder's 100 frames/s
 _SMOOTH_S = 0.03  # the quiet stretch looked for
+_ALIGN_WORDS = 4  # the predecessor's last words looked for in this chunk's decode of the overlap
+_ALIGN_S = 1.0  # how far past the cut they may be found (Whisper's times drift between decodes)
+_SINGLE_WORD_S = 0.6  # a one-word match counts only this close to the cut
+_NOT_WORD = re.compile(r"[^\w']+")
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ def transcribe_chunk(
     *,
     overlap_s: float,
     edge_s: float = DEFAULT_EDGE_S,
+    previous_words: Sequence[str] = (),
 ) -> Transcription:
     """Transcribe one chunk, decoding it behind the last `overlap_s` of the previous chunk's audio.
 
@@ -159,6 +165,10 @@ def transcribe_chunk(
     Without `previous_pcm` (first chunk, or the predecessor has not arrived) the chunk is decoded
     alone and only its own trailing cut applies. `overlap_s` <= 0 turns stitching off: all words kept.
     Word times are relative to the start of this chunk: negative for a word begun in the overlap.
+
+    With `previous_words` (what the predecessor kept, when it is already transcribed) the start is
+    found by text instead (see `resume_index`): Whisper's word times drift by a few hundred ms between
+    two decodes of the same audio, enough to put a word near the cut in both chunks or in neither.
     """
     rate = engine.sample_rate
     chunk = to_engine_pcm(pcm, fmt, rate)
@@ -178,22 +188,59 @@ def transcribe_chunk(
     decoded = engine.transcribe(lead + chunk) if chunk else []
     decode_s = time.perf_counter() - started
 
-    shifted = (Word(w.text, w.start_s - lead_s, w.end_s - lead_s) for w in decoded)
-    kept = tuple(w for w in shifted if low <= (w.start_s + w.end_s) / 2 < high)
+    shifted = [Word(w.text, w.start_s - lead_s, w.end_s - lead_s) for w in decoded]
+    first = resume_index(shifted, previous_words, low) if lead else 0
+    kept = tuple(
+        w for i, w in enumerate(shifted) if (i >= first if lead else low <= _mid(w)) and _mid(w) < high
+    )
     return Transcription(text=" ".join(w.text for w in kept), words=kept, audio_s=audio_s, decode_s=decode_s)
 
 
-def load_engine(name: str, *, language: str = "en-us", model_path: Path | None = None) -> SttEngine:
-    """Build an engine by name: "pocketsphinx" (offline, model in the wheel) or "whisper" (optional).
+def _mid(word: Word) -> float:
+    return (word.start_s + word.end_s) / 2
+
+
+def _norm(text: str) -> str:
+    return _NOT_WORD.sub("", text.lower())
+
+
+def resume_index(decoded: Sequence[Word], previous_words: Sequence[str], cut_s: float) -> int:
+    """Index of the first decoded word that belongs to this chunk.
+
+    The overlap's words were the predecessor's to keep. When its last kept words are known, they are
+    looked for among this decode's words up to `_ALIGN_S` past the cut (the longest run of the last
+    `_ALIGN_WORDS` that matches, the latest place; a single word only close to the cut) and the chunk
+    resumes right after them: a word the predecessor already has is not repeated, and a word it left
+    out because it sounded after the cut is kept here. Otherwise, by time: the first word whose
+    midpoint is at or after the cut.
+    """
+    by_time = next((i for i, w in enumerate(decoded) if _mid(w) >= cut_s), len(decoded))
+    tail = [t for t in (_norm(w) for w in previous_words[-_ALIGN_WORDS:]) if t]
+    said = [_norm(w.text) for w in decoded]
+    reach = [i for i, w in enumerate(decoded) if _mid(w) < cut_s + _ALIGN_S]
+    for size in range(len(tail), 0, -1):
+        for end in reversed(reach):
+            start = end - size + 1
+            if start < 0 or said[start : end + 1] != tail[-size:]:
+                continue
+            if size == 1 and abs(_mid(decoded[end]) - cut_s) > _SINGLE_WORD_S:
+                continue
+            return end + 1
+    return by_time
+
+
+def load_engine(name: str, *, language: str = "en-us", model: str | None = None) -> SttEngine:
+    """Build an engine by name: "whisper" (the default: faster-whisper, packaged tiny.en unless `model`
+    names another) or "pocketsphinx" (the light one, its model in its wheel).
 
     Engines load their model here, once; reuse the engine for every chunk.
     """
     if name == "pocketsphinx":
         from audioflow.workers.stt.pocketsphinx import PocketsphinxEngine
 
-        return PocketsphinxEngine(language=language, model_path=model_path)
+        return PocketsphinxEngine(language=language)
     if name == "whisper":
         from audioflow.workers.stt.whisper import WhisperEngine
 
-        return WhisperEngine(language=language, model_path=model_path)
+        return WhisperEngine(language=language, model=model)
     raise ValueError(f"unknown STT engine {name!r}; expected 'pocketsphinx' or 'whisper'")

