@@ -53,6 +53,12 @@ def test_recording_answers_range_requests(stack: Stack) -> None:
     token_in_query = stack.client.get(f"{url}?token={stack.token}", headers={"range": "bytes=0-3"})
     assert token_in_query.status_code == 206 and token_in_query.content == b"RIFF"
 
+    # Positions of 5,000 digits (past int()'s limit, once a 500): to the end, or not satisfiable.
+    to_the_end = stack.get(url, headers={"range": "bytes=0-" + "9" * 5000})
+    assert to_the_end.status_code == 206 and to_the_end.content == body
+    beyond = stack.get(url, headers={"range": "bytes=" + "9" * 5000 + "-"})
+    assert beyond.status_code == 416 and beyond.json()["error"]["code"] == "range_not_satisfiable"
+
 
 def test_live_wav_delivers_bytes_appended_after_the_request_started(stack: Stack) -> None:
     fmt, pcm = load_speech()

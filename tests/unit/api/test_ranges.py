@@ -75,3 +75,13 @@ def test_every_satisfiable_answer_lies_inside_the_resource() -> None:
                     continue
                 if got is not None:
                     assert 0 <= got[0] <= got[1] < total
+
+
+def test_positions_of_thousands_of_digits_are_ranges_not_crashes() -> None:
+    """Python's int() refuses strings over 4,300 digits (a ValueError that was a 500)."""
+    digits = "9" * 5000
+    assert parse_range(f"bytes=0-{digits}", 100) == (0, 99)  # to the end
+    assert parse_range(f"bytes=-{digits}", 100) == (0, 99)  # a suffix longer than the file: all of it
+    assert parse_range(f"bytes=0000{'0' * 5000}5-9", 100) == (5, 9)  # leading zeros are not size
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(f"bytes={digits}-", 100)

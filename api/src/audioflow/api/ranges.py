@@ -7,6 +7,14 @@ import re
 from audioflow.core.errors import RangeNotSatisfiable
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+#: Positions with more digits than this are beyond any file (and past what int() parses by default).
+_MAX_DIGITS = 18
+_BEYOND = 10**_MAX_DIGITS
+
+
+def _position(text: str) -> int:
+    significant = text.lstrip("0") or "0"
+    return _BEYOND if len(significant) > _MAX_DIGITS else int(significant)
 
 
 def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
@@ -24,14 +32,14 @@ def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
     if not first_text and not last_text:
         return None
     if not first_text:  # suffix: the last N bytes
-        length = int(last_text)
+        length = _position(last_text)
         if length == 0 or total == 0:
             raise RangeNotSatisfiable(f"empty suffix range or resource; the resource has {total} bytes")
         return max(0, total - length), total - 1
-    first = int(first_text)
+    first = _position(first_text)
     if first >= total:
         raise RangeNotSatisfiable(f"range starts at byte {first} but the resource has {total} bytes")
-    last = int(last_text) if last_text else total - 1
+    last = _position(last_text) if last_text else total - 1
     if last < first:
         return None
     return first, min(last, total - 1)
