@@ -1,13 +1,15 @@
 """``NodelessKubelet``: the test's stand-in for the one part of a cluster this control plane lacks.
 
-There are no nodes here (no kubelet can run on these machines), so a Pod stays Pending for ever. Where
-a test needs a Pod to finish (a Job's Pod, a ``helm test`` hook), this stand-in does what a kubelet
-would do for it and nothing more: it runs the Pod's container command as a local process (the image's
-entrypoint replaced by the matching local command, the container's environment resolved from its
-values and Secrets), then reports the exit code to the Pod's status through the ``pods/status``
-subresource. Everything after that (the Job controller counting a success, helm reading the phase) is
-the real control plane's. What only real nodes show (image pulls, the security context enforced by a
-container runtime, DNS and Service routing) is not proven by it.
+There are no nodes here (no kubelet can run on these machines), so a Pod stays Pending for ever. Where a
+test needs a Pod to finish (a Job's Pod, a ``helm test`` hook), this stand-in does what a kubelet would
+do for it and nothing more: it runs the Pod's container command as a local process (the image's
+entrypoint replaced by the matching local command, the container's environment resolved from its values
+and Secrets), then reports the exit code to the Pod's status through the ``pods/status`` subresource.
+Service addresses in the container's arguments and environment can be routed to local processes
+(``routes``), standing in for cluster DNS and kube-proxy. Everything after that (the Job controller
+counting a success, helm reading the phase) is the real control plane's. What only real nodes show
+(image pulls, the security context enforced by a container runtime, DNS and Service routing) is not
+proven by it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import datetime
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,15 @@ class NodelessKubelet:
                 return pod
         return None
 
+    def wait_for_pending_pod(self, selector: str, timeout: float = 60) -> dict[str, Any]:
+        """The first Pending Pod matching ``selector``, once one exists (a controller or helm makes it)."""
+        deadline = time.monotonic() + timeout
+        while (pod := self.pending_pod(selector)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Pending Pod matching {selector} within {timeout} s")
+            time.sleep(0.2)
+        return pod
+
     def environment(self, container: dict[str, Any]) -> dict[str, str]:
         """The container's ``env``: plain values and ``secretKeyRef``s (read as the admin, as a kubelet
         reads them for its Pods)."""
@@ -59,15 +71,31 @@ class NodelessKubelet:
         return env
 
     def run_locally(
-        self, pod: dict[str, Any], *, image_command: Sequence[str], cwd: Path, timeout: float = 300
+        self,
+        pod: dict[str, Any],
+        *,
+        image_command: Sequence[str],
+        cwd: Path,
+        timeout: float = 300,
+        routes: Mapping[str, str] | None = None,
     ) -> int:
         """Run the Pod's (single) container as a local process, ``image_command`` standing for its
-        ``command``, then report the outcome; the exit code is returned."""
+        ``command``, then report the outcome; the exit code is returned.
+
+        ``routes`` maps in-cluster addresses to local ones (``{"http://svc:8080": "http://127.0.0.1:5123"}``):
+        each is replaced in the container's args and environment values, as the cluster's DNS and
+        Service routing would have taken the request there."""
         (container,) = pod["spec"]["containers"]
+
+        def routed(value: str) -> str:
+            for cluster, local in (routes or {}).items():
+                value = value.replace(cluster, local)
+            return value
+
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOFLOW_")}
-        env.update(self.environment(container))
+        env.update({k: routed(v) for k, v in self.environment(container).items()})
         result = subprocess.run(
-            [*image_command, *container.get("args", [])],
+            [*image_command, *(routed(arg) for arg in container.get("args", []))],
             env=env,
             cwd=cwd,
             capture_output=True,
