@@ -85,6 +85,23 @@ Names of the per-component objects.
 {{- include "audioflow.fullname" . }}
 {{- end }}
 
+{{/*
+The generated webhook-secret and api-token (base64, as in the Secret's data): the live Secret's when there
+is one, so that an upgrade keeps them, else new random ones. Made once per render and remembered on the
+root context, so that the Secret and every pod's checksum/secret annotation (which renders secret.yaml
+again) see the same values: otherwise the checksum at install hashes other random values than the stored
+ones, and the first upgrade, even one that changes nothing, rolls every pod.
+*/}}
+{{- define "audioflow.generatedAuth" -}}
+{{- if not (hasKey . "audioflowGeneratedAuth") }}
+{{- $live := (lookup "v1" "Secret" .Release.Namespace (include "audioflow.secretName" .)).data | default dict }}
+{{- $_ := set . "audioflowGeneratedAuth" (dict
+  "webhook-secret" (index $live "webhook-secret" | default (printf "whsec_%s" (randBytes 32) | b64enc))
+  "api-token" (index $live "api-token" | default (randAlphaNum 40 | b64enc))) }}
+{{- end }}
+{{- toYaml .audioflowGeneratedAuth }}
+{{- end }}
+
 {{/* The Secret holding webhook-secret and api-token. */}}
 {{- define "audioflow.authSecretName" -}}
 {{- default (include "audioflow.secretName" .) .Values.auth.existingSecret }}
