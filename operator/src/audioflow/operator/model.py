@@ -69,7 +69,7 @@ class Simulate:
 class MeetingSpec:
     meeting_id: str
     audio: AudioFormat
-    engine: str = "pocketsphinx"
+    engine: str = "whisper"
     language: str = "en-us"
     webhook_secret: SecretRef | None = None
     simulate: Simulate | None = None  # None: absent or disabled
@@ -126,7 +126,7 @@ class MeetingSpec:
         return cls(
             meeting_id=meeting_id,
             audio=fmt,
-            engine=str(transcription.get("engine", "pocketsphinx")),
+            engine=str(transcription.get("engine", "whisper")),
             language=str(transcription.get("language", "en-us")),
             webhook_secret=secret,
             simulate=simulate,
