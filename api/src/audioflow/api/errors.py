@@ -39,7 +39,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AudioflowError)
     async def _audioflow(_: Request, exc: AudioflowError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else None
+        headers = {"Retry-After": RETRY_AFTER_S} if exc.retry or exc.http_status == 503 else None
         return error_response(exc.http_status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -11,6 +11,7 @@ class AudioflowError(Exception):
 
     code = "error"
     http_status = 500
+    retry = False  # a retry later can succeed (the answer carries Retry-After)
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -83,11 +84,20 @@ class RecordingFull(AudioflowError):
     http_status = 507
 
 
+class StorageFull(AudioflowError):
+    """The data folder has no room for this chunk; nothing was stored and the client should retry."""
+
+    code = "storage_full"
+    http_status = 507
+    retry = True
+
+
 class Unavailable(AudioflowError):
     """A dependency (Redis, the database) is down; the client should retry."""
 
     code = "unavailable"
     http_status = 503
+    retry = True
 
 
 class RequestTimeout(AudioflowError):

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
     auto_create_meetings: bool = Field(True, validation_alias=_env("AUDIOFLOW_AUTO_CREATE_MEETINGS"))
     max_chunk_bytes: int = Field(32 * 1024 * 1024, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_BYTES"), gt=44)
+    # Readiness fails while the data folder has less room than this (default: one largest chunk).
+    min_free_bytes: int | None = Field(None, validation_alias=_env("AUDIOFLOW_MIN_FREE_BYTES"), ge=0)
     signature_tolerance_s: int = Field(300, validation_alias=_env("AUDIOFLOW_SIGNATURE_TOLERANCE_S"), ge=1)
     ingest_root: Path | None = Field(None, validation_alias=_env("AUDIOFLOW_INGEST_ROOT"))
     url_allowlist: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -165,6 +167,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @property
+    def effective_min_free_bytes(self) -> int:
+        return self.max_chunk_bytes if self.min_free_bytes is None else self.min_free_bytes
 
     @property
     def effective_database_url(self) -> str:

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from audioflow.core.errors import StorageFull
 from audioflow.core.ids import check_meeting_id, check_seq
 
 
@@ -21,6 +23,18 @@ class ChunkStore(Protocol):
     def has_chunk(self, meeting_id: str, seq: int) -> bool: ...
     def recording_path(self, meeting_id: str) -> Path: ...
     def delete_meeting(self, meeting_id: str) -> None: ...
+    def free_bytes(self) -> int: ...
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStorage:
@@ -38,20 +52,33 @@ class LocalStorage:
         return self.meeting_dir(meeting_id) / "recording.wav"
 
     def put_chunk(self, meeting_id: str, seq: int, data: bytes) -> None:
-        """Write atomically (temp file + rename) so a reader never sees half a chunk."""
+        """Write atomically (temp file + rename) so a reader never sees half a chunk; with fsync on, the
+        folder is synced too, so the rename itself survives a power loss. A full disk is
+        :class:`StorageFull` (nothing is left behind)."""
         path = self.chunk_path(meeting_id, seq)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 if self.fsync:
                     handle.flush()
                     os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if self.fsync:
+                _fsync_dir(path.parent)
+        except BaseException as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                raise StorageFull("the data folder is full: the chunk was not stored; retry later") from exc
             raise
+
+    def free_bytes(self) -> int:
+        """Room left where chunks and recordings are written."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
 
     def get_chunk(self, meeting_id: str, seq: int) -> bytes:
         return self.chunk_path(meeting_id, seq).read_bytes()

@@ -24,11 +24,14 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     responses={
         200: {"model": Readiness},
-        503: {"model": Readiness, "description": "Redis or the database is unreachable"},
+        503: {
+            "model": Readiness,
+            "description": "Redis or the database is unreachable, or the data folder is (nearly) full",
+        },
     },
 )
 async def readyz(ctx: Ctx) -> JSONResponse:
-    """Redis and the database are reachable."""
+    """Redis and the database are reachable, and the data folder has room for a chunk."""
     checks: dict[str, str] = {}
     try:
         await ctx.aredis.ping()
@@ -45,6 +48,12 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        free = await run_in_threadpool(ctx.storage.free_bytes)
+        needed = ctx.settings.effective_min_free_bytes
+        checks["storage"] = "ok" if free >= needed else f"full: {free} bytes free, {needed} needed"
+    except OSError as exc:
+        checks["storage"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -21,7 +21,8 @@ from audioflow.core.signing import verify
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 # 201 is the routes' default; the same bytes again are answered 200 with the same body.
 DUPLICATE: dict[int | str, dict[str, Any]] = {
-    200: {"model": ChunkAccepted, "description": "Duplicate: these bytes were already accepted"}
+    200: {"model": ChunkAccepted, "description": "Duplicate: these bytes were already accepted"},
+    507: {"model": ErrorEnvelope, "description": "The data folder is full (storage_full); retry later"},
 }
 
 
