@@ -16,13 +16,15 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
 import redis
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -38,6 +40,21 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def eventually(
+    what: str, check: Callable[[], T | None], within: float = 60.0, logs: Callable[[], str] = str
+) -> T:
+    """Poll ``check`` until it returns something truthy; on time-out, say what was awaited, the last
+    answer and ``logs()``."""
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {within} s waiting for {what} (last: {last!r})\n{logs()}")
 
 
 def start_redis(port: int, workdir: Path | str, *, appendonly: bool = False) -> subprocess.Popen[bytes]:

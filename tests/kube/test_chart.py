@@ -26,11 +26,10 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -39,26 +38,14 @@ from tests.integration.stack import make_stack
 from tests.kube.conftest import fresh_namespace
 from tests.kube.controlplane import ROOT, ControlPlane
 from tests.kube.kubelet import NodelessKubelet
-from tests.services import free_port
+from tests.services import eventually, free_port
 
-T = TypeVar("T")
 RELEASE = "af"
 CRD = "meetings.audioflow.io"
 KIND_VALUES = ROOT / ".github" / "kind" / "values.yaml"
 COMPONENTS = ("gateway", "processing", "concat", "operator")
 HOOK_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=test-connection"
 Manifest = dict[str, Any]
-
-
-def eventually(what: str, check: Callable[[], T | None], within: float = 60.0) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {within} s waiting for {what} (last: {last!r})")
 
 
 @dataclass

@@ -25,14 +25,13 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import uuid
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -43,8 +42,8 @@ from audioflow.workers.simulate import cut_chunks, load_speech
 from tests import services
 from tests.kube.controlplane import ROOT, ControlPlane
 from tests.kube.operator_process import apply_crd, install_identity, render_chart
+from tests.services import eventually
 
-T = TypeVar("T")
 #: A cold build (base images, then the three images) takes minutes; it happens in the first test's setup.
 pytestmark = pytest.mark.timeout(1800)
 SCRIPT = ROOT / "tests" / "kube" / "images.sh"
@@ -64,17 +63,6 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
             f"podman {' '.join(args[:3])}… failed ({result.returncode}): {result.stderr[-3000:]}"
         )
     return result
-
-
-def eventually(what: str, check: Callable[[], T | None], within: float, logs: Callable[[], str] = str) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {within} s waiting for {what} (last: {last!r})\n{logs()}")
 
 
 # ---- the chart's Deployments as podman flags -------------------------------------------------------------

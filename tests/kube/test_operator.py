@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -33,22 +33,9 @@ from tests.kube.operator_process import (
     render_chart,
     running_operator,
 )
+from tests.services import eventually
 
-T = TypeVar("T")
 AUDIO = {"sampleRate": 16000, "channels": 1, "bitsPerSample": 16}
-
-
-def eventually(
-    what: str, check: Callable[[], T | None], within: float = 60.0, logs: Callable[[], str] = str
-) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {within} s waiting for {what} (last: {last!r})\n{logs()}")
 
 
 @pytest.fixture(scope="module")

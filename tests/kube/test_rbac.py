@@ -47,30 +47,26 @@ def operator_identity(
         yield install_identity(control_plane, namespace, tmp_path_factory.mktemp("rbac"))
 
 
-@pytest.mark.parametrize(("verb", "resource", "subresource"), ALLOWED)
-def test_operator_may(
+CASES = [(*case, True) for case in ALLOWED] + [(*case, False) for case in DENIED]
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "subresource", "allowed"),
+    CASES,
+    ids=[
+        f"{'may' if ok else 'may-not'}-{verb}-{res}{'/' + sub if sub else ''}" for verb, res, sub, ok in CASES
+    ],
+)
+def test_operator_rbac(
     control_plane: ControlPlane,
     operator_identity: OperatorIdentity,
     verb: str,
     resource: str,
     subresource: str,
+    allowed: bool,
 ) -> None:
-    assert control_plane.can_i(
-        verb, resource, operator_identity.namespace, operator_identity.user, subresource
-    )
-
-
-@pytest.mark.parametrize(("verb", "resource", "subresource"), DENIED)
-def test_operator_may_not(
-    control_plane: ControlPlane,
-    operator_identity: OperatorIdentity,
-    verb: str,
-    resource: str,
-    subresource: str,
-) -> None:
-    assert not control_plane.can_i(
-        verb, resource, operator_identity.namespace, operator_identity.user, subresource
-    )
+    user, namespace = operator_identity.user, operator_identity.namespace
+    assert control_plane.can_i(verb, resource, namespace, user, subresource) is allowed
 
 
 def test_operator_may_not_touch_another_namespace(

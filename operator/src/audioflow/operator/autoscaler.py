@@ -224,28 +224,32 @@ class Autoscaler:
     async def _report_bad(self, deployment: Mapping[str, Any], name: str, exc: AnnotationError) -> None:
         annotations = (deployment.get("metadata") or {}).get("annotations") or {}
         shown = repr(sorted((k, v) for k, v in annotations.items() if str(k).startswith(PREFIX)))
-        if self.warned.get(name) == shown:
-            return
-        self.warned[name] = shown
-        message = f"Not autoscaling {name}: {exc}"
-        log.warning("autoscaler: %s", message)
-        await self.kube.record_event(
-            ObjectRef.of(deployment, "apps/v1", "Deployment"),
-            type="Warning",
-            reason="BadAutoscaleAnnotations",
-            message=message,
+        await self._warn_once(
+            self.warned, deployment, name, shown, "BadAutoscaleAnnotations", f"Not autoscaling {name}: {exc}"
         )
 
     async def _report_refused(self, deployment: Mapping[str, Any], name: str, exc: KubeError) -> None:
-        if self.refused.get(name) == str(exc):
-            return
-        self.refused[name] = str(exc)
         message = f"Cannot scale {name}: {exc.status} {exc.reason}: {exc.message}"
+        await self._warn_once(self.refused, deployment, name, str(exc), "ScaleRefused", message)
+
+    async def _warn_once(
+        self,
+        reported: dict[str, str],
+        deployment: Mapping[str, Any],
+        name: str,
+        key: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Log and record a Warning Event about a Deployment, once until ``key`` changes."""
+        if reported.get(name) == key:
+            return
+        reported[name] = key
         log.warning("autoscaler: %s", message)
         await self.kube.record_event(
             ObjectRef.of(deployment, "apps/v1", "Deployment"),
             type="Warning",
-            reason="ScaleRefused",
+            reason=reason,
             message=message[:1024],
         )
 
