@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert settings.url_allowlist == ()
     assert settings.stt_engine == "whisper"
     assert settings.whisper_model is None  # the packaged tiny.en
+    assert settings.stt_overlap_s is None  # the engine's own: whisper 2 s, pocketsphinx 1 s
     assert settings.fsync is True
     assert settings.log_format == "text"
     assert settings.log_level == "INFO"

@@ -94,6 +94,7 @@ class ScriptedFakeEngine:
 
     name = "fake"
     sample_rate = 16000
+    default_overlap_s = 1.0
 
     def __init__(self, words: list[Word]) -> None:
         self.words = words
@@ -206,6 +207,7 @@ class TimelineFakeEngine:
 
     name = "fake-timeline"
     sample_rate = 8000
+    default_overlap_s = 1.0
 
     def __init__(self, script: list[Word]) -> None:
         self.script = script

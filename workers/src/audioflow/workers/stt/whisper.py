@@ -58,6 +58,10 @@ class WhisperEngine:
 
     name = "whisper"
     sample_rate = 16000
+    # Whisper recognises much better with more context in front of a short chunk. Measured on 89 s of
+    # real speech (tests.speech_corpus.meeting(90, seed=3), whole: 0.026): at 1 s of overlap, 5 s
+    # chunks 0.072 and 2 s chunks 0.144; at 2 s, 0.057 and 0.067; at 3 s, 0.072 and 0.067.
+    default_overlap_s = 2.0
 
     def __init__(self, *, language: str = "en-us", model: str | None = None, threads: int = 1) -> None:
         faster_whisper: Any = importlib.import_module("faster_whisper")
