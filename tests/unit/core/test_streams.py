@@ -563,3 +563,38 @@ def test_backlog_does_not_trust_an_overcounted_lag(redis_client: redis.Redis, re
     [info] = redis_client.xinfo_groups(stream)
     assert info["lag"] in (2, 5)  # 5 on Redis 7.0.x (the bug), 2 where it is fixed
     assert backlog(redis_client, stream, GROUP) == 2 + 1  # 2 undelivered + 1 pending
+
+
+def test_a_decode_longer_than_the_lease_keeps_its_entry(redis_client: redis.Redis, redis_prefix: str) -> None:
+    """A chunk that takes longer than the lease (a long decode) is not reclaimed by a peer meanwhile:
+    the holder renews its lease while the handler runs, and the delivery count stays 1."""
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    enqueue(redis_client, stream, {"k": "v"})
+    started, release = threading.Event(), threading.Event()
+
+    def slow(entry: Entry) -> Outcome:
+        started.set()
+        release.wait(10)
+        return Outcome.ACK
+
+    holder = make(redis_client, stream, slow, "holder", lease_ms=200, max_deliveries=1)
+    peer = make(redis_client, stream, Recorder(), "peer", lease_ms=200, max_deliveries=1)
+    stop = threading.Event()
+    thread = threading.Thread(target=holder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(10)
+        stolen = 0
+        deadline = time.monotonic() + 1.5  # seven leases
+        while time.monotonic() < deadline:
+            stolen += peer.reclaim()
+            time.sleep(0.05)
+        release.set()
+        wait_until(lambda: pending_ids(redis_client, stream) == [], what="the entry to be acked")
+    finally:
+        release.set()
+        stop.set()
+        thread.join(15)
+    assert stolen == 0, "a peer took the entry while its holder was still working on it"
+    assert ids_in(redis_client, dead_letter_stream(stream)) == []

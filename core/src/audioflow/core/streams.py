@@ -397,9 +397,14 @@ class StreamConsumer:
 
     def _call(self, entry: Entry) -> Outcome:
         """The handler, retried in place while it fails for a ``transient`` reason (the database or Redis
-        is down). Meanwhile the entry's lease is renewed without counting a delivery (XCLAIM JUSTID), so
-        no peer takes it and an outage, however long, never walks it toward the dead-letter stream; only
+        is down). All the while the entry's lease is renewed without counting a delivery (see
+        :class:`_LeaseKeeper`), so no peer takes it: not during a decode longer than the lease, and not
+        during an outage, however long, which never walks it toward the dead-letter stream; only
         failures of the entry itself count. On stop the entry is left pending for later."""
+        with _LeaseKeeper(self, entry.id):
+            return self._call_until_done(entry)
+
+    def _call_until_done(self, entry: Entry) -> Outcome:
         backoff = _Backoff(cap=min(5.0, self.lease_ms / 2000))
         while True:
             try:
@@ -424,10 +429,6 @@ class StreamConsumer:
                     self._stop.wait(delay)
                 else:
                     time.sleep(delay)
-                # Idle time back to 0, delivery count unchanged. With Redis itself down nobody can claim
-                # the entry either: keep waiting here, and renew once it is back.
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    self.client.xclaim(self.stream, self.group, self.consumer, 0, [entry.id], justid=True)
 
     def _ack(self, entry_id: str) -> None:
         try:
@@ -535,6 +536,31 @@ class StreamConsumer:
             len(self._unacked),
             ", ".join(self._unacked),
         )
+
+
+class _LeaseKeeper:
+    """While an entry is in hand, a thread renews its lease every third of it: ``XCLAIM … JUSTID`` with
+    no minimum idle time resets the idle time and leaves the delivery count as it is. With Redis itself
+    down nobody can claim the entry either, so a failed renewal is simply tried again."""
+
+    def __init__(self, consumer: StreamConsumer, entry_id: str) -> None:
+        self._consumer = consumer
+        self._entry_id = entry_id
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease {entry_id}", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        c = self._consumer
+        while not self._done.wait(c.lease_ms / 3000):
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                c.client.xclaim(c.stream, c.group, c.consumer, 0, [self._entry_id], justid=True)
 
 
 class _Backoff:
