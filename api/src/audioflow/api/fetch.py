@@ -2,18 +2,25 @@
 
 ``http(s)`` URLs must start with an entry of ``AUDIOFLOW_URL_ALLOWLIST``; redirects are not followed;
 ``file:`` URLs must resolve (symlinks included) to a regular file inside ``AUDIOFLOW_INGEST_ROOT``.
-Sizes are bounded while reading, whatever the server claims.
+Sizes are bounded while reading, whatever the server claims, and so is time: a download that has not
+finished ``AUDIOFLOW_DOWNLOAD_TIMEOUT_S`` after it started fails, however steadily bytes trickle in.
+Downloads run in a pool of their own (:data:`MAX_DOWNLOADS` at once; beyond that ``503``), so slow
+URLs never take the threads that request handling, readiness and the reader API share.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from audioflow.core.errors import AudioflowError, BadRequest, Forbidden, PayloadTooLarge
+from audioflow.core.errors import AudioflowError, BadRequest, Forbidden, PayloadTooLarge, Unavailable
 from audioflow.core.settings import Settings
 
 
@@ -100,6 +107,7 @@ def _download(url: str, settings: Settings) -> bytes:
     if not _allowed(url, settings.url_allowlist):
         raise Forbidden("URL is not on the server's AUDIOFLOW_URL_ALLOWLIST", code="url_forbidden")
     limit = settings.max_chunk_bytes
+    deadline = time.monotonic() + settings.download_timeout_s
     try:
         with httpx.stream(
             "GET", url, timeout=settings.download_timeout_s, follow_redirects=False
@@ -114,9 +122,34 @@ def _download(url: str, settings: Settings) -> bytes:
                 body += piece
                 if len(body) > limit:
                     raise _too_large(limit)
+                if time.monotonic() > deadline:
+                    raise DownloadFailed(
+                        f"fetching the chunk URL took longer than {settings.download_timeout_s:g} s "
+                        "(AUDIOFLOW_DOWNLOAD_TIMEOUT_S)"
+                    )
             return bytes(body)
     except httpx.HTTPError as exc:
         raise DownloadFailed(f"fetching the chunk URL failed: {type(exc).__name__}") from None
+
+
+#: Downloads at once per gateway process; one more is refused with 503 and Retry-After.
+MAX_DOWNLOADS = 8
+_downloads = ThreadPoolExecutor(max_workers=MAX_DOWNLOADS, thread_name_prefix="download")
+_slots = threading.BoundedSemaphore(MAX_DOWNLOADS)
+
+
+class DownloadsBusy(Unavailable):
+    code = "downloads_busy"
+
+
+async def fetch_chunk_async(url: str, settings: Settings) -> bytes:
+    """:func:`fetch_chunk` in the downloads' own pool, or :class:`DownloadsBusy` when it is full."""
+    if not _slots.acquire(blocking=False):
+        raise DownloadsBusy(f"{MAX_DOWNLOADS} chunk URLs are being fetched already; retry later")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_downloads, fetch_chunk, url, settings)
+    finally:
+        _slots.release()
 
 
 def fetch_chunk(url: str, settings: Settings) -> bytes:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.deps import Ctx
-from audioflow.api.fetch import fetch_chunk
+from audioflow.api.fetch import fetch_chunk_async
 from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
 from audioflow.core.errors import BadRequest, Forbidden, UnsupportedMediaType
@@ -124,7 +124,7 @@ async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> Chunk
             ) from None
         check_meeting_id(payload.meeting_id)
         check_seq(payload.seq)
-        data = await run_in_threadpool(fetch_chunk, payload.url, ctx.settings)
+        data = await fetch_chunk_async(payload.url, ctx.settings)
         accepted = await run_in_threadpool(
             accept_chunk, ctx, payload.meeting_id, payload.seq, data, webhook_id
         )
