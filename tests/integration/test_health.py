@@ -30,7 +30,11 @@ CONTRACT_PATHS = {
 def test_health_readiness_metrics_and_openapi(gateway: Stack) -> None:
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
     ready = gateway.client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "database": "ok", "storage": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "redis": "ok",
+        "database": "ok",
+        "storage": "ok",
+    }
     assert gateway.put_chunk("health", 0, wav_bytes(tone_pcm(0.5))).status_code == 201
     metrics = gateway.client.get("/metrics").text
     assert 'audioflow_chunks_ingested_total{result="created"} 1.0' in metrics
