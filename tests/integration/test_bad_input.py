@@ -40,6 +40,7 @@ from tests.integration.stack import Stack, make_stack
 pytestmark = pytest.mark.integration
 
 MAX_CHUNK_BYTES = 200_000
+MAX_SEQ_AHEAD = 1000  # AUDIOFLOW_MAX_SEQ_AHEAD's default
 
 
 # Inputs ------------------------------------------------------------------------------------------------
@@ -611,6 +612,35 @@ CASES: list[Case] = [
     # ids ------------------------------------------------------------------------------------------------
     Case("seq-negative", lambda w: w.put("m1", -1, GOOD), 400, "invalid_seq", "seq"),
     Case("seq-huge", lambda w: w.put("m1", 10_000_001, GOOD), 400, "invalid_seq", "10000000"),
+    # a seq far past the meeting's highest would be bridged by that much silence (issue 13, row 4)
+    Case(
+        "seq-too-far-ahead",
+        lambda w: w.put("m1", 1 + MAX_SEQ_AHEAD, GOOD),
+        422,
+        "seq_too_far_ahead",
+        "AUDIOFLOW_MAX_SEQ_AHEAD",
+    ),
+    Case(
+        "seq-ten-million-after-seq-0",
+        lambda w: w.put("m1", 10_000_000, GOOD),
+        422,
+        "seq_too_far_ahead",
+        "AUDIOFLOW_MAX_SEQ_AHEAD",
+    ),
+    Case(
+        "seq-too-far-ahead-for-a-new-meeting",
+        lambda w: w.put("m-far", MAX_SEQ_AHEAD, GOOD),
+        422,
+        "seq_too_far_ahead",
+        "no chunk yet",
+        check=lambda w, reply: _assert_absent(w, "m-far"),
+    ),
+    Case(
+        "seq-as-far-ahead-as-allowed-accepted",
+        lambda w: w.put("m-ahead", MAX_SEQ_AHEAD - 1, chunk(50)),
+        201,
+        check=_received("m-ahead", chunk(50)),
+    ),
     Case("seq-non-numeric", lambda w: w.put("m1", "first", GOOD), 400, "invalid_seq", "seq"),
     Case("seq-decimal", lambda w: w.put("m1", "1.0", GOOD), 400, "invalid_seq", "seq"),
     Case("seq-very-long", lambda w: w.put("m1", "9" * 5000, GOOD), 400, "invalid_seq", "seq"),

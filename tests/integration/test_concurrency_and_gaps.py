@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -159,3 +162,66 @@ def test_a_chunk_that_always_fails_is_dead_lettered_and_reported(make: Callable[
         )
     finally:
         client.close()
+
+
+def _drain(ws: Any, seconds: float) -> list[dict[str, Any]]:
+    """Every event that arrives within ``seconds``."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            got.append(json.loads(ws.recv(timeout=left)))
+    return got
+
+
+def _failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if e["type"] == "chunk.failed"]
+
+
+def test_a_gap_longer_than_the_maximum_fails_the_recording_once(make: Callable[..., Stack]) -> None:
+    """seq 0 of 1 s, then seq 100 of one frame: bridging seqs 1-99 would add 99 s of silence (the 100x
+    amplification of issue 13, row 4). Past AUDIOFLOW_MAX_GAP_S the recording fails once, clearly, and
+    not one second of that silence is written."""
+    stack = make(AUDIOFLOW_GAP_TIMEOUT_S="1", AUDIOFLOW_MAX_GAP_S="10")
+    stack.start_api()
+    stack.start_worker("concat")
+    fmt, pcm = load_speech()
+    [first] = cut_chunks(fmt, pcm, 1.0, 1)
+    assert stack.post("/v1/meetings", json={"id": "amplified"}).status_code == 201
+    with stack.events("amplified") as ws:
+        assert stack.send("amplified", 0, first) == 201
+        assert stack.send("amplified", 100, canonical_header(fmt, 2) + b"\x01\x00") == 201
+        events = stack.read_events(ws, lambda got: bool(_failures(got)), timeout=60)
+        events += _drain(ws, 2.5)  # several gap sweeps: none may fail it again
+    [failure] = _failures(events)
+    assert failure["stage"] == "concat" and failure["code"] == "gap_too_long", failure
+    assert "AUDIOFLOW_MAX_GAP_S" in failure["reason"] and "1-99" in failure["reason"], failure
+    status = stack.meeting("amplified")
+    assert status["phase"] == "failed" and status["failed_reason"] == failure["reason"]
+    assert status["gaps"] == [] and status["concatenated_through"] == 0
+    recording = stack.get("/v1/meetings/amplified/recording.wav").content
+    assert recording == canonical_header(fmt, len(pcm_of(first))) + pcm_of(first)
+
+
+def test_a_recording_past_the_maximum_length_fails_once(make: Callable[..., Stack]) -> None:
+    """AUDIOFLOW_MAX_MEETING_S caps the recording: the chunk that would pass it is not appended, the
+    recording fails once with a chunk.failed naming the setting, and nothing after it is appended."""
+    stack = make(AUDIOFLOW_MAX_MEETING_S="3")
+    stack.start_api()
+    stack.start_worker("concat")
+    fmt, pcm = load_speech()
+    chunks = cut_chunks(fmt, pcm, 1.0, 5)
+    assert stack.post("/v1/meetings", json={"id": "long"}).status_code == 201
+    with stack.events("long") as ws:
+        for seq in range(5):
+            assert stack.send("long", seq, chunks[seq]) == 201
+        events = stack.read_events(ws, lambda got: bool(_failures(got)), timeout=60)
+        events += _drain(ws, 2.5)
+    [failure] = _failures(events)
+    assert failure["stage"] == "concat" and failure["code"] == "meeting_too_long", failure
+    assert "AUDIOFLOW_MAX_MEETING_S" in failure["reason"] and "seq 3" in failure["reason"], failure
+    status = stack.meeting("long")
+    assert status["phase"] == "failed" and status["concatenated_through"] == 2
+    assert status["recording_duration_s"] == 3.0
+    held = b"".join(pcm_of(c) for c in chunks[:3])
+    assert stack.get("/v1/meetings/long/recording.wav").content == canonical_header(fmt, len(held)) + held

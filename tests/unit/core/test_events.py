@@ -1,11 +1,17 @@
-"""Event publishing on real Redis: the public shape, and announcing exactly once across redeliveries."""
+"""Event publishing on real Redis: the public shape, announcing exactly once across redeliveries, and
+nothing kept for a deleted meeting."""
 
 from __future__ import annotations
 
-import redis
+import asyncio
 
-from audioflow.core.events import announced, decode_event, publish, publish_marked
+import redis
+import redis.asyncio as aioredis
+
+from audioflow.core.events import DELETED_TTL_S, aforget, announced, decode_event, publish, publish_marked
 from audioflow.core.keys import Keys
+
+GEN = "1700000000000001"  # a meeting's generation (see queries.generation)
 
 
 def _events(client: redis.Redis, keys: Keys, meeting_id: str) -> list[dict[str, object]]:
@@ -15,7 +21,7 @@ def _events(client: redis.Redis, keys: Keys, meeting_id: str) -> list[dict[str, 
 
 def test_published_events_have_the_public_shape(redis_client: redis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    event_id = publish(redis_client, keys, "m1", "log", {"message": "hi"}, maxlen=100)
+    event_id = publish(redis_client, keys, "m1", "log", {"message": "hi"}, generation=GEN, maxlen=100)
     [event] = _events(redis_client, keys, "m1")
     assert event["id"] == event_id and event["meeting_id"] == "m1" and event["type"] == "log"
     assert event["data"] == {"message": "hi"} and isinstance(event["ts"], float)
@@ -29,7 +35,15 @@ def test_marked_once_publishes_a_redelivered_announcement_once(
     data = {"seq": 3, "text": "hello"}
     for _ in range(3):  # the first delivery, then two redeliveries of the same work
         publish_marked(
-            redis_client, keys, "m1", "chunk.transcribed", data, mark="transcribed:3", once=True, maxlen=100
+            redis_client,
+            keys,
+            "m1",
+            "chunk.transcribed",
+            data,
+            generation=GEN,
+            mark="transcribed:3",
+            once=True,
+            maxlen=100,
         )
     assert [e["data"] for e in _events(redis_client, keys, "m1")] == [data]
     assert announced(redis_client, keys, "m1", "transcribed:3") == "1"
@@ -45,6 +59,7 @@ def test_marked_not_once_records_the_latest_value(redis_client: redis.Redis, red
             "m1",
             "recording.extended",
             {"concatenated_through": through},
+            generation=GEN,
             mark="recording",
             value=str(through),
             once=False,
@@ -52,3 +67,48 @@ def test_marked_not_once_records_the_latest_value(redis_client: redis.Redis, red
         )
     assert announced(redis_client, keys, "m1", "recording") == "4"
     assert [e["data"]["concatenated_through"] for e in _events(redis_client, keys, "m1")] == [1, 4]  # type: ignore[index]
+
+
+def test_nothing_is_kept_for_a_deleted_meeting_and_a_new_one_starts_empty(
+    redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+) -> None:
+    """What a worker still publishes for a meeting after its DELETE (it read the meeting just before) is
+    dropped: no event, no mark, no re-created stream. A new meeting with the same id publishes as usual."""
+    keys = Keys(redis_prefix)
+    assert publish(redis_client, keys, "m1", "log", {"message": "old"}, generation=GEN, maxlen=100)
+
+    async def forget() -> None:
+        client = aioredis.Redis.from_url(redis_server_url)
+        try:
+            await aforget(client, keys, "m1", GEN)
+        finally:
+            await client.aclose()
+
+    asyncio.run(forget())
+    assert not redis_client.exists(keys.events("m1"), keys.announced("m1"))
+    assert 0 < redis_client.ttl(keys.deleted("m1")) <= DELETED_TTL_S
+    late = {"seq": 1, "text": "late"}
+    assert publish(redis_client, keys, "m1", "log", {"message": "late"}, generation=GEN, maxlen=100) is None
+    assert not publish_marked(
+        redis_client, keys, "m1", "chunk.transcribed", late, generation=GEN, mark="t:1", once=True, maxlen=100
+    )
+    assert (
+        publish(redis_client, keys, "m1", "log", {"message": "a log line"}, generation=None, maxlen=100)
+        is None
+    )
+    assert not redis_client.exists(keys.events("m1"), keys.announced("m1"))
+
+    reborn = str(int(GEN) + 1)
+    assert publish(
+        redis_client, keys, "m1", "meeting.phase", {"phase": "pending"}, generation=reborn, maxlen=100
+    )
+    assert publish(redis_client, keys, "m1", "log", {"message": "new"}, generation=None, maxlen=100)
+    assert [e["type"] for e in _events(redis_client, keys, "m1")] == ["meeting.phase", "log"]
+
+
+def test_a_log_line_without_a_generation_never_creates_a_stream(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    keys = Keys(redis_prefix)
+    assert publish(redis_client, keys, "m2", "log", {"message": "x"}, generation=None, maxlen=100) is None
+    assert not redis_client.exists(keys.events("m2"))

@@ -1,8 +1,10 @@
-"""queries.chunk_start (two aggregates) agrees with meeting_timeline (every row) on both databases."""
+"""queries.chunk_start (two aggregates) agrees with meeting_timeline (every row) on both databases; a
+meeting's generation reads back as written."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import delete
 
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
@@ -36,4 +38,30 @@ def test_chunk_start_agrees_with_the_whole_timeline(database_url: str) -> None:
         expected = {**timeline, 8: timeline[7] + 3.0}  # after the last seq: the whole meeting
         for seq, start in expected.items():
             assert queries.chunk_start(session, meeting, seq) == pytest.approx(start, abs=1e-9), seq
+    engine.dispose()
+
+
+def test_a_meetings_generation_reads_back_the_same_and_changes_when_the_id_is_reused(
+    database_url: str,
+) -> None:
+    """The generation the gateway puts in work entries is the one workers read back (microseconds survive
+    both databases), and a meeting created again with a deleted one's id has another."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        written = queries.generation(queries.create_meeting(session, "g", FMT))
+    with sessions() as session:
+        meeting = session.get(Meeting, "g")
+        assert meeting is not None and queries.generation(meeting) == written
+        assert queries.get_live_meeting(session, "g", written) is meeting
+        assert queries.get_live_meeting(session, "g", None) is meeting
+    with transaction(sessions) as session:
+        session.execute(delete(Meeting).where(Meeting.id == "g"))
+    with transaction(sessions) as session:
+        reborn = queries.generation(queries.create_meeting(session, "g", FMT))
+    assert reborn != written
+    with sessions() as session:
+        assert queries.get_live_meeting(session, "g", written) is None
+        assert queries.get_live_meeting(session, "g", reborn) is not None
     engine.dispose()

@@ -7,7 +7,9 @@ import io
 import multiprocessing
 import os
 import random
+import shutil
 import tempfile
+import threading
 import time
 import wave
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from audioflow.core.recording import (
     index_path,
     lock_path,
     locked_recording,
+    recording_lock,
     snapshot_length,
 )
 from audioflow.core.wav import AudioFormat, canonical_header, parse_wav, pcm_view
@@ -567,3 +570,41 @@ def test_locked_recording_creates_the_directory_and_times_out_within_a_process(t
     assert rec.closed
     with locked_recording(path, FMT, timeout_s=1) as again:
         assert again.next_seq == 1
+
+
+def test_a_lock_on_a_removed_lock_file_is_taken_again_on_the_current_one(tmp_path: Path) -> None:
+    """A meeting deleted while a worker waits for its recording's lock, and a new meeting with the same id
+    started: the waiter must end up holding the new lock file, not the removed one, or two writers could
+    each hold "the" lock of one recording."""
+    path = tmp_path / "meetings" / "m" / "recording.wav"
+    path.parent.mkdir(parents=True)
+    got_it = threading.Event()
+    release = threading.Event()
+
+    def waiter() -> None:
+        with recording_lock(path, timeout_s=10):
+            got_it.set()
+            release.wait(10)
+
+    with recording_lock(path):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)  # the waiter has opened the lock file and waits on it
+        shutil.rmtree(path.parent)  # deleted ...
+        path.parent.mkdir(parents=True)  # ... and the id reused
+    try:
+        assert got_it.wait(10)
+        with pytest.raises(TimeoutError), recording_lock(path, timeout_s=0.2):
+            pass  # the waiter holds the lock file that is there now
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def test_without_create_parent_a_missing_folder_is_never_created(tmp_path: Path) -> None:
+    path = tmp_path / "meetings" / "gone" / "recording.wav"
+    with pytest.raises(FileNotFoundError), recording_lock(path, create_parent=False):
+        pass
+    with pytest.raises(FileNotFoundError):
+        Recording.open(path, FMT, create_parent=False)
+    assert not path.parent.exists()

@@ -50,8 +50,14 @@ def create_app(settings: Settings) -> FastAPI:
         # The gateway's lines about a meeting reach that meeting's page as ``log`` events too.
         forwarder = MeetingLogForwarder(
             "api",
-            lambda meeting_id, data: publish(
-                sync_redis, app.state.ctx.keys, meeting_id, "log", data, maxlen=settings.events_maxlen
+            lambda meeting_id, data, generation: publish(
+                sync_redis,
+                app.state.ctx.keys,
+                meeting_id,
+                "log",
+                data,
+                generation=generation,
+                maxlen=settings.events_maxlen,
             ),
         )
         logging.getLogger().addHandler(forwarder)

@@ -8,6 +8,7 @@ downstream are idempotent on (meeting_id, seq), so enqueueing twice is harmless.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from typing import Literal
 
 import sqlalchemy.exc
 from redis.typing import EncodableT, FieldT
+from sqlalchemy.orm import Session
 
 from audioflow.api.context import AppContext
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
-from audioflow.core.errors import Conflict, NotFound
+from audioflow.core.errors import Conflict, NotFound, SeqTooFarAhead
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.wav import parse_wav
@@ -40,6 +42,7 @@ class Accepted:
     sha256: str
     needs_work: bool  # enqueue (again): new, or a duplicate whose work is not finished
     first_chunk: bool  # the meeting goes live with it
+    generation: str  # which meeting of that id (see queries.generation)
 
 
 def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
@@ -61,6 +64,7 @@ def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id:
                 ) from None
             meeting = queries.create_meeting(session, meeting_id, info.format)
         queries.check_format(meeting, info.format)
+        _check_seq_ahead(ctx, session, meeting_id, seq)
         status = queries.add_chunk(
             session,
             meeting_id,
@@ -79,7 +83,28 @@ def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id:
             needs_work, first_chunk = _work_unfinished(ctx, meeting_id, seq), False
         if webhook_id is not None and seen is None:
             queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
-    return Accepted(meeting_id, seq, status, len(body), info.duration_s, sha, needs_work, first_chunk)
+        generation = queries.generation(meeting)
+    return Accepted(
+        meeting_id, seq, status, len(body), info.duration_s, sha, needs_work, first_chunk, generation
+    )
+
+
+def _check_seq_ahead(ctx: AppContext, session: Session, meeting_id: str, seq: int) -> None:
+    """Refuse a seq so far past the highest so far that bridging the seqs between would turn a tiny
+    upload into hours of silence and a row per missing seq (issue 13). A seq already held passes."""
+    limit = ctx.settings.max_seq_ahead
+    highest = queries.highest_seq(session, meeting_id)
+    if seq - highest <= limit:
+        return
+    if highest < 0:
+        raise SeqTooFarAhead(
+            f"seq {seq} cannot open meeting {meeting_id!r}: it has no chunk yet, so its seq must be below "
+            f"{limit} (AUDIOFLOW_MAX_SEQ_AHEAD)"
+        )
+    raise SeqTooFarAhead(
+        f"seq {seq} is {seq - highest} past the highest seq of meeting {meeting_id!r} so far ({highest}); "
+        f"at most AUDIOFLOW_MAX_SEQ_AHEAD={limit} ahead is accepted"
+    )
 
 
 def _work_unfinished(ctx: AppContext, meeting_id: str, seq: int) -> bool:
@@ -112,27 +137,31 @@ def accept_chunk(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhoo
         accepted.status,
         accepted.bytes,
         accepted.duration_s,
-        extra={"meeting_id": meeting_id, "seq": seq},
+        extra={"meeting_id": meeting_id, "seq": seq, "generation": accepted.generation},
     )
     return accepted
 
 
 def _enqueue(ctx: AppContext, accepted: Accepted) -> None:
-    work: dict[FieldT, EncodableT] = {"meeting_id": accepted.meeting_id, "seq": accepted.seq}
+    work: dict[FieldT, EncodableT] = {
+        "meeting_id": accepted.meeting_id,
+        "seq": accepted.seq,
+        "generation": accepted.generation,  # workers drop it if this meeting was deleted meanwhile
+    }
     keys = ctx.keys
     pipe = ctx.redis.pipeline(transaction=True)
     pipe.xadd(keys.transcribe, work)
     pipe.xadd(keys.concat, work)
     if accepted.status == "created":
-        maxlen = ctx.settings.events_maxlen
-        stream = keys.events(accepted.meeting_id)
+        publish = functools.partial(
+            events.publish_args,
+            keys,
+            accepted.meeting_id,
+            generation=accepted.generation,
+            maxlen=ctx.settings.events_maxlen,
+        )
         if accepted.first_chunk:
-            pipe.xadd(
-                stream,
-                events.event_fields("meeting.phase", {"phase": "live"}),
-                maxlen=maxlen,
-                approximate=True,
-            )
+            pipe.eval(*publish("meeting.phase", {"phase": "live"}))
         data = {"seq": accepted.seq, "bytes": accepted.bytes, "duration_s": accepted.duration_s}
-        pipe.xadd(stream, events.event_fields("chunk.received", data), maxlen=maxlen, approximate=True)
+        pipe.eval(*publish("chunk.received", data))
     pipe.execute()

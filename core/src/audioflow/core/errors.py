@@ -77,6 +77,14 @@ class FormatMismatch(AudioflowError):
     http_status = 422
 
 
+class SeqTooFarAhead(AudioflowError):
+    """A seq so far past the meeting's highest that bridging the seqs between would be an amplification
+    (see ``AUDIOFLOW_MAX_SEQ_AHEAD``); nothing was stored."""
+
+    code = "seq_too_far_ahead"
+    http_status = 422
+
+
 class RecordingFull(AudioflowError):
     """The recording would pass the RIFF 4 GiB limit; nothing was written."""
 

@@ -1,7 +1,9 @@
 """Per-meeting events on a Redis stream ``<prefix>events:<meeting>``.
 
 The stream id is the event id and the replay cursor (``since``). Every event names its meeting; a
-reader only ever opens its own meeting's stream, so nothing leaks across meetings. Producers are the
+reader only ever opens its own meeting's stream, so nothing leaks across meetings. Nor across meetings
+that had the same id: a deleted meeting's generation is remembered in ``<prefix>deleted:<meeting>``, and
+nothing published for it afterwards is kept (see ``_PUBLISH``). Producers are the
 gateway (async client) and the workers (sync client); both build fields with :func:`event_fields`.
 """
 
@@ -43,6 +45,69 @@ def decode_event(meeting_id: str, event_id: str, fields: Mapping[str, str]) -> d
     }
 
 
+# Every event goes through this script. It is written to the meeting's stream only while that meeting is
+# alive: a publisher that knows the meeting's generation (see ``queries.generation``) is refused once that
+# generation is deleted; one that does not (a forwarded log line) never creates the stream. So a worker
+# still busy with a meeting when it is deleted cannot re-create its stream or marks, and nothing of it
+# reaches a new meeting with the same id. With a mark, the event and a note of what it announced are
+# written atomically: a worker that dies between its database commit and its event finds on redelivery
+# whether the event went out (and, with ``once``, never sends it twice).
+_PUBLISH = """
+if ARGV[1] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+elseif redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return false
+end
+if ARGV[2] ~= '' then
+  if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return false end
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
+                  'type', ARGV[6], 'ts', ARGV[7], 'data', ARGV[8])
+"""
+
+# How long a deleted generation is remembered: far longer than any handler that read the meeting before
+# its deletion can still be at work (work still queued carries its generation and is checked against the
+# database instead).
+DELETED_TTL_S = 24 * 3600
+
+
+def publish_args(
+    keys: Keys,
+    meeting_id: str,
+    type_: EventType,
+    data: Mapping[str, Any],
+    *,
+    generation: str | None,
+    maxlen: int,
+    mark: str = "",
+    value: str = "1",
+    once: bool = False,
+) -> tuple[Any, ...]:
+    """The arguments of ``EVAL`` for one event (script, key count, keys, arguments), for a client or a
+    pipeline."""
+    fields = event_fields(type_, data)
+    return (
+        _PUBLISH,
+        3,
+        keys.events(meeting_id),
+        keys.announced(meeting_id),
+        keys.deleted(meeting_id),
+        generation or "",
+        mark,
+        value,
+        "1" if once else "0",
+        maxlen,
+        str(fields["type"]),
+        str(fields["ts"]),
+        str(fields["data"]),
+    )
+
+
+def _event_id(reply: Any) -> str | None:
+    return None if reply is None else _text(reply)
+
+
 def publish(
     client: redis.Redis,
     keys: Keys,
@@ -50,24 +115,14 @@ def publish(
     type_: EventType,
     data: Mapping[str, Any],
     *,
+    generation: str | None,
     maxlen: int,
-) -> str:
-    """Append an event (sync). The stream is capped approximately at ``maxlen``: events are a log for
-    readers, not work, so old ones may go."""
-    event_id = client.xadd(
-        keys.events(meeting_id), event_fields(type_, data), maxlen=maxlen, approximate=True
-    )
-    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-
-
-# XADD and a note of what it announced, atomically: a worker that dies between its database commit
-# and its event finds on redelivery whether the event went out (and never sends it twice).
-_PUBLISH_MARKED = """
-if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
-                  'type', ARGV[5], 'ts', ARGV[6], 'data', ARGV[7])
-"""
+) -> str | None:
+    """Append an event (sync) to the meeting ``generation`` (None: whichever is alive, and only into a
+    stream that exists). Returns its id, or None when the meeting is gone. The stream is capped
+    approximately at ``maxlen``: events are a log for readers, not work, so old ones may go."""
+    args = publish_args(keys, meeting_id, type_, data, generation=generation, maxlen=maxlen)
+    return _event_id(client.eval(*args))
 
 
 def publish_marked(
@@ -77,6 +132,7 @@ def publish_marked(
     type_: EventType,
     data: Mapping[str, Any],
     *,
+    generation: str | None,
     mark: str,
     value: str = "1",
     once: bool,
@@ -84,10 +140,10 @@ def publish_marked(
 ) -> bool:
     """Publish and note ``mark = value`` in the meeting's announced hash in one step. With ``once``,
     publish only if ``mark`` was never noted. Returns whether the event was published."""
-    fields = event_fields(type_, data)
-    args = [mark, value, "1" if once else "0", maxlen, fields["type"], fields["ts"], fields["data"]]
-    published = client.eval(_PUBLISH_MARKED, 2, keys.events(meeting_id), keys.announced(meeting_id), *args)
-    return bool(published)
+    args = publish_args(
+        keys, meeting_id, type_, data, generation=generation, maxlen=maxlen, mark=mark, value=value, once=once
+    )
+    return client.eval(*args) is not None
 
 
 def announced(client: redis.Redis, keys: Keys, meeting_id: str, mark: str) -> str | None:
@@ -124,13 +180,19 @@ async def apublish(
     type_: EventType,
     data: Mapping[str, Any],
     *,
+    generation: str | None,
     maxlen: int,
-) -> str:
+) -> str | None:
     """Append an event (async); see :func:`publish`."""
-    event_id = await client.xadd(
-        keys.events(meeting_id),
-        event_fields(type_, data),
-        maxlen=maxlen,
-        approximate=True,
-    )
-    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+    args = publish_args(keys, meeting_id, type_, data, generation=generation, maxlen=maxlen)
+    return _event_id(await client.eval(*args))
+
+
+async def aforget(client: aioredis.Redis, keys: Keys, meeting_id: str, generation: str) -> None:
+    """A meeting is being deleted: remember its generation as deleted (so that nothing published for it
+    any more is kept) and remove its event stream and marks, in one step."""
+    pipe = client.pipeline(transaction=True)
+    pipe.sadd(keys.deleted(meeting_id), generation)
+    pipe.expire(keys.deleted(meeting_id), DELETED_TTL_S)
+    pipe.delete(keys.events(meeting_id), keys.announced(meeting_id))
+    await pipe.execute()

@@ -31,3 +31,8 @@ class Keys:
     def announced(self, meeting_id: str) -> str:
         """What the workers have announced for a meeting (a hash), so a redelivery announces once."""
         return f"{self.prefix}announced:{check_meeting_id(meeting_id)}"
+
+    def deleted(self, meeting_id: str) -> str:
+        """The generations of a meeting id that were deleted (a set, with an expiry): what is still
+        published for one of them is dropped, so nothing of a deleted meeting reaches a new one."""
+        return f"{self.prefix}deleted:{check_meeting_id(meeting_id)}"

@@ -93,10 +93,15 @@ def setup_logging(component: str, *, fmt: str = "text", level: str = "INFO") -> 
 
 class MeetingLogForwarder(logging.Handler):
     """Forwards records that name a meeting to that meeting's event stream as ``log`` events, so the
-    page shows them. ``publish(meeting_id, data)`` must not log (it would recurse)."""
+    page shows them. ``publish(meeting_id, data, generation)`` must not log (it would recurse). A record
+    may name the meeting's generation (``extra={"generation": ...}``): then it is dropped if that meeting
+    was deleted; without one it only ever joins an event stream that exists (see ``events.publish``)."""
 
     def __init__(
-        self, component: str, publish: Callable[[str, dict[str, Any]], object], level: int = logging.INFO
+        self,
+        component: str,
+        publish: Callable[[str, dict[str, Any], str | None], object],
+        level: int = logging.INFO,
     ):
         super().__init__(level)
         self.component = component
@@ -106,6 +111,7 @@ class MeetingLogForwarder(logging.Handler):
         meeting_id = getattr(record, "meeting_id", None)
         if not meeting_id:
             return
+        generation = getattr(record, "generation", None)
         try:
             self.publish(
                 meeting_id,
@@ -115,6 +121,7 @@ class MeetingLogForwarder(logging.Handler):
                     "message": record.getMessage(),
                     "seq": getattr(record, "seq", None),
                 },
+                None if generation is None else str(generation),
             )
         except Exception:  # a log line must never break the work it describes
             self.handleError(record)

@@ -67,6 +67,8 @@ __all__ = [
     "index_path",
     "lock_path",
     "locked_recording",
+    "recording_lock",
+    "same_file",
     "snapshot_length",
 ]
 
@@ -206,15 +208,19 @@ class Recording:
     # -- opening and recovery -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, fmt: AudioFormat, *, fsync: bool = True) -> Recording:
+    def open(
+        cls, path: Path, fmt: AudioFormat, *, fsync: bool = True, create_parent: bool = True
+    ) -> Recording:
         """Open the recording at ``path``, creating it (empty) if missing and recovering from a crash.
 
         Raises :class:`FormatMismatch` if an existing recording has another format, and
         :class:`RecordingCorrupt` if the files contradict each other beyond what a crash can explain.
+        With ``create_parent`` false, a missing folder is ``FileNotFoundError`` rather than created.
         """
         path = Path(path)
         idx = index_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create_parent:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             if idx.exists() and idx.stat().st_size > RECORD_SIZE:
                 raise RecordingCorrupt(f"recording {path} is missing but its index {idx} lists audio")
@@ -526,44 +532,86 @@ def _acquire(fd: int, where: Path, timeout_s: float) -> None:
 
 
 @contextlib.contextmanager
-def locked_recording(
-    path: Path, fmt: AudioFormat, *, fsync: bool = True, timeout_s: float = 30.0
-) -> Iterator[Recording]:
-    """Open the recording at ``path`` while holding an exclusive lock on ``<path>.lock``.
+def recording_lock(path: Path, *, timeout_s: float = 30.0, create_parent: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of the recording at ``path`` (an ``flock`` on ``<path>.lock``).
 
-    The lock is an ``flock`` on a file beside the recording, so any number of processes (on one host,
-    or on a shared volume whose filesystem supports ``flock``) can take turns appending. The kernel
-    releases it if the holder dies, even by SIGKILL; the next holder's open then recovers the files.
-    Raises TimeoutError if the lock is not obtained within ``timeout_s`` seconds.
+    Any number of processes (on one host, or on a shared volume whose filesystem supports ``flock``) take
+    turns; the kernel releases the lock if its holder dies, even by SIGKILL. The lock file may be removed
+    (a meeting deleted) while others wait on it: a lock obtained on a file no longer at ``path`` is let go
+    and taken again on the file that is there now, so two holders never hold different files. With
+    ``create_parent`` false, a missing folder is ``FileNotFoundError`` (the meeting is gone) instead of
+    being created again. Raises TimeoutError if the lock is not obtained within ``timeout_s`` seconds.
     """
     path = Path(path)
     where = lock_path(path)
-    where.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        _acquire(fd, where, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if create_parent:
+            where.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            with Recording.open(path, fmt, fsync=fsync) as recording:
-                yield recording
+            _acquire(fd, where, max(0.0, deadline - time.monotonic()))
+            try:
+                current = os.stat(where)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+            if current is None or (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                continue  # removed or replaced while we waited: lock what is there now
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
 
 
-def snapshot_length(path: Path) -> tuple[AudioFormat, int]:
+@contextlib.contextmanager
+def locked_recording(
+    path: Path, fmt: AudioFormat, *, fsync: bool = True, timeout_s: float = 30.0, create_parent: bool = True
+) -> Iterator[Recording]:
+    """Open the recording at ``path`` while holding its lock (see :func:`recording_lock`); the next holder
+    after a holder that died recovers the files on open."""
+    with (
+        recording_lock(path, timeout_s=timeout_s, create_parent=create_parent),
+        Recording.open(path, fmt, fsync=fsync, create_parent=create_parent) as recording,
+    ):
+        yield recording
+
+
+def snapshot_length(source: Path | int) -> tuple[AudioFormat, int]:
     """``(format, length)`` of the consistent prefix of a recording a reader may serve right now.
 
-    ``length`` counts the header: ``44 + declared data size``, never more than the file's size and
-    always whole frames. Needs no lock: the header only ever covers committed audio.
+    ``source`` is the recording's path, or a file descriptor open on it (a reader that holds the file
+    keeps reading the same file even if it is removed or replaced meanwhile). ``length`` counts the
+    header: ``44 + declared data size``, never more than the file's size and always whole frames. Needs
+    no lock: the header only ever covers committed audio.
     """
-    with open(path, "rb") as file:
-        head = file.read(_HEADER_SIZE)
-        size = os.fstat(file.fileno()).st_size
+    if isinstance(source, int):
+        head = _pread_exact(source, _HEADER_SIZE, 0)
+        size = os.fstat(source).st_size
+        name: object = f"fd {source}"
+    else:
+        with open(source, "rb") as file:
+            head = file.read(_HEADER_SIZE)
+            size = os.fstat(file.fileno()).st_size
+        name = source
     try:
         fmt, declared = read_canonical_header(head)
     except InvalidWav as exc:
-        raise RecordingCorrupt(f"recording {path} does not start with a canonical header: {exc}") from exc
+        raise RecordingCorrupt(f"recording {name} does not start with a canonical header: {exc}") from exc
     length = min(_HEADER_SIZE + declared, size)
     length -= (length - _HEADER_SIZE) % fmt.block_align
     return fmt, length
+
+
+def same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (False once it is removed or replaced)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     )
 
     gap_timeout_s: float = Field(30.0, validation_alias=_env("AUDIOFLOW_GAP_TIMEOUT_S"), gt=0)
+    # Bounds on what a producer can make the recording hold (issue 13: a one-frame chunk far ahead of a
+    # long one was bridged by hours of silence and millions of gap rows). Ingest refuses a seq more than
+    # this far past the meeting's highest so far (422 seq_too_far_ahead), so one run of missing seqs is
+    # shorter than it.
+    max_seq_ahead: int = Field(1000, validation_alias=_env("AUDIOFLOW_MAX_SEQ_AHEAD"), ge=1, le=10_000_000)
+    # The most silence one run of missing seqs is bridged with; a run that would need more fails the
+    # recording (chunk.failed, code gap_too_long) rather than being written.
+    max_gap_s: float = Field(600.0, validation_alias=_env("AUDIOFLOW_MAX_GAP_S"), gt=0)
+    # The longest recording: the chunk or bridged seq that would take it past this fails the recording
+    # (chunk.failed, code meeting_too_long). 12 h at 16 kHz mono 16-bit is 1.4 GB.
+    max_meeting_s: float = Field(12 * 3600.0, validation_alias=_env("AUDIOFLOW_MAX_MEETING_S"), gt=0)
     fsync: bool = Field(True, validation_alias=_env("AUDIOFLOW_FSYNC"))
     lease_ms: int = Field(60_000, validation_alias=_env("AUDIOFLOW_LEASE_MS"), ge=100)
     claim_interval_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_CLAIM_INTERVAL_S"), gt=0)

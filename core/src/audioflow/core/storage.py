@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,5 +87,29 @@ class LocalStorage:
     def has_chunk(self, meeting_id: str, seq: int) -> bool:
         return self.chunk_path(meeting_id, seq).is_file()
 
+    def detach_meeting(self, meeting_id: str) -> Path | None:
+        """Move the meeting's folder out of the way in one step (a rename into ``<root>/deleting/``), so
+        that nothing is read from or written into it by path any more; None if it has no folder. A worker
+        that still holds one of its files open writes into the moved file, never into a new one: the
+        concat worker opens recordings without creating the folder (see ``recording_lock``)."""
+        folder = self.meeting_dir(meeting_id)
+        trash = self.root / "deleting" / f"{folder.name}.{secrets.token_hex(6)}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.rename(trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def reattach_meeting(self, meeting_id: str, detached: Path) -> None:
+        """Undo :meth:`detach_meeting` (the deletion it was part of failed)."""
+        detached.rename(self.meeting_dir(meeting_id))
+
+    def purge(self, detached: Path) -> None:
+        """Remove a detached folder for good."""
+        shutil.rmtree(detached, ignore_errors=True)
+
     def delete_meeting(self, meeting_id: str) -> None:
-        shutil.rmtree(self.meeting_dir(meeting_id), ignore_errors=True)
+        detached = self.detach_meeting(meeting_id)
+        if detached is not None:
+            self.purge(detached)

@@ -641,4 +641,6 @@ def _log_context(entry: Entry) -> dict[str, object]:
     if "seq" in entry.fields:
         seq = entry.fields["seq"]
         context["seq"] = int(seq) if seq.isdigit() else seq
+    if "generation" in entry.fields:  # which meeting of that id (see MeetingLogForwarder)
+        context["generation"] = entry.fields["generation"]
     return context

@@ -21,28 +21,43 @@ from audioflow.core.streams import Entry
 class Work:
     meeting_id: str
     seq: int
+    generation: str | None = None  # which meeting of that id (None: an entry from before generations)
 
     @classmethod
     def of(cls, entry: Entry) -> Work:
         """Decode and re-validate a work entry (it came from our own gateway, but a stream is no proof)."""
+        generation = entry.fields.get("generation") or None
+        if generation is not None and not generation.isdigit():
+            raise ValueError(f"work entry generation {generation[:40]!r} is not a number")
         return cls(
-            check_meeting_id(entry.fields.get("meeting_id", "")), parse_seq(entry.fields.get("seq", ""))
+            check_meeting_id(entry.fields.get("meeting_id", "")),
+            parse_seq(entry.fields.get("seq", "")),
+            generation,
         )
 
 
 @dataclass
 class Publisher:
-    """Publishes a meeting's events; failures to publish never undo committed work."""
+    """Publishes a meeting's events; failures to publish never undo committed work. Each event names the
+    generation of the meeting it is about (see ``queries.generation``): once that meeting is deleted,
+    nothing more is kept for it (see ``events.publish``)."""
 
     client: redis.Redis
     keys: Keys
     maxlen: int
 
-    def __call__(self, meeting_id: str, type_: events.EventType, data: dict[str, Any]) -> None:
-        events.publish(self.client, self.keys, meeting_id, type_, data, maxlen=self.maxlen)
+    def __call__(
+        self, meeting_id: str, type_: events.EventType, data: dict[str, Any], *, generation: str
+    ) -> None:
+        events.publish(
+            self.client, self.keys, meeting_id, type_, data, generation=generation, maxlen=self.maxlen
+        )
 
-    def log(self, meeting_id: str, data: dict[str, Any]) -> None:
-        self(meeting_id, "log", data)
+    def log(self, meeting_id: str, data: dict[str, Any], generation: str | None) -> None:
+        """A forwarded log line (see ``MeetingLogForwarder``)."""
+        events.publish(
+            self.client, self.keys, meeting_id, "log", data, generation=generation, maxlen=self.maxlen
+        )
 
     def marked(
         self,
@@ -50,6 +65,7 @@ class Publisher:
         type_: events.EventType,
         data: dict[str, Any],
         *,
+        generation: str,
         mark: str,
         value: str = "1",
         once: bool,
@@ -61,6 +77,7 @@ class Publisher:
             meeting_id,
             type_,
             data,
+            generation=generation,
             mark=mark,
             value=value,
             once=once,
@@ -71,15 +88,19 @@ class Publisher:
         return events.announced(self.client, self.keys, meeting_id, mark)
 
 
-def announce_if_completed(sessions: sessionmaker[Session], publish: Publisher, meeting_id: str) -> None:
+def announce_if_completed(
+    sessions: sessionmaker[Session], publish: Publisher, meeting_id: str, generation: str
+) -> None:
     """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""
     with sessions() as session:
+        if queries.get_live_meeting(session, meeting_id, generation) is None:
+            return
         try:
             status = queries.meeting_status(session, meeting_id)
         except NotFound:
             return
     if status.ended_at is not None and status.phase in ("completed", "failed"):
-        publish(meeting_id, "meeting.phase", {"phase": status.phase})
+        publish(meeting_id, "meeting.phase", {"phase": status.phase}, generation=generation)
 
 
 def meeting_logger(name: str) -> logging.Logger:

@@ -6,6 +6,12 @@ appends all its waiting successors), bridges a seq that has been missing for ``g
 later ones wait with silence of its predecessor's length, and mirrors the recording's index into the
 database and a ``recording.extended`` event, both inside the lock so ``concatenated_through`` never
 goes backwards. Re-delivery changes nothing: the recording knows which seqs it holds.
+
+Bounds: a run of missing seqs is bridged only if its silence stays within ``max_gap_s``, and nothing is
+appended past ``max_meeting_s``; past either the recording fails once (``chunk.failed``), writing
+nothing past the limit. Deletion: work names its meeting's generation; a step for a meeting that is gone
+(deleted, or its id reused) does nothing, a step under way stops at its next append (the database is
+asked at most every ``alive_check_s``), and the meeting's folder is never created here.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import sqlalchemy.exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +31,7 @@ from audioflow.core.db.models import Chunk, Gap, Meeting, Recording
 from audioflow.core.errors import RecordingFull
 from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
 from audioflow.core.recording import Recording as RecordingFile
-from audioflow.core.recording import locked_recording
+from audioflow.core.recording import recording_lock
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams import Entry, Outcome
 from audioflow.core.wav import AudioFormat, parse_wav, pcm_view
@@ -43,6 +50,9 @@ class ConcatDeps:
     gap_timeout_s: float
     fsync: bool = True
     clock: Callable[[], float] = field(default=time.time)
+    max_gap_s: float = 600.0  # AUDIOFLOW_MAX_GAP_S
+    max_meeting_s: float = 12 * 3600.0  # AUDIOFLOW_MAX_MEETING_S
+    alive_check_s: float = 0.25  # how often a long step looks whether its meeting was deleted
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,39 @@ class Waiting:
     chunks: dict[int, tuple[int, float]]
     recorded_through: int
     failed: bool
+
+
+class _Refused(Exception):
+    """What comes next would pass a limit: the recording fails (once) instead."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class _Gone(Exception):
+    """The meeting was deleted (or its id now names another meeting): stop, write and announce nothing."""
+
+
+@dataclass
+class _Alive:
+    """Whether the meeting a step works on still exists, asked of the database at most every
+    ``alive_check_s`` (so a DELETE stops a long step promptly, at a bounded cost per append)."""
+
+    deps: ConcatDeps
+    meeting_id: str
+    generation: str
+    checked: float = float("-inf")
+
+    def now(self) -> bool:
+        with self.deps.sessions() as session:
+            alive = queries.get_live_meeting(session, self.meeting_id, self.generation) is not None
+        self.checked = time.monotonic()
+        return alive
+
+    def check(self) -> None:
+        if time.monotonic() - self.checked >= self.deps.alive_check_s and not self.now():
+            raise _Gone
 
 
 def _waiting(session: Session, meeting: Meeting, after: int | None = None) -> Waiting:
@@ -84,108 +127,196 @@ def _silence_frames(rec: RecordingFile, waiting: Waiting, seq: int) -> int:
     return waiting.chunks[later][0] // rec.format.block_align
 
 
-def advance(deps: ConcatDeps, meeting_id: str) -> int:
-    """Append everything that can be appended now; returns how many seqs were added."""
+def _check_gap(deps: ConcatDeps, rec: RecordingFile, waiting: Waiting, seq: int, frames: int) -> None:
+    """The run of missing seqs from ``seq`` to the next present one is bridged only if its silence stays
+    within ``max_gap_s``: a one-frame chunk far ahead of a long one is no way to make hours of silence."""
+    following = min(s for s in waiting.chunks if s > seq)
+    silence_s = (following - seq) * frames / rec.format.sample_rate
+    if silence_s > deps.max_gap_s:
+        run = f"seq {seq}" if following == seq + 1 else f"seqs {seq}-{following - 1}"
+        raise _Refused(
+            "gap_too_long",
+            f"{run} never arrived; bridging them would add {silence_s:.0f} s of silence, more than "
+            f"AUDIOFLOW_MAX_GAP_S ({deps.max_gap_s:g} s): the recording stops at seq {seq - 1}",
+        )
+
+
+def _check_length(deps: ConcatDeps, rec: RecordingFile, seq: int, length: int, what: str) -> None:
+    fmt = rec.format
+    limit = int(deps.max_meeting_s * fmt.sample_rate) * fmt.block_align
+    if rec.data_length + length > limit:
+        raise _Refused(
+            "meeting_too_long",
+            f"{what} seq {seq} would take the recording to "
+            f"{(rec.data_length + length) // fmt.block_align / fmt.sample_rate:.1f} s, past "
+            f"AUDIOFLOW_MAX_MEETING_S ({deps.max_meeting_s:g} s): the recording stops at seq {seq - 1}",
+        )
+
+
+def advance(deps: ConcatDeps, meeting_id: str, generation: str | None = None) -> int:
+    """Append everything that can be appended now; returns how many seqs were added. ``generation``
+    (from a work entry) names which meeting of that id the work is for: none if it was deleted."""
     with deps.sessions() as session:
-        meeting = session.get(Meeting, meeting_id)
+        meeting = queries.get_live_meeting(session, meeting_id, generation)
         if meeting is None:
             return 0
+        generation = queries.generation(meeting)
         waiting = _waiting(session, meeting)
     if (not waiting.chunks and waiting.recorded_through < 0) or waiting.failed:
         return 0
+    alive = _Alive(deps, meeting_id, generation)
     path = deps.storage.recording_path(meeting_id)
-    with locked_recording(path, waiting.fmt, fsync=deps.fsync) as rec:
-        if rec.held_through < waiting.recorded_through:  # the file lost a tail the database recorded
-            with deps.sessions() as session:
-                meeting = session.get(Meeting, meeting_id)
-                if meeting is None:  # deleted meanwhile (retention)
-                    return 0
-                waiting = _waiting(session, meeting, after=rec.held_through)
-        added: list[int] = []
-        bridged: list[tuple[int, int]] = []
-        try:
-            while True:
-                seq = rec.next_seq
-                if seq in waiting.chunks:
-                    data = deps.storage.get_chunk(meeting_id, seq)
-                    pcm = pcm_view(data, parse_wav(data))
-                    rec.append(seq, pcm)
-                    RECORDING_APPENDED_BYTES.labels("chunk").inc(len(pcm))
-                    added.append(seq)
-                    continue
-                later = [arrived for s, (_, arrived) in waiting.chunks.items() if s > seq]
-                if later and deps.clock() - min(later) >= deps.gap_timeout_s:
-                    frames = _silence_frames(rec, waiting, seq)
-                    rec.append_silence(seq, frames)
-                    RECORDING_APPENDED_BYTES.labels("silence").inc(frames * rec.format.block_align)
-                    RECORDING_GAPS.inc()
-                    bridged.append((seq, frames))
-                    added.append(seq)
-                    continue
-                break
-        except RecordingFull as exc:
-            _fail(deps, meeting_id, str(exc))
-        # Also when only the event is missing: a worker killed after mirroring, before announcing.
-        announced = deps.publish.announced(meeting_id, RECORDING_MARK)
-        if added or rec.held_through != waiting.recorded_through or announced != str(rec.held_through):
-            _mirror(deps, meeting_id, rec, bridged)
-            for seq, frames in bridged:
-                log.warning(
-                    "seq %d never arrived within %.0f s: bridged with %.2f s of silence",
-                    seq,
-                    deps.gap_timeout_s,
-                    frames / rec.format.sample_rate,
-                    extra={"meeting_id": meeting_id, "seq": seq},
-                )
-            deps.publish.marked(
-                meeting_id,
-                "recording.extended",
-                {
-                    "concatenated_through": rec.held_through,
-                    "duration_s": round(rec.duration_s, 3),
-                    "bytes": rec.file_length,
-                    "appended": added,
-                    "gaps": [seq for seq, _ in bridged],
-                },
-                mark=RECORDING_MARK,
-                value=str(rec.held_through),
-                once=False,  # under the recording's lock: one announcer at a time
-            )
-    if added:
-        announce_if_completed(deps.sessions, deps.publish, meeting_id)
+    try:
+        # Never create the meeting's folder: if it is gone, so is the meeting (see storage.detach_meeting).
+        with recording_lock(path, create_parent=False):
+            if not alive.now():  # deleted while this worker waited for the lock
+                return 0
+            with RecordingFile.open(path, waiting.fmt, fsync=deps.fsync, create_parent=False) as rec:
+                added, failed = _advance_locked(deps, meeting_id, generation, waiting, rec, alive)
+    except _Gone:
+        return 0
+    except FileNotFoundError:
+        if alive.now():
+            raise
+        return 0  # deleted mid-step, files and all
+    if added or failed:
+        announce_if_completed(deps.sessions, deps.publish, meeting_id, generation)
     return len(added)
 
 
-def _mirror(deps: ConcatDeps, meeting_id: str, rec: RecordingFile, bridged: list[tuple[int, int]]) -> None:
-    """Make the database say what the recording's index says (it is the authority)."""
-    with transaction(deps.sessions) as session:
-        row = queries.get_recording(session, meeting_id)
-        if row is None:
-            row = Recording(meeting_id=meeting_id)
-            session.add(row)
-        row.concatenated_through = rec.held_through
-        row.data_bytes = rec.data_length
-        row.duration_s = rec.duration_s
-        row.updated_at = datetime.now(UTC)
+def _advance_locked(
+    deps: ConcatDeps, meeting_id: str, generation: str, waiting: Waiting, rec: RecordingFile, alive: _Alive
+) -> tuple[list[int], bool]:
+    """The step itself, under the lock: the seqs appended, and whether the recording failed."""
+    if rec.held_through < waiting.recorded_through:  # the file lost a tail the database recorded
+        with deps.sessions() as session:
+            meeting = queries.get_live_meeting(session, meeting_id, generation)
+            if meeting is None:  # deleted meanwhile
+                raise _Gone
+            waiting = _waiting(session, meeting, after=rec.held_through)
+    added: list[int] = []
+    bridged: list[tuple[int, int]] = []
+    failed = False
+    try:
+        while True:
+            seq = rec.next_seq
+            if seq in waiting.chunks:
+                data = deps.storage.get_chunk(meeting_id, seq)
+                pcm = pcm_view(data, parse_wav(data))
+                _check_length(deps, rec, seq, len(pcm), "chunk")
+                alive.check()
+                rec.append(seq, pcm)
+                RECORDING_APPENDED_BYTES.labels("chunk").inc(len(pcm))
+                added.append(seq)
+                continue
+            later = [arrived for s, (_, arrived) in waiting.chunks.items() if s > seq]
+            if later and deps.clock() - min(later) >= deps.gap_timeout_s:
+                frames = _silence_frames(rec, waiting, seq)
+                _check_gap(deps, rec, waiting, seq, frames)
+                _check_length(deps, rec, seq, frames * rec.format.block_align, "bridging")
+                alive.check()
+                rec.append_silence(seq, frames)
+                RECORDING_APPENDED_BYTES.labels("silence").inc(frames * rec.format.block_align)
+                RECORDING_GAPS.inc()
+                bridged.append((seq, frames))
+                added.append(seq)
+                continue
+            break
+    except RecordingFull as exc:
+        _fail(deps, meeting_id, generation, "recording_full", str(exc))
+        failed = True
+    except _Refused as exc:
+        _fail(deps, meeting_id, generation, exc.code, exc.reason)
+        failed = True
+    # Also when only the event is missing: a worker killed after mirroring, before announcing.
+    announced = deps.publish.announced(meeting_id, RECORDING_MARK)
+    if added or rec.held_through != waiting.recorded_through or announced != str(rec.held_through):
+        _mirror(deps, meeting_id, generation, rec, bridged)
         for seq, frames in bridged:
-            if session.get(Gap, (meeting_id, seq)) is None:
-                session.add(Gap(meeting_id=meeting_id, seq=seq, frames=frames))
+            log.warning(
+                "seq %d never arrived within %.0f s: bridged with %.2f s of silence",
+                seq,
+                deps.gap_timeout_s,
+                frames / rec.format.sample_rate,
+                extra={"meeting_id": meeting_id, "seq": seq, "generation": generation},
+            )
+        deps.publish.marked(
+            meeting_id,
+            "recording.extended",
+            {
+                "concatenated_through": rec.held_through,
+                "duration_s": round(rec.duration_s, 3),
+                "bytes": rec.file_length,
+                "appended": added,
+                "gaps": [seq for seq, _ in bridged],
+            },
+            generation=generation,
+            mark=RECORDING_MARK,
+            value=str(rec.held_through),
+            once=False,  # under the recording's lock: one announcer at a time
+        )
+    return added, failed
 
 
-def _fail(deps: ConcatDeps, meeting_id: str, reason: str) -> None:
-    with transaction(deps.sessions) as session:
-        row = queries.get_recording(session, meeting_id)
-        if row is None:
-            row = Recording(meeting_id=meeting_id)
-            session.add(row)
-        row.failed_reason = reason
-    deps.publish(meeting_id, "chunk.failed", {"stage": "concat", "reason": reason})
-    log.error("recording failed: %s", reason, extra={"meeting_id": meeting_id})
+def _mirror(
+    deps: ConcatDeps, meeting_id: str, generation: str, rec: RecordingFile, bridged: list[tuple[int, int]]
+) -> None:
+    """Make the database say what the recording's index says (it is the authority)."""
+    try:
+        with transaction(deps.sessions) as session:
+            if queries.get_live_meeting(session, meeting_id, generation) is None:
+                raise _Gone
+            row = queries.get_recording(session, meeting_id)
+            if row is None:
+                row = Recording(meeting_id=meeting_id)
+                session.add(row)
+            row.concatenated_through = rec.held_through
+            row.data_bytes = rec.data_length
+            row.duration_s = rec.duration_s
+            row.updated_at = datetime.now(UTC)
+            for seq, frames in bridged:
+                if session.get(Gap, (meeting_id, seq)) is None:
+                    session.add(Gap(meeting_id=meeting_id, seq=seq, frames=frames))
+    except sqlalchemy.exc.IntegrityError:
+        if _alive_now(deps, meeting_id, generation):
+            raise
+        raise _Gone from None  # deleted between the check and the commit
+
+
+def _alive_now(deps: ConcatDeps, meeting_id: str, generation: str) -> bool:
+    """Whether the meeting still exists (asked of the database now)."""
+    return _Alive(deps, meeting_id, generation).now()
+
+
+def _fail(deps: ConcatDeps, meeting_id: str, generation: str, code: str, reason: str) -> None:
+    """The recording cannot go on: note why (the meeting's phase becomes ``failed``) and say so, once."""
+    try:
+        with transaction(deps.sessions) as session:
+            if queries.get_live_meeting(session, meeting_id, generation) is None:
+                raise _Gone
+            row = queries.get_recording(session, meeting_id)
+            if row is None:
+                row = Recording(meeting_id=meeting_id)
+                session.add(row)
+            row.failed_reason = reason
+    except sqlalchemy.exc.IntegrityError:
+        if _alive_now(deps, meeting_id, generation):
+            raise
+        raise _Gone from None
+    deps.publish.marked(
+        meeting_id,
+        "chunk.failed",
+        {"stage": "concat", "code": code, "reason": reason},
+        generation=generation,
+        mark="failed:recording",
+        once=True,  # two workers that both hit the limit announce it once
+    )
+    log.error("recording failed: %s", reason, extra={"meeting_id": meeting_id, "generation": generation})
 
 
 def handle(entry: Entry, deps: ConcatDeps) -> Outcome:
     work = Work.of(entry)
-    advance(deps, work.meeting_id)
+    advance(deps, work.meeting_id, work.generation)
     return Outcome.ACK
 
 

@@ -52,8 +52,9 @@ def _previous_words(deps: ProcessingDeps, work: Work) -> tuple[str, ...]:
     return tuple(str(word["text"]) for word in previous.words or ())
 
 
-def _save(deps: ProcessingDeps, work: Work, segment: Segment) -> bool:
-    """Insert the chunk's one segment; False if it already has one (a peer got there first)."""
+def _save(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> bool:
+    """Insert the chunk's one segment; False if it already has one (a peer got there first) or the
+    meeting is gone (deleted: nothing is written for it any more)."""
     segment.meeting_id, segment.seq, segment.engine, segment.start_s = (
         work.meeting_id,
         work.seq,
@@ -62,27 +63,44 @@ def _save(deps: ProcessingDeps, work: Work, segment: Segment) -> bool:
     )
     try:
         with transaction(deps.sessions) as session:
+            if queries.get_live_meeting(session, work.meeting_id, generation) is None:
+                return False
             session.add(segment)
     except sqlalchemy.exc.IntegrityError:
         return False
     return True
 
 
+def _gone(work: Work) -> Outcome:
+    """Work for a meeting that was deleted: dropped. Logged without the meeting's id, so that the line is
+    not forwarded to an event stream (of the deleted meeting, or of a new one with that id)."""
+    log.info("dropping work for %s seq %d: the meeting was deleted", work.meeting_id, work.seq)
+    return Outcome.ACK
+
+
+def _live_generation(deps: ProcessingDeps, work: Work) -> str | None:
+    with deps.sessions() as session:
+        meeting = queries.get_live_meeting(session, work.meeting_id, work.generation)
+        return None if meeting is None else queries.generation(meeting)
+
+
 def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     work = Work.of(entry)
-    context = {"meeting_id": work.meeting_id, "seq": work.seq}
     with deps.sessions() as session:
-        meeting = session.get(Meeting, work.meeting_id)
+        meeting = queries.get_live_meeting(session, work.meeting_id, work.generation)
         if meeting is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
-            log.info("chunk is gone (meeting deleted?); dropping its work", extra=context)
-            return Outcome.ACK
+            return _gone(work)
+        generation = queries.generation(meeting)
         existing = queries.get_segment(session, work.meeting_id, work.seq)
         if existing is not None:  # a re-delivery or a duplicate upload: the work is done, but its event?
-            _announce(deps, work, existing)
+            _announce(deps, work, generation, existing)
             return Outcome.ACK
         fmt = queries.meeting_format(meeting)
+    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
+        if _live_generation(deps, work) is None:
+            return _gone(work)  # deleted meanwhile, with its files
         raise FileNotFoundError(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
     result = transcribe_chunk(
@@ -92,19 +110,19 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
     words = [asdict(word) for word in result.words]
     segment = Segment(end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s)
-    if not _save(deps, work, segment):  # a peer transcribed it at the same moment (or the meeting went)
-        with deps.sessions() as session:
+    if not _save(deps, work, generation, segment):  # a peer transcribed it at the same moment (or the
+        with deps.sessions() as session:  # meeting was deleted)
             stored = queries.get_segment(session, work.meeting_id, work.seq)
         if stored is not None:
-            _announce(deps, work, stored)
+            _announce(deps, work, generation, stored)
         return Outcome.ACK
-    _announce(deps, work, segment)
+    _announce(deps, work, generation, segment)
     log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
-    announce_if_completed(deps.sessions, deps.publish, work.meeting_id)
+    announce_if_completed(deps.sessions, deps.publish, work.meeting_id, generation)
     return Outcome.ACK
 
 
-def _announce(deps: ProcessingDeps, work: Work, segment: Segment) -> None:
+def _announce(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> None:
     """``chunk.transcribed`` for a stored segment, exactly once: the mark and the event are written
     together, so a worker killed after its commit but before its event is made good by redelivery."""
     if segment.error is not None:
@@ -116,7 +134,14 @@ def _announce(deps: ProcessingDeps, work: Work, segment: Segment) -> None:
         "duration_s": segment.end_s,
         "start_s": _chunk_start(deps, work),
     }
-    deps.publish.marked(work.meeting_id, "chunk.transcribed", data, mark=f"transcribed:{work.seq}", once=True)
+    deps.publish.marked(
+        work.meeting_id,
+        "chunk.transcribed",
+        data,
+        generation=generation,
+        mark=f"transcribed:{work.seq}",
+        once=True,
+    )
 
 
 def _chunk_start(deps: ProcessingDeps, work: Work) -> float:
@@ -134,15 +159,19 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     except Exception:
         log.error("malformed work entry %s dead-lettered: %s", entry.id, reason)
         return
-    _save(deps, work, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
+    generation = _live_generation(deps, work)
+    if generation is None:
+        _gone(work)
+        return
+    _save(deps, work, generation, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
     deps.publish.marked(
         work.meeting_id,
         "chunk.failed",
         {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]},
+        generation=generation,
         mark=f"failed:{work.seq}",
         once=True,  # a dead-lettering repeated after a crash announces once
     )
-    log.error(
-        "transcription failed for good: %s", reason, extra={"meeting_id": work.meeting_id, "seq": work.seq}
-    )
-    announce_if_completed(deps.sessions, deps.publish, work.meeting_id)
+    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
+    log.error("transcription failed for good: %s", reason, extra=context)
+    announce_if_completed(deps.sessions, deps.publish, work.meeting_id, generation)

@@ -88,7 +88,15 @@ def run_worker(kind: Kind, settings: Settings) -> None:
             **common,  # type: ignore[arg-type]
         )
     else:
-        cdeps = concat.ConcatDeps(sessions, storage, publish, settings.gap_timeout_s, fsync=settings.fsync)
+        cdeps = concat.ConcatDeps(
+            sessions,
+            storage,
+            publish,
+            settings.gap_timeout_s,
+            fsync=settings.fsync,
+            max_gap_s=settings.max_gap_s,
+            max_meeting_s=settings.max_meeting_s,
+        )
         consumer = StreamConsumer(
             client,
             keys.concat,

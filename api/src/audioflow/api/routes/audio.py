@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -18,7 +18,7 @@ from audioflow.api.ranges import parse_range
 from audioflow.api.schemas import ERROR_RESPONSES, ErrorEnvelope
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound, RangeNotSatisfiable
-from audioflow.core.recording import snapshot_length
+from audioflow.core.recording import same_file, snapshot_length
 from audioflow.core.wav import streaming_header
 
 router = APIRouter(
@@ -31,19 +31,22 @@ PHASE_CHECK_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _recording(ctx: AppContext, meeting_id: str) -> Path:
+def _recording(ctx: AppContext, meeting_id: str) -> tuple[Path, BinaryIO]:
+    """The recording's path and the file, open: a reader keeps the file it opened, so a meeting deleted
+    (or its id reused) while it reads never cuts its answer short or switches files under it."""
     with ctx.sessions() as session:
         queries.get_meeting(session, meeting_id)
     path = ctx.storage.recording_path(meeting_id)
-    if not path.exists():
+    try:
+        return path, path.open("rb")
+    except FileNotFoundError:
         raise NotFound(
             f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet"
-        )
-    return path
+        ) from None
 
 
-async def _file_bytes(path: Path, first: int, last: int) -> AsyncIterator[bytes]:
-    with path.open("rb") as handle:
+async def _file_bytes(handle: BinaryIO, first: int, last: int) -> AsyncIterator[bytes]:
+    with handle:
         handle.seek(first)
         remaining = last - first + 1
         while remaining > 0:
@@ -65,13 +68,17 @@ async def _file_bytes(path: Path, first: int, last: int) -> AsyncIterator[bytes]
 )
 async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Response:
     """The consistent prefix of the growing recording (its header's sizes always match what is sent)."""
-    path = await run_in_threadpool(_recording, ctx, meeting_id)
-    _, total = snapshot_length(path)
-    headers = {"Accept-Ranges": "bytes", **NO_STORE}
+    _, handle = await run_in_threadpool(_recording, ctx, meeting_id)
     try:
+        _, total = snapshot_length(handle.fileno())
+        headers = {"Accept-Ranges": "bytes", **NO_STORE}
         wanted = parse_range(request.headers.get("range"), total)
     except RangeNotSatisfiable as exc:
+        handle.close()
         return error_response(416, exc.code, exc.message, {"Content-Range": f"bytes */{total}", **headers})
+    except BaseException:
+        handle.close()
+        raise
     first, last = wanted if wanted else (0, total - 1)
     headers["Content-Length"] = str(last - first + 1)
     status = 200
@@ -79,32 +86,38 @@ async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Re
         status = 206
         headers["Content-Range"] = f"bytes {first}-{last}/{total}"
     return StreamingResponse(
-        _file_bytes(path, first, last), status_code=status, media_type="audio/wav", headers=headers
+        _file_bytes(handle, first, last), status_code=status, media_type="audio/wav", headers=headers
     )
 
 
 async def _follow(
-    ctx: AppContext, meeting_id: str, path: Path, start: Literal["live", "start"]
+    ctx: AppContext, meeting_id: str, path: Path, handle: BinaryIO, start: Literal["live", "start"]
 ) -> AsyncIterator[bytes]:
-    fmt, length = snapshot_length(path)
-    yield streaming_header(fmt)
-    # From the start, or from the live edge on a frame boundary so that samples stay aligned.
-    position = 44 if start == "start" else 44 + (length - 44) // fmt.block_align * fmt.block_align
-    loop = asyncio.get_running_loop()
-    next_phase_check = loop.time() + PHASE_CHECK_S
-    with path.open("rb") as handle:
+    """Follow the file open as ``handle``. The body ends, cleanly, once the meeting has completed or
+    failed, or once ``path`` no longer names that file (the meeting was deleted), after everything that
+    was committed to it has been sent."""
+    with handle:
+        fd = handle.fileno()
+        fmt, length = snapshot_length(fd)
+        yield streaming_header(fmt)
+        # From the start, or from the live edge on a frame boundary so that samples stay aligned.
+        position = 44 if start == "start" else 44 + (length - 44) // fmt.block_align * fmt.block_align
+        loop = asyncio.get_running_loop()
+        next_phase_check = loop.time() + PHASE_CHECK_S
         while True:
-            _, length = snapshot_length(path)
+            _, length = snapshot_length(fd)
             if length > position:
                 handle.seek(position)
                 piece = handle.read(min(PIECE, length - position))
                 position += len(piece)
                 yield piece
                 continue
+            if not same_file(path, fd):
+                return  # deleted: everything it held has been sent
             if loop.time() >= next_phase_check:
                 next_phase_check = loop.time() + PHASE_CHECK_S
                 if await run_in_threadpool(_finished, ctx, meeting_id):
-                    _, length = snapshot_length(path)
+                    _, length = snapshot_length(fd)
                     if length <= position:
                         return
                     continue
@@ -129,5 +142,7 @@ async def live_wav(
 ) -> StreamingResponse:
     """A chunked WAV of unknown length (header sizes 0xFFFFFFFF) from the live edge, or from the start
     with ``?from=start``, following the recording as it grows until the meeting completes."""
-    path = await run_in_threadpool(_recording, ctx, meeting_id)
-    return StreamingResponse(_follow(ctx, meeting_id, path, from_), media_type="audio/wav", headers=NO_STORE)
+    path, handle = await run_in_threadpool(_recording, ctx, meeting_id)
+    return StreamingResponse(
+        _follow(ctx, meeting_id, path, handle, from_), media_type="audio/wav", headers=NO_STORE
+    )

@@ -41,9 +41,14 @@ def _cursor(since: str | None) -> str:
     return since
 
 
-def _meeting_exists(ctx: AppContext, meeting_id: str) -> None:
+def _generation(ctx: AppContext, meeting_id: str) -> str:
     with ctx.sessions() as session:
-        queries.get_meeting(session, meeting_id)
+        return queries.generation(queries.get_meeting(session, meeting_id))
+
+
+def _alive(ctx: AppContext, meeting_id: str, generation: str) -> bool:
+    with ctx.sessions() as session:
+        return queries.get_live_meeting(session, meeting_id, generation) is not None
 
 
 async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
@@ -53,15 +58,23 @@ async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
 
 
 async def _send_after(
-    ctx: AppContext, websocket: WebSocket, meeting_id: str, stream: str, cursor: str
+    ctx: AppContext, websocket: WebSocket, meeting_id: str, generation: str, cursor: str
 ) -> None:
-    """Replay everything after ``cursor`` page by page, then block for new events."""
+    """Replay everything after ``cursor`` page by page, then block for new events. Returns when the
+    meeting has been deleted (checked whenever a wait for new events ends empty)."""
+    stream = ctx.keys.events(meeting_id)
     block: int | None = None
     while True:
         page = await read_after(ctx.aredis, stream, cursor, count=REPLAY_PAGE, block_ms=block)
         for event_id, fields in page:
             await websocket.send_text(json.dumps(decode_event(meeting_id, event_id, fields)))
             cursor = event_id
+        if (
+            block is not None
+            and not page
+            and not await run_in_threadpool(_alive, ctx, meeting_id, generation)
+        ):
+            return
         if block is None and len(page) < REPLAY_PAGE:
             block = BLOCK_MS  # caught up: from now on wait for new events
 
@@ -77,12 +90,12 @@ async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
         check_token(ctx, token)
         check_meeting_id(meeting_id)
         cursor = _cursor(websocket.query_params.get("since"))
-        await run_in_threadpool(_meeting_exists, ctx, meeting_id)
+        generation = await run_in_threadpool(_generation, ctx, meeting_id)
     except AudioflowError as exc:
         await _refuse(websocket, exc)
         return
     await websocket.accept()
-    sender = asyncio.create_task(_send_after(ctx, websocket, meeting_id, ctx.keys.events(meeting_id), cursor))
+    sender = asyncio.create_task(_send_after(ctx, websocket, meeting_id, generation, cursor))
     try:
         while not sender.done():  # the client sends nothing meaningful; receive() notices it leave
             receiver = asyncio.create_task(websocket.receive())
@@ -104,3 +117,9 @@ async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
         log.warning("event stream of %s ended: %s", meeting_id, sender.exception())
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await websocket.close(code=1011, reason="event source unavailable; reconnect with since")
+    elif sender.done() and not sender.cancelled():
+        # The meeting was deleted: say so, as a refusal would, and close (reconnecting cannot help).
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            gone = f"meeting {meeting_id!r} was deleted"
+            await websocket.send_json({"error": {"code": "meeting_deleted", "message": gone}})
+            await websocket.close(code=CLOSE_BASE + 404, reason="meeting_deleted")

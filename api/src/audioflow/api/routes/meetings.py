@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -29,14 +30,23 @@ def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:
         return MeetingPublic.of(queries.meeting_status(session, meeting_id))
 
 
-async def _announced(ctx: AppContext, status: MeetingPublic) -> MeetingPublic:
-    """Tell the meeting's followers its phase after a change made here."""
+def _changed(ctx: AppContext, meeting_id: str) -> tuple[MeetingPublic, str]:
+    """The status after a change made here, and which meeting of that id it is."""
+    with ctx.sessions() as session:
+        status = MeetingPublic.of(queries.meeting_status(session, meeting_id))
+        return status, queries.generation(queries.get_meeting(session, meeting_id))
+
+
+async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> MeetingPublic:
+    """Tell the meeting's followers its phase after a change made here (unless it was deleted since)."""
+    status, generation = changed
     await events.apublish(
         ctx.aredis,
         ctx.keys,
         status.id,
         "meeting.phase",
         {"phase": status.phase},
+        generation=generation,
         maxlen=ctx.settings.events_maxlen,
     )
     return status
@@ -47,10 +57,10 @@ async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
     meeting_id = body.id or "m-" + secrets.token_hex(6)
     fmt = AudioFormat(body.format.sample_rate, body.format.channels, body.format.bits)
 
-    def create() -> MeetingPublic:
+    def create() -> tuple[MeetingPublic, str]:
         with transaction(ctx.sessions) as session:
             queries.create_meeting(session, meeting_id, fmt)
-        return _status(ctx, meeting_id)
+        return _changed(ctx, meeting_id)
 
     return await _announced(ctx, await run_in_threadpool(create))
 
@@ -78,26 +88,50 @@ async def get_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
 async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     """Mark the meeting ended (idempotent): it finalizes once every chunk is transcribed and recorded."""
 
-    def end() -> MeetingPublic:
+    def end() -> tuple[MeetingPublic, str]:
         with transaction(ctx.sessions) as session:
             meeting = queries.get_meeting(session, meeting_id)
             if meeting.ended_at is None:
                 meeting.ended_at = datetime.now(UTC)
-        return _status(ctx, meeting_id)
+        return _changed(ctx, meeting_id)
 
     return await _announced(ctx, await run_in_threadpool(end))
 
 
 @router.delete("/{meeting_id}", status_code=204)
 async def delete_meeting(meeting_id: MeetingId, ctx: Ctx) -> Response:
-    """Delete the meeting's rows, files and events. Work still queued for it is dropped by the workers."""
+    """Delete the meeting's rows, files and events, and stop all work on it: work still queued for it is
+    dropped by the workers, a concat worker busy with it stops at its next append, whatever is still
+    published for it is not kept, and its ``live.wav`` readers and event followers are ended. A meeting
+    created later with the same id starts from nothing.
 
-    def remove() -> None:
-        with transaction(ctx.sessions) as session:
-            queries.get_meeting(session, meeting_id)
-            session.execute(delete(Meeting).where(Meeting.id == meeting_id))
-        ctx.storage.delete_meeting(meeting_id)
+    In this order, so that a failure half-way leaves a meeting that a retry deletes: first its generation
+    is marked deleted in Redis (from then on nothing published for it is kept) and its events and marks
+    removed; then its rows, and in the same transaction its folder is moved out of the way; then the
+    folder is removed."""
 
-    await run_in_threadpool(remove)
-    await ctx.aredis.delete(ctx.keys.events(meeting_id), ctx.keys.announced(meeting_id))
+    def generation() -> str:
+        with ctx.sessions() as session:
+            return queries.generation(queries.get_meeting(session, meeting_id))
+
+    def remove(generation: str) -> None:
+        detached: Path | None = None
+        try:
+            with transaction(ctx.sessions) as session:
+                if queries.get_live_meeting(session, meeting_id, generation) is None:
+                    return  # a concurrent DELETE got there first (the id may be a new meeting's by now)
+                session.execute(delete(Meeting).where(Meeting.id == meeting_id))
+                # Before the commit, while the deleted row is locked: a new meeting with this id (its
+                # creation waits for the commit) never has its files in the folder being removed.
+                detached = ctx.storage.detach_meeting(meeting_id)
+        except BaseException:
+            if detached is not None:
+                ctx.storage.reattach_meeting(meeting_id, detached)
+            raise
+        if detached is not None:
+            ctx.storage.purge(detached)
+
+    doomed = await run_in_threadpool(generation)
+    await events.aforget(ctx.aredis, ctx.keys, meeting_id, doomed)
+    await run_in_threadpool(remove, doomed)
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import exists, func, select
@@ -20,6 +20,33 @@ Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
 
 def meeting_format(meeting: Meeting) -> AudioFormat:
     return AudioFormat(sample_rate=meeting.sample_rate, channels=meeting.channels, bits=meeting.bits)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def generation(meeting: Meeting) -> str:
+    """Which meeting of this id it is: its creation time in microseconds. A meeting deleted and one created
+    later with the same id have different generations; work, events and files of the first are told apart
+    by it (see ``events.publish``)."""
+    created = meeting.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return str((created - _EPOCH) // timedelta(microseconds=1))
+
+
+def get_live_meeting(session: Session, meeting_id: str, generation_: str | None) -> Meeting | None:
+    """The meeting, if it exists and (when ``generation_`` is given) is still that generation."""
+    meeting = session.get(Meeting, meeting_id)
+    if meeting is None or (generation_ is not None and generation(meeting) != generation_):
+        return None
+    return meeting
+
+
+def highest_seq(session: Session, meeting_id: str) -> int:
+    """The highest seq received for the meeting, -1 if none."""
+    found = session.scalar(select(func.max(Chunk.seq)).where(Chunk.meeting_id == meeting_id))
+    return -1 if found is None else int(found)
 
 
 def get_meeting(session: Session, meeting_id: str) -> Meeting:
