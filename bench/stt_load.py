@@ -4,6 +4,7 @@ segment, and real-time meetings (one 5 s chunk every 5 s each) with the backlog 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ def production_env() -> dict[str, str]:
 
 
 SAMPLE_S = 0.25
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def wait_consumers(client: redis.Redis, keys: Keys, count: int, timeout_s: float = 60.0) -> None:

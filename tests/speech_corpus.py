@@ -98,6 +98,12 @@ class Meeting:
     def seconds(self) -> float:
         return len(self.pcm) / self.fmt.block_align / self.fmt.sample_rate
 
+    def head(self, count: int) -> Meeting:
+        """Its first ``count`` utterances (a smoke test's meeting)."""
+        parts = self.parts[:count]
+        end = round(parts[-1].end_s * self.fmt.sample_rate) * self.fmt.block_align
+        return Meeting(self.fmt, self.pcm[:end], parts)
+
 
 def require() -> None:
     """Raise `CorporaMissing` naming the make target when a package is not installed."""

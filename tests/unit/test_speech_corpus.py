@@ -107,3 +107,11 @@ def test_real_speech_wer_scores_normalised_words_and_aggregates_utterances() -> 
 def test_the_fixture_wer_is_unchanged_for_its_callers() -> None:
     assert word_error_rate("press 1", "press one") == 0.5  # no number spelling there
     assert word_error_rate("Hello, world.", "hello world") == 0.0
+
+
+def test_the_head_of_a_meeting_is_its_first_utterances() -> None:
+    meeting = corpus.meeting()
+    head = meeting.head(2)
+    assert head.parts == meeting.parts[:2]
+    assert head.seconds == pytest.approx(meeting.parts[1].end_s)
+    assert meeting.pcm.startswith(head.pcm)
