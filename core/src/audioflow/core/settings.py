@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, validation_alias=_env("AUDIOFLOW_MAX_DELIVERIES"), ge=1)
     block_ms: int = Field(2_000, validation_alias=_env("AUDIOFLOW_BLOCK_MS"), ge=1)
     events_maxlen: int = Field(100_000, validation_alias=_env("AUDIOFLOW_EVENTS_MAXLEN"), ge=100)
+    # Listeners of the live-audio WebSocket one gateway process serves at once; one more is refused
+    # (close code 4429, too_many_listeners).
+    live_audio_max_listeners: int = Field(
+        200, validation_alias=_env("AUDIOFLOW_LIVE_AUDIO_MAX_LISTENERS"), ge=1, le=100_000
+    )
 
     # The Kubernetes operator (audioflow.operator).
     gateway_url: str = Field(
