@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.guards import BodyGuard, SecurityHeaders
-from audioflow.api.routes import audio, events, health, ingest, meetings, transcript
+from audioflow.api.ingest import check_signature_headers
+from audioflow.api.routes import audio, events, health, ingest, live_audio, meetings, transcript
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.events import publish
 from audioflow.core.keys import Keys
@@ -76,8 +78,16 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.live_audio = live_audio.LiveAudioHub(settings.live_audio_max_listeners)
     # Outermost last: headers go on every answer, the guards' own refusals included.
-    app.add_middleware(BodyGuard, max_chunk_bytes=settings.max_chunk_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        BodyGuard,
+        max_chunk_bytes=settings.max_chunk_bytes,
+        timeout_s=settings.body_timeout_s,
+        max_uploads=settings.max_uploads_in_flight,
+        spool_dir=settings.data_dir / ".incoming",
+        check_signature=functools.partial(check_signature_headers, settings),
+    )
     if settings.cors_origins:  # the page is same-origin; only origins named here may call from a browser
         app.add_middleware(
             CORSMiddleware,
@@ -94,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         transcript.router,
         audio.router,
         events.router,
+        live_audio.router,
         health.router,
     ):
         app.include_router(router)

@@ -1,0 +1,308 @@
+"""Reader API: the recording's PCM pushed over a WebSocket as it grows, for low-latency players.
+
+``WS /v1/meetings/{id}/live-audio?token=…&from=live|start|<offset>&back_ms=<ms>``
+
+- ``from``: ``live`` (default) starts at the recording's live edge, ``back_ms`` milliseconds before it
+  (0 to 60000, so a player has something to play at once); ``start`` from the first sample; a number is a
+  byte offset within the recording's PCM data (a multiple of the frame size, at most the edge): a client
+  that reconnects sends the end of what it received and gets the rest, with no gap and no repeat.
+- The first message is text: ``{"type": "start", "format": {sample_rate, channels, bits}, "offset": n,
+  "edge": e}`` (byte offsets within the PCM data). Then binary messages, each an 8-byte little-endian
+  unsigned offset followed by whole frames of PCM that start there.
+- Once the meeting has completed or failed and everything has been sent: ``{"type": "end", "reason":
+  phase}`` and close 1000. A refusal or failure is ``{"error": {code, message}}`` then a close with
+  4000 + the HTTP status the same error would have had (4400 bad ``from``, 4401 token, 4404 unknown
+  meeting, no recording yet or deleted, 4416 offset past the edge, 4429 too many listeners) or 1011
+  when the recording cannot be read.
+
+Cheap per listener: one watcher per meeting (whatever its number of listeners) polls the recording's
+committed length through the recording API in core and wakes them; a listener holds no file, Redis or
+database connection of its own and reads with ``pread`` on the watcher's file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from audioflow.api.context import AppContext
+from audioflow.api.deps import check_token
+from audioflow.core.db import queries
+from audioflow.core.errors import AudioflowError, BadRequest, NotFound, RangeNotSatisfiable
+from audioflow.core.ids import check_meeting_id
+from audioflow.core.recording import same_file, snapshot_length
+from audioflow.core.wav import CANONICAL_HEADER_SIZE, AudioFormat
+
+router = APIRouter(tags=["audio"])
+log = logging.getLogger("audioflow.api.live_audio")
+
+CLOSE_BASE = 4000  # 4000 + HTTP status, as on the events WebSocket
+EDGE_POLL_S = 0.05  # how often a meeting's watcher looks at its recording's length
+PHASE_CHECK_S = 2.0  # how often it asks the database whether the meeting is over, and checks deletion
+FRAME_BYTES = 16 * 1024  # PCM per message at most (0.5 s of 16 kHz mono)
+MAX_BACK_MS = 60_000
+OFFSET = struct.Struct("<Q")
+_DIGITS = re.compile(r"[0-9]{1,15}")
+
+State = Literal["open", "completed", "failed", "deleted", "broken"]
+
+
+class TooManyListeners(AudioflowError):
+    code = "too_many_listeners"
+    http_status = 429
+
+
+@dataclass(eq=False)
+class Watch:
+    """One meeting's recording, open, and its committed PCM length, shared by all its listeners."""
+
+    meeting_id: str
+    path: Path
+    fd: int
+    format: AudioFormat
+    length: int  # bytes of PCM data committed (header excluded)
+    state: State = "open"
+    problem: str = ""
+    listeners: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def update(self, length: int, state: State = "open") -> None:
+        if length == self.length and state == self.state:
+            return
+        self.length, self.state = length, state
+        self.changed.set()  # wakes everyone waiting on this event; later waiters get a fresh one
+        self.changed = asyncio.Event()
+
+    def read(self, position: int, size: int) -> bytes:
+        return os.pread(self.fd, size, CANONICAL_HEADER_SIZE + position)
+
+
+def _open(ctx: AppContext, meeting_id: str) -> Watch:
+    with ctx.sessions() as session:
+        queries.get_meeting(session, meeting_id)
+    path = ctx.storage.recording_path(meeting_id)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(
+            f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet"
+        ) from None
+    try:
+        fmt, length = snapshot_length(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Watch(meeting_id, path, fd, fmt, length - CANONICAL_HEADER_SIZE)
+
+
+def _over(ctx: AppContext, meeting_id: str) -> State:
+    with ctx.sessions() as session:
+        try:
+            phase = queries.meeting_status(session, meeting_id).phase
+        except NotFound:
+            return "deleted"
+    return phase if phase in ("completed", "failed") else "open"
+
+
+class LiveAudioHub:
+    """The gateway's listeners: at most ``max_listeners`` at once, one :class:`Watch` per meeting."""
+
+    def __init__(
+        self, max_listeners: int, *, poll_s: float = EDGE_POLL_S, phase_check_s: float = PHASE_CHECK_S
+    ) -> None:
+        self.max_listeners = max_listeners
+        self.poll_s = poll_s
+        self.phase_check_s = phase_check_s
+        self.listeners = 0
+        self._watches: dict[str, Watch] = {}
+
+    @contextlib.asynccontextmanager
+    async def listen(self, ctx: AppContext, meeting_id: str) -> AsyncIterator[Watch]:
+        if self.listeners >= self.max_listeners:
+            raise TooManyListeners(
+                f"this gateway already serves {self.max_listeners} live-audio listeners; retry later"
+            )
+        self.listeners += 1
+        try:
+            watch = await self._watch(ctx, meeting_id)
+            watch.listeners += 1
+            try:
+                yield watch
+            finally:
+                watch.listeners -= 1
+                if watch.listeners == 0:
+                    self._close(watch)
+        finally:
+            self.listeners -= 1
+
+    async def _watch(self, ctx: AppContext, meeting_id: str) -> Watch:
+        current = self._watches.get(meeting_id)
+        if current is not None and current.state not in ("deleted", "broken"):
+            return current
+        opened = await run_in_threadpool(_open, ctx, meeting_id)
+        current = self._watches.get(meeting_id)  # another listener may have opened it meanwhile
+        if current is not None and current.state not in ("deleted", "broken"):
+            os.close(opened.fd)
+            return current
+        self._watches[meeting_id] = opened
+        opened.task = asyncio.create_task(self._poll(ctx, opened), name=f"live-audio {meeting_id}")
+        return opened
+
+    def _close(self, watch: Watch) -> None:
+        if watch.task is not None:
+            watch.task.cancel()
+        if self._watches.get(watch.meeting_id) is watch:
+            del self._watches[watch.meeting_id]
+        os.close(watch.fd)
+
+    async def _poll(self, ctx: AppContext, watch: Watch) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time()  # at once: a meeting already over ends its listeners without a wait
+        try:
+            while True:
+                watch.update(snapshot_length(watch.fd)[1] - CANONICAL_HEADER_SIZE)
+                if loop.time() >= next_check:
+                    next_check = loop.time() + self.phase_check_s
+                    state: State = (
+                        "deleted"
+                        if not same_file(watch.path, watch.fd)
+                        else await run_in_threadpool(_over, ctx, watch.meeting_id)
+                    )
+                    if state != "open":  # final: what it holds now is all it will ever hold
+                        watch.update(snapshot_length(watch.fd)[1] - CANONICAL_HEADER_SIZE, state)
+                        return
+                await asyncio.sleep(self.poll_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever it is, the listeners must hear of it
+            log.warning("live audio of %s: cannot follow the recording: %s", watch.meeting_id, exc)
+            watch.problem = f"the recording cannot be read: {exc}"
+            watch.update(watch.length, "broken")
+
+
+def _start(watch: Watch, start: str, back_ms: str) -> int:
+    """Where to start, as a byte offset within the PCM data."""
+    align = watch.format.block_align
+    if back_ms and start != "live":
+        raise BadRequest("back_ms goes only with from=live", code="invalid_back_ms")
+    if start == "live":
+        if back_ms and not (_DIGITS.fullmatch(back_ms) and int(back_ms) <= MAX_BACK_MS):
+            raise BadRequest(
+                f"back_ms={back_ms[:20]!r} is not a number of milliseconds from 0 to {MAX_BACK_MS}",
+                code="invalid_back_ms",
+            )
+        back = int(back_ms or 0) * watch.format.sample_rate // 1000 * align
+        return max(0, watch.length - back)
+    if start == "start":
+        return 0
+    if not _DIGITS.fullmatch(start):
+        raise BadRequest(
+            f"from={start[:40]!r} is not live, start or a byte offset within the recording's data",
+            code="invalid_from",
+        )
+    offset = int(start)
+    if offset % align:
+        raise BadRequest(
+            f"from={offset} is not on a frame boundary (frames of {align} bytes)", code="invalid_from"
+        )
+    if offset > watch.length:
+        raise RangeNotSatisfiable(
+            f"from={offset} is past the recording's live edge ({watch.length} bytes of audio)",
+            code="offset_beyond_edge",
+        )
+    return offset
+
+
+async def _send_from(websocket: WebSocket, watch: Watch, position: int) -> State:
+    """Send the PCM from ``position`` as it is committed; returns the state that ended it."""
+    step = max(watch.format.block_align, FRAME_BYTES // watch.format.block_align * watch.format.block_align)
+    while True:
+        changed = watch.changed
+        if position < watch.length:
+            piece = watch.read(position, min(step, watch.length - position))
+            if not piece:
+                raise OSError(
+                    f"the recording ended at {position} bytes of audio; {watch.length} were committed"
+                )
+            await websocket.send_bytes(OFFSET.pack(position) + piece)
+            position += len(piece)
+        elif watch.state != "open":
+            return watch.state
+        else:
+            await changed.wait()
+
+
+async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
+    await websocket.accept()
+    await websocket.send_json({"error": {"code": exc.code, "message": exc.message}})
+    await websocket.close(code=CLOSE_BASE + exc.http_status, reason=exc.code)
+
+
+async def _until_gone(websocket: WebSocket) -> None:
+    """Returns when the client leaves (what it sends is ignored)."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+
+@router.websocket("/v1/meetings/{meeting_id}/live-audio")
+async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
+    """The recording's PCM from the live edge (or ``from``), pushed as it grows; see the module doc."""
+    ctx: AppContext = websocket.app.state.ctx
+    hub: LiveAudioHub = websocket.app.state.live_audio
+    params = websocket.query_params
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            header = websocket.headers.get("authorization", "")
+            check_token(ctx, header[7:] if header.lower().startswith("bearer ") else params.get("token"))
+            check_meeting_id(meeting_id)
+            watch = await stack.enter_async_context(hub.listen(ctx, meeting_id))
+            position = _start(watch, params.get("from") or "live", params.get("back_ms") or "")
+        except AudioflowError as exc:
+            await _refuse(websocket, exc)
+            return
+        await websocket.accept()
+        fmt = watch.format
+        await websocket.send_json(
+            {
+                "type": "start",
+                "format": {"sample_rate": fmt.sample_rate, "channels": fmt.channels, "bits": fmt.bits},
+                "offset": position,
+                "edge": watch.length,
+            }
+        )
+        sender = asyncio.create_task(_send_from(websocket, watch, position))
+        gone = asyncio.create_task(_until_gone(websocket))
+        await asyncio.wait({sender, gone}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sender, gone):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if (gone.done() and not gone.cancelled()) or sender.cancelled():
+            return  # the client left
+        error = sender.exception()
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            if error is not None or sender.result() == "broken":
+                why = watch.problem or f"the recording cannot be read: {error}"
+                log.warning("live audio of %s ended: %s", meeting_id, why)
+                await websocket.send_json({"error": {"code": "recording_unreadable", "message": why}})
+                await websocket.close(code=1011, reason="recording_unreadable")
+            elif sender.result() == "deleted":
+                gone_msg = f"meeting {meeting_id!r} was deleted"
+                await websocket.send_json({"error": {"code": "meeting_deleted", "message": gone_msg}})
+                await websocket.close(code=CLOSE_BASE + 404, reason="meeting_deleted")
+            else:
+                await websocket.send_json({"type": "end", "reason": sender.result()})
+                await websocket.close(code=1000, reason=sender.result())
