@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,14 +23,32 @@ from audioflow.api.context import AppContext
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
-from audioflow.core.errors import Conflict, NotFound, SeqTooFarAhead
+from audioflow.core.errors import Conflict, Forbidden, NotFound, SeqTooFarAhead
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
+from audioflow.core.settings import Settings
+from audioflow.core.signing import check_headers
 from audioflow.core.wav import parse_wav
 
 log = logging.getLogger("audioflow.api.ingest")
 
 WAV_CONTENT_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
+
+
+def signing_secret(settings: Settings) -> str:
+    secret = settings.webhook_secret
+    if secret is None:
+        raise Forbidden(
+            "ingest is disabled: the server has no AUDIOFLOW_WEBHOOK_SECRET", code="ingest_disabled"
+        )
+    return secret.get_secret_value()
+
+
+def check_signature_headers(settings: Settings, headers: Mapping[str, str]) -> None:
+    """What can be refused before a chunk's body is read: ingest disabled, signature headers missing,
+    malformed or stale."""
+    signing_secret(settings)
+    check_headers(headers, tolerance_s=settings.signature_tolerance_s)
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,9 @@ class Accepted:
     generation: str  # which meeting of that id (see queries.generation)
 
 
-def _record(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
+def _record(
+    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, webhook_id: str | None
+) -> Accepted:
     info = parse_wav(body)
     sha = hashlib.sha256(body).hexdigest()
     with transaction(ctx.sessions) as session:
@@ -115,7 +136,9 @@ def _work_unfinished(ctx: AppContext, meeting_id: str, seq: int) -> bool:
     return not (transcribed and in_recording)
 
 
-def accept_chunk(ctx: AppContext, meeting_id: str, seq: int, body: bytes, webhook_id: str | None) -> Accepted:
+def accept_chunk(
+    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, webhook_id: str | None
+) -> Accepted:
     """Store one chunk and enqueue its work; raises typed errors for every bad input."""
     check_meeting_id(meeting_id)
     check_seq(seq)

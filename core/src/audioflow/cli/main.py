@@ -19,21 +19,12 @@ def _settings() -> Settings:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from audioflow.api.app import create_app
+    from audioflow.api.server import serve
     from audioflow.core.logs import setup_logging
 
     settings = _settings()
     setup_logging("api", fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    serve(settings, args.host, args.port)
     return 0
 
 

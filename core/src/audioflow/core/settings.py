@@ -57,6 +57,27 @@ class Settings(BaseSettings):
     )
     download_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_DOWNLOAD_TIMEOUT_S"), gt=0)
     body_timeout_s: float = Field(60.0, validation_alias=_env("AUDIOFLOW_BODY_TIMEOUT_S"), gt=0)
+    # Chunk bodies being received at once (each spooled to the data folder past 1 MiB); one more is
+    # 503 uploads_busy with Retry-After, so memory and disk stay bounded whatever the number of uploads.
+    max_uploads_in_flight: int = Field(
+        16, validation_alias=_env("AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT"), ge=1, le=10_000
+    )
+    # The longest chunk accepted (422 chunk_too_long beyond): one decode stays far below the lease.
+    max_chunk_s: float = Field(120.0, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_S"), gt=0)
+    # The gateway's connections: a request head must be complete this long after the connection opens
+    # (or after the previous answer on it); at most this many connections are open, the slowest heads
+    # being dropped first when a new one arrives.
+    header_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_HEADER_TIMEOUT_S"), gt=0)
+    max_connections: int = Field(1000, validation_alias=_env("AUDIOFLOW_MAX_CONNECTIONS"), ge=8)
+    # live.wav followers: at most this many in all and per meeting (503 followers_busy beyond), and one
+    # whose recording has not grown for the idle timeout ends its body.
+    max_live_followers: int = Field(256, validation_alias=_env("AUDIOFLOW_MAX_LIVE_FOLLOWERS"), ge=1)
+    max_live_followers_per_meeting: int = Field(
+        32, validation_alias=_env("AUDIOFLOW_MAX_LIVE_FOLLOWERS_PER_MEETING"), ge=1
+    )
+    live_idle_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_LIVE_IDLE_TIMEOUT_S"), gt=0)
+    # /docs (Swagger UI, assets served locally), /redoc and /openapi.json; off: all three are 404.
+    api_docs: bool = Field(False, validation_alias=_env("AUDIOFLOW_API_DOCS"))
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("AUDIOFLOW_CORS_ORIGINS")
     )  # browser origins other than the gateway's own that may call the API (none by default)

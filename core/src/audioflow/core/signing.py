@@ -38,9 +38,10 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes | memoryview) -> str:
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode(), hashlib.sha256)
+    mac.update(body)  # no copy of a body that may be a large mapped file
+    return base64.b64encode(mac.digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,18 @@ def sign(
     return SignedHeaders(msg_id, timestamp, f"v1,{sig}")
 
 
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float | None = None,
-    tolerance_s: int = DEFAULT_TOLERANCE_S,
-) -> str:
-    """Check a delivery's signature and timestamp; return its ``webhook-id`` (the idempotency key)."""
+@dataclass(frozen=True)
+class PresentedSignature:
+    webhook_id: str
+    timestamp: int
+    signatures: str
+
+
+def check_headers(
+    headers: Mapping[str, str], *, now: float | None = None, tolerance_s: int = DEFAULT_TOLERANCE_S
+) -> PresentedSignature:
+    """Everything about a delivery's signature that can be checked before its body arrives: the headers
+    are present and well formed, and the timestamp is within the tolerance."""
     msg_id = headers.get("webhook-id")
     raw_ts = headers.get("webhook-timestamp")
     raw_sig = headers.get("webhook-signature")
@@ -105,8 +109,22 @@ def verify(
             f"webhook-timestamp is {int(now - timestamp)} s away from now (tolerance {tolerance_s} s)",
             code="stale_timestamp",
         )
+    return PresentedSignature(msg_id, timestamp, raw_sig)
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | memoryview,
+    *,
+    now: float | None = None,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+) -> str:
+    """Check a delivery's signature and timestamp; return its ``webhook-id`` (the idempotency key)."""
+    presented = check_headers(headers, now=now, tolerance_s=tolerance_s)
+    msg_id, timestamp = presented.webhook_id, presented.timestamp
     expected = _signature(decode_secret(secret), msg_id, timestamp, body)
-    for candidate in raw_sig.split():
+    for candidate in presented.signatures.split():
         version, _, value = candidate.partition(",")
         if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
             return msg_id

@@ -19,7 +19,7 @@ from audioflow.core.ids import check_meeting_id, check_seq
 
 
 class ChunkStore(Protocol):
-    def put_chunk(self, meeting_id: str, seq: int, data: bytes) -> None: ...
+    def put_chunk(self, meeting_id: str, seq: int, data: bytes | memoryview) -> None: ...
     def get_chunk(self, meeting_id: str, seq: int) -> bytes: ...
     def has_chunk(self, meeting_id: str, seq: int) -> bool: ...
     def recording_path(self, meeting_id: str) -> Path: ...
@@ -52,7 +52,7 @@ class LocalStorage:
     def recording_path(self, meeting_id: str) -> Path:
         return self.meeting_dir(meeting_id) / "recording.wav"
 
-    def put_chunk(self, meeting_id: str, seq: int, data: bytes) -> None:
+    def put_chunk(self, meeting_id: str, seq: int, data: bytes | memoryview) -> None:
         """Write atomically (temp file + rename) so a reader never sees half a chunk; with fsync on, the
         folder is synced too, so the rename itself survives a power loss. A full disk is
         :class:`StorageFull` (nothing is left behind)."""

@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.deps import Ctx
 from audioflow.api.fetch import fetch_chunk_async
-from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk
+from audioflow.api.guards import chunk_body
+from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk, signing_secret
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
-from audioflow.core.errors import BadRequest, Forbidden, UnsupportedMediaType
+from audioflow.core.errors import BadRequest, UnsupportedMediaType
 from audioflow.core.ids import check_meeting_id, check_seq, parse_seq
 from audioflow.core.metrics import CHUNKS_INGESTED
 from audioflow.core.signing import verify
@@ -26,14 +27,9 @@ DUPLICATE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def verified_webhook_id(ctx: Ctx, request: Request, body: bytes) -> str:
-    secret = ctx.settings.webhook_secret
-    if secret is None:
-        raise Forbidden(
-            "ingest is disabled: the server has no AUDIOFLOW_WEBHOOK_SECRET", code="ingest_disabled"
-        )
+def verified_webhook_id(ctx: Ctx, request: Request, body: bytes | memoryview) -> str:
     return verify(
-        secret.get_secret_value(), request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s
+        signing_secret(ctx.settings), request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s
     )
 
 
@@ -78,7 +74,7 @@ async def put_chunk(
             raise UnsupportedMediaType(
                 f"Content-Type {media or '(none)'!r} is not audio/wav", code="not_audio_wav"
             )
-        body = await request.body()  # within the size and time limits of guards.BodyGuard
+        body = chunk_body(request)  # received by guards.BodyGuard, within its limits
         webhook_id = verified_webhook_id(ctx, request, body)
         accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, webhook_id)
     except Exception:
