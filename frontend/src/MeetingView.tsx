@@ -105,6 +105,7 @@ export function MeetingView({ meetingId, token, summary }: Props) {
         ref={player}
         meetingId={meetingId}
         token={token}
+        format={summary?.format ?? null}
         recordingBytes={recording.bytes}
         recordingDuration={recording.duration_s}
         finished={finished}

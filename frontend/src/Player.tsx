@@ -1,12 +1,16 @@
-// The audio player. Live: `live.wav`, a chunked WAV of unknown length that follows the recording as it
-// grows (Chromium plays it continuously; a Range-served file would stop at the length it had when loaded).
-// Replay: `recording.wav`, served with Range so it seeks; its length is fixed when it loads, so reaching
-// its end reloads it at the same position if the recording has grown since, or goes live. Positions are
-// on the meeting's timeline: a live stream from the edge starts at the recording's length when opened.
+// The audio player. Live: the live-audio WebSocket into an AudioWorklet (see livePlayer.ts), from just
+// before the recording's edge, so each chunk is heard as soon as it enters the recording. Replay:
+// `recording.wav`, served with Range so it seeks; its length is fixed when it loads, so reaching its end
+// reloads it at the same position if the recording has grown since, or goes live. Positions are on the
+// meeting's timeline (seconds of recording). The badge says how far behind live the listener is.
 
-import { forwardRef, useCallback, useEffect, useImperativeHandle, useRef, useState } from "react";
-import { audioUrl } from "./api";
+import { forwardRef, useCallback, useEffect, useImperativeHandle, useMemo, useRef, useState } from "react";
+import { audioUrl, liveAudioUrl } from "./api";
 import { clock } from "./format";
+import type { LiveAudioState } from "./liveAudio";
+import { LivePlayer } from "./livePlayer";
+import { byteRate, LiveClock, liveBadge } from "./pcm";
+import type { AudioFormat } from "./types";
 
 export interface PlayerHandle {
   seek: (seconds: number) => void;
@@ -16,24 +20,22 @@ export interface PlayerHandle {
 interface Props {
   meetingId: string;
   token: string;
-  recordingBytes: number;
+  format: AudioFormat | null;
+  recordingBytes: number; // the WAV file's, header included
   recordingDuration: number;
   finished: boolean; // completed or failed: the recording will not grow
   onPosition: (seconds: number) => void;
 }
 
-interface Source {
-  mode: "live" | "replay";
-  src: string;
-  offset: number; // meeting time at the source's time 0
-  seekTo: number | null;
-  autoplay: boolean;
-  startedAt: number; // performance.now() when chosen
-}
+type Source =
+  | { mode: "live"; id: number }
+  | { mode: "replay"; id: number; src: string; seekTo: number; autoplay: boolean };
 
-/** A meeting whose recording is shorter than this when the page opens it is played from its start. */
-export const FROM_START_BELOW_S = 30;
-const STALL_MS = 5000;
+/** "Go live" starts this far before the edge, so there is something to hear at once; when newer audio
+ * arrives, what is left of this lead-in is skipped, so each chunk is heard the moment it arrives. */
+export const LIVE_BACK_MS = 1000;
+const HEADER = 44;
+const STATE_EVERY_MS = 100; // React updates of the position (the data attribute follows every report)
 const RETRY_MS = 3000;
 
 const MEDIA_ERRORS: Record<number, string> = {
@@ -43,55 +45,94 @@ const MEDIA_ERRORS: Record<number, string> = {
   4: "the audio could not be loaded",
 };
 
-let nonce = 0; // makes every source URL new, so the element really reloads
+let nonce = 0; // makes every source new, so a replay URL really reloads and a live player restarts
 
 export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref) {
-  const { meetingId, token, recordingBytes, recordingDuration, finished, onPosition } = props;
+  const { meetingId, token, format, recordingBytes, recordingDuration, finished, onPosition } = props;
   const audio = useRef<HTMLAudioElement>(null);
+  const box = useRef<HTMLDivElement>(null);
   const [source, setSource] = useState<Source | null>(null);
   const [position, setPosition] = useState(0);
   const [blocked, setBlocked] = useState(false); // the browser wants a click before playing sound
   const [problem, setProblem] = useState<string | null>(null);
-  const latest = useRef({ recordingDuration, finished, position: 0 });
+  const [liveState, setLiveState] = useState<LiveAudioState | null>(null);
+  const [, setTick] = useState(0);
+  const latest = useRef({ recordingDuration, finished, position: 0, shownAt: 0 });
   latest.current.recordingDuration = recordingDuration;
   latest.current.finished = finished;
+  const live = useRef<LivePlayer | null>(null);
 
-  const live = useCallback(
-    (fromStart = false): Source => ({
-      mode: "live",
-      src: audioUrl(meetingId, "live", token, { ...(fromStart ? { from: "start" } : {}), n: String(++nonce) }),
-      offset: fromStart ? 0 : latest.current.recordingDuration,
-      seekTo: null,
-      autoplay: true,
-      startedAt: performance.now(),
-    }),
-    [meetingId, token],
-  );
-  const replay = useCallback(
-    (at: number, autoplay: boolean): Source => ({
-      mode: "replay",
-      src: audioUrl(meetingId, "recording", token, { n: String(++nonce) }),
-      offset: 0,
-      seekTo: at,
-      autoplay,
-      startedAt: performance.now(),
-    }),
-    [meetingId, token],
-  );
-  /** Carry on from `at`: from the recording if it holds more, else live. */
-  const resume = useCallback(
-    (at: number) => (latest.current.recordingDuration > at + 0.25 ? replay(at, true) : live()),
-    [replay, live],
-  );
-
-  // Start once there is a recording. A meeting that is over: the whole recording, paused. A running one:
-  // live, from its start while it is young (nothing missed, following it as it grows), else from the edge.
+  const rate = format ? byteRate(format) : 0;
+  const liveClock = useMemo(() => (rate > 0 ? new LiveClock(rate) : null), [rate]);
   useEffect(() => {
-    if (source !== null || recordingBytes <= 0) return;
-    setSource(finished ? replay(0, false) : live(recordingDuration < FROM_START_BELOW_S));
-  }, [source, recordingBytes, recordingDuration, finished, live, replay]);
+    if (recordingBytes > HEADER) liveClock?.seen(recordingBytes - HEADER, performance.now() / 1000);
+  }, [liveClock, recordingBytes]);
+
+  /** Every position goes through here: the data attribute at once (tests read it), React less often. */
+  const moved = useCallback(
+    (seconds: number) => {
+      latest.current.position = seconds;
+      box.current?.setAttribute("data-position", seconds.toFixed(3));
+      const now = performance.now();
+      if (now - latest.current.shownAt >= STATE_EVERY_MS) {
+        latest.current.shownAt = now;
+        setPosition(seconds);
+        onPosition(seconds);
+      }
+    },
+    [onPosition],
+  );
+
+  const goLive = useCallback(() => setSource({ mode: "live", id: ++nonce }), []);
+  const replaySource = useCallback(
+    (at: number, autoplay: boolean): Source => {
+      const id = ++nonce;
+      return { mode: "replay", id, src: audioUrl(meetingId, "recording", token, { n: String(id) }), seekTo: at, autoplay };
+    },
+    [meetingId, token],
+  );
+  const replay = useCallback((at: number, autoplay: boolean) => setSource(replaySource(at, autoplay)), [replaySource]);
+
+  // Start once there is a recording: a meeting that is over, its whole recording, paused; else live.
+  useEffect(() => {
+    if (source !== null || recordingBytes <= HEADER) return;
+    if (finished) replay(0, false);
+    else goLive();
+  }, [source, recordingBytes, finished, replay, goLive]);
+
+  // Live: one player per live source, stopped when the source changes.
+  useEffect(() => {
+    if (source?.mode !== "live" || rate <= 0) return;
+    setProblem(null);
+    const player = new LivePlayer({
+      url: (from) => liveAudioUrl(window.location.href, meetingId, token, from),
+      from: { live: true, backMs: LIVE_BACK_MS },
+      onHeard: (offset) => moved(offset / rate),
+      onEdge: (edge) => liveClock?.seen(edge, performance.now() / 1000),
+      onState: (state) => {
+        setLiveState(state);
+        if (state.status === "failed") setProblem(`live audio: ${state.message} (${state.code})`);
+      },
+      onBlocked: setBlocked,
+      // The meeting is over and all of it was heard: the whole recording, paused where it ended.
+      onDrained: () => setSource((s) => (s === source ? replaySource(latest.current.position, false) : s)),
+      onProblem: setProblem,
+    });
+    live.current = player;
+    player.start();
+    return () => {
+      player.stop();
+      live.current = null;
+      setLiveState(null);
+      setBlocked(false);
+    };
+  }, [source, rate, meetingId, token, moved, liveClock, replaySource]);
 
   const play = useCallback(() => {
+    if (source?.mode === "live") {
+      live.current?.resume();
+      return;
+    }
     audio.current?.play().then(
       () => setBlocked(false),
       (err: DOMException) => {
@@ -100,15 +141,16 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
         else if (err.name !== "AbortError" && err.name !== "NotSupportedError") setProblem(`audio: ${err.message}`);
       },
     );
-  }, []);
+  }, [source]);
 
   useEffect(() => {
-    if (source?.autoplay) play();
+    if (source?.mode === "replay" && source.autoplay) play();
   }, [source, play]);
 
-  /** Replace `current` after `ms`, unless something else replaced it first. */
-  const later = useCallback((current: Source | null, ms: number, next: () => Source) => {
-    setTimeout(() => setSource((s) => (s === current ? next() : s)), ms);
+  // The badge also moves while nothing is heard (paused, or the meeting grows past a replay).
+  useEffect(() => {
+    const timer = setInterval(() => setTick((n) => n + 1), 500);
+    return () => clearInterval(timer);
   }, []);
 
   useImperativeHandle(
@@ -121,105 +163,88 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
           element.currentTime = target;
           play();
         } else {
-          setSource(replay(target, true));
+          replay(target, true);
         }
       },
-      goLive() {
-        setSource(live());
-      },
+      goLive,
     }),
-    [source, live, replay, play],
+    [source, replay, goLive, play],
   );
-
-  // A live stream cut off (gateway restarted, network drop) may neither end nor fail in Chromium: it just
-  // stops. If the recording holds audio past the position and playback has not moved for a while, pick
-  // it up again from there. Not before playback has started: Chromium buffers ~200 KB of a stream of
-  // unknown length before it plays (about 6 s of 16 kHz mono), which is not a stall.
-  useEffect(() => {
-    if (source?.mode !== "live") return;
-    let last = 0;
-    let movedAt = performance.now();
-    const timer = setInterval(() => {
-      const element = audio.current;
-      if (!element || element.paused || element.currentTime === 0) return;
-      if (element.currentTime !== last) {
-        last = element.currentTime;
-        movedAt = performance.now();
-      } else if (performance.now() - movedAt > STALL_MS) {
-        const at = source.offset + element.currentTime;
-        if (latest.current.recordingDuration > at + 1) setSource((s) => (s === source ? replay(at, true) : s));
-      }
-    }, 1000);
-    return () => clearInterval(timer);
-  }, [source, replay]);
 
   const onLoadedMetadata = () => {
     const element = audio.current;
-    if (element && source?.seekTo != null) {
+    if (element && source?.mode === "replay") {
       element.currentTime = Number.isFinite(element.duration) ? Math.min(source.seekTo, element.duration) : source.seekTo;
     }
-  };
-
-  const onTimeUpdate = () => {
-    const t = (source?.offset ?? 0) + (audio.current?.currentTime ?? 0);
-    latest.current.position = t;
-    setPosition(t);
-    onPosition(t);
   };
 
   const onEnded = () => {
     const at = latest.current.position;
     const { recordingDuration: duration, finished: done } = latest.current;
-    if (source?.mode === "replay") {
-      // Its length was fixed when it loaded: reload it here if the recording has grown, else go live.
-      if (duration > at + 0.25) setSource(replay(at, true));
-      else if (!done) setSource(live());
-    } else if (done) {
-      setSource(replay(at, false)); // the meeting is over: the whole recording, paused where it ended
-    } else {
-      // The live stream dropped: carry on from here (not in a tight loop if it keeps ending at once).
-      later(source, performance.now() - (source?.startedAt ?? 0) < 2000 ? 2000 : 0, () => resume(at));
-    }
+    // Its length was fixed when it loaded: reload it here if the recording has grown, else go live.
+    if (duration > at + 0.25) replay(at, true);
+    else if (!done) goLive();
   };
 
   const onMediaError = () => {
     const error = audio.current?.error;
-    if (!error || !source) return;
+    if (!error || source?.mode !== "replay") return;
     const what = error.message || MEDIA_ERRORS[error.code] || `error ${error.code}`;
-    const at = source.seekTo ?? latest.current.position;
+    const at = latest.current.position;
     if (latest.current.finished) {
-      setProblem(`audio (${source.mode}): ${what}`);
+      setProblem(`audio (replay): ${what}`);
     } else {
-      setProblem(`audio (${source.mode}): ${what}; trying again in ${RETRY_MS / 1000} s`);
-      later(source, RETRY_MS, () => resume(at));
+      setProblem(`audio (replay): ${what}; trying again in ${RETRY_MS / 1000} s`);
+      const failed = source;
+      setTimeout(() => setSource((s) => (s === failed ? { ...failed, id: ++nonce, seekTo: at, autoplay: true } : s)), RETRY_MS);
     }
   };
 
-  if (recordingBytes <= 0 && source === null) {
+  if (recordingBytes <= HEADER && source === null) {
     return <div className="player muted">Waiting for the first chunk to reach the recording…</div>;
   }
   const isLive = source?.mode === "live";
+  const behind = liveClock && !finished ? liveClock.behind(position * rate, performance.now() / 1000) : null;
+  const badge = finished ? { live: false, text: "replay" } : liveBadge(behind);
+  const connecting = isLive && liveState !== null && liveState.status !== "open" && liveState.status !== "ended";
   return (
-    <div className="player" data-mode={source?.mode ?? "none"} data-recording-duration={recordingDuration}>
-      <audio
-        ref={audio}
-        src={source?.src}
-        controls
-        preload="auto"
-        onLoadedMetadata={onLoadedMetadata}
-        onTimeUpdate={onTimeUpdate}
-        onPlaying={() => setProblem(null)}
-        onEnded={onEnded}
-        onError={onMediaError}
-      />
+    <div
+      ref={box}
+      className="player"
+      data-mode={source?.mode ?? "none"}
+      data-recording-duration={recordingDuration}
+      data-behind={behind === null ? "" : behind.toFixed(3)}
+    >
+      {source?.mode === "replay" && (
+        <audio
+          key={source.id}
+          ref={audio}
+          src={source.src}
+          controls
+          preload="auto"
+          onLoadedMetadata={onLoadedMetadata}
+          onTimeUpdate={() => moved(audio.current?.currentTime ?? 0)}
+          onPlaying={() => setProblem(null)}
+          onEnded={onEnded}
+          onError={onMediaError}
+        />
+      )}
       <div className="player-bar">
-        <span className={isLive ? "mode live" : "mode"}>{isLive ? "● LIVE" : "replay"}</span>
+        <span className={badge.live ? "mode live" : "mode"} data-live={badge.live} title="how far behind the recording's live edge">
+          {badge.text}
+        </span>
         <span className="position">
           {clock(position)} / {clock(recordingDuration)}
         </span>
-        <button type="button" onClick={() => setSource(live())} disabled={finished} title="Listen from the live edge">
+        {isLive && (
+          <button type="button" onClick={() => replay(latest.current.position, false)} title="Pause (carry on later from here)">
+            Pause
+          </button>
+        )}
+        <button type="button" onClick={goLive} disabled={finished} title="Listen from the live edge">
           Go live
         </button>
+        {connecting && liveState?.status === "waiting" && <span className="muted">reconnecting: {liveState.reason}</span>}
         {blocked && (
           <button type="button" className="primary" onClick={play}>
             ▶ Click to listen

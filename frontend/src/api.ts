@@ -1,5 +1,6 @@
 // The reader API: the token, fetch with the bearer header, and URLs for the audio element and WebSocket.
 
+import type { LiveFrom } from "./liveAudio";
 import type { MeetingPublic } from "./types";
 
 const TOKEN_KEY = "audioflow.token";
@@ -96,6 +97,20 @@ export function eventsUrl(base: string, meetingId: string, token: string, since:
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", token);
   if (since) url.searchParams.set("since", since);
+  return url.toString();
+}
+
+/** The live-audio WebSocket: PCM from the live edge (`backMs` before it) or from a byte offset within the
+ * recording's data (a reconnect resumes where it stopped). */
+export function liveAudioUrl(base: string, meetingId: string, token: string, from: LiveFrom): string {
+  const url = new URL(`${meetingPath(meetingId)}/live-audio`, base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("token", token);
+  if ("offset" in from) url.searchParams.set("from", String(from.offset));
+  else {
+    url.searchParams.set("from", "live");
+    if (from.backMs > 0) url.searchParams.set("back_ms", String(Math.round(from.backMs)));
+  }
   return url.toString();
 }
 

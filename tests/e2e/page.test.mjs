@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -180,10 +181,12 @@ after(async () => {
 /** What the page shows, read from the DOM. */
 function snapshot(page) {
   return page.evaluate(() => {
-    const audio = document.querySelector("audio");
     const player = document.querySelector(".player");
     return {
-      currentTime: audio ? audio.currentTime : null,
+      // The player's clock on the meeting's timeline (live or replay), in seconds.
+      position: player?.hasAttribute("data-position") ? Number(player.getAttribute("data-position")) : null,
+      behind: player?.getAttribute("data-behind") || null,
+      badge: document.querySelector(".player .mode")?.textContent ?? null,
       mode: player?.getAttribute("data-mode") ?? null,
       recording: Number(player?.getAttribute("data-recording-duration") ?? 0),
       seqs: [...document.querySelectorAll(".transcript li.segment")].map((li) => Number(li.dataset.seq)),
@@ -263,10 +266,10 @@ test("a shuffled meeting with a duplicate plays live, transcribes completely and
   const sim = await simulator.exited;
   assert.equal(sim.code, 0, `the simulator failed:\n${simulator.output.join("\n")}`);
   const grewWhilePlaying = samples.some((a, i) =>
-    samples.slice(i + 1).some((b) => b.currentTime > a.currentTime + 0.5 && b.recording > a.recording),
+    samples.slice(i + 1).some((b) => b.position > a.position + 0.5 && b.recording > a.recording),
   );
-  const trace = samples.map((s) => `${s.currentTime?.toFixed(2)}@${s.recording}`).join(" ");
-  assert.ok(grewWhilePlaying, `currentTime should advance while the recording grows; currentTime@recording: ${trace}`);
+  const trace = samples.map((s) => `${s.position?.toFixed(2)}@${s.recording}`).join(" ");
+  assert.ok(grewWhilePlaying, `the player's clock should advance while the recording grows; position@recording: ${trace}`);
 
   // A row for every seq, seq 0 included, in order; every chunk received, transcribed and recorded.
   const done = await until(
@@ -290,7 +293,7 @@ test("a shuffled meeting with a duplicate plays live, transcribes completely and
 
   // Clicking a row plays the recording from that segment's start, and highlights it.
   await page.locator('.transcript li.segment[data-seq="3"]').click();
-  await until(page, (s) => s.mode === "replay" && s.currentTime >= 6 && s.currentTime < 8 && s.heard === 3, 10_000, "playing seq 3 from 0:06");
+  await until(page, (s) => s.mode === "replay" && s.position >= 6 && s.position < 8 && s.heard === 3, 10_000, "playing seq 3 from 0:06");
 
   // Downloads: the transcript in three formats (fetched with the bearer header) and the recording.
   const saved = async (locator) => {
@@ -357,5 +360,220 @@ test("a gateway restart mid-meeting: the page reconnects with since and loses no
   assert.ok(resumed.every((url) => /^\d+-\d+$/.test(url.searchParams.get("since") ?? "")), "every reconnect resumes with since");
   assert.ok(outage.every((p) => /Failed to load resource|WebSocket connection/.test(p)), `only network errors while the gateway was away: ${outage}`);
   assert.deepEqual(problems, [], "no console errors before the restart or after the reconnect");
+  await page.close();
+});
+
+// ---- live latency: measured in the browser (the numbers go to bench/RESULTS.md; bounds here are generous) ----
+
+const SPEECH = path.join(REPO, "workers/src/audioflow/workers/fixtures/speech.wav");
+const BYTES_PER_S = 16000 * 2; // the fixture: 16 kHz mono 16-bit
+
+/** `count` WAV chunks of `seconds` each, cut from the speech fixture (looped), with canonical headers. */
+function speechChunks(seconds, count) {
+  const wav = fs.readFileSync(SPEECH);
+  assert.equal(wav.subarray(36, 40).toString(), "data", "the fixture has a canonical 44-byte header");
+  const pcm = wav.subarray(44);
+  const size = seconds * BYTES_PER_S;
+  return range(count).map((i) => {
+    const piece = Buffer.alloc(size);
+    for (let at = 0; at < size; ) at += pcm.copy(piece, at, (i * size + at) % pcm.length);
+    const header = Buffer.from(wav.subarray(0, 44));
+    header.writeUInt32LE(36 + size, 4);
+    header.writeUInt32LE(size, 40);
+    return Buffer.concat([header, piece]);
+  });
+}
+
+/** PUT a chunk signed as Standard Webhooks; resolves with the status and when the answer came. */
+async function upload(meeting, seq, body) {
+  const id = `msg_${crypto.randomBytes(12).toString("hex")}`;
+  const ts = Math.floor(Date.now() / 1000);
+  const key = Buffer.from(credentials.webhook_secret.slice("whsec_".length), "base64");
+  const mac = crypto.createHmac("sha256", key).update(`${id}.${ts}.`).update(body).digest("base64");
+  const response = await fetch(`${gateway}/v1/meetings/${meeting}/chunks/${seq}`, {
+    method: "PUT",
+    body,
+    headers: { "content-type": "audio/wav", "webhook-id": id, "webhook-timestamp": String(ts), "webhook-signature": `v1,${mac}` },
+  });
+  return { status: response.status, at: Date.now() };
+}
+
+const percentile = (values, p) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+};
+const stats = (values) => ({ n: values.length, p50: percentile(values, 50), p95: percentile(values, 95), max: Math.max(...values) });
+
+/** Follows what a page receives on a meeting's sockets: its events and its live-audio PCM (per socket). */
+function tapSockets(page, meeting) {
+  const tap = { events: [], audio: [] };
+  page.on("websocket", (ws) => {
+    const url = new URL(ws.url());
+    if (url.pathname === `/v1/meetings/${meeting}/events`) {
+      ws.on("framereceived", ({ payload }) => tap.events.push({ ...JSON.parse(String(payload)), seenAt: Date.now() }));
+    } else if (url.pathname === `/v1/meetings/${meeting}/live-audio`) {
+      const socket = { from: url.searchParams.get("from"), start: null, frames: [] };
+      tap.audio.push(socket);
+      ws.on("framereceived", ({ payload }) => {
+        if (typeof payload === "string") socket.start ??= JSON.parse(payload);
+        else socket.frames.push({ offset: Number(payload.readBigUInt64LE(0)), pcm: payload.subarray(8) });
+      });
+    }
+  });
+  return tap;
+}
+
+/** Records in the page, with Date.now(), every position of the player's clock and when each transcript row
+ * first appears. */
+function recordPlayer(page) {
+  return page.evaluate(() => {
+    const log = { positions: [], rows: {}, heard: new Set() };
+    window.__playerLog = log;
+    const look = () => {
+      const now = Date.now();
+      const player = document.querySelector(".player[data-position]");
+      if (player) log.positions.push([now, Number(player.getAttribute("data-position")), player.getAttribute("data-mode")]);
+      for (const li of document.querySelectorAll(".transcript li.segment")) log.rows[li.dataset.seq] ??= now;
+      const heard = document.querySelector(".transcript li.segment.heard");
+      if (heard) log.heard.add(Number(heard.dataset.seq));
+    };
+    new MutationObserver(look).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-position", "class"] });
+    look();
+  });
+}
+
+const playerLog = (page) =>
+  page.evaluate(() => ({ ...window.__playerLog, heard: [...window.__playerLog.heard] }));
+
+/** The live-audio bytes each socket delivered are the recording's, contiguous from where it started, and
+ * each later socket starts where the previous one ended or at a fresh live edge. */
+async function checkDelivered(meeting, tap) {
+  const response = await fetch(`${gateway}/v1/meetings/${meeting}/recording.wav`, { headers: { Authorization: `Bearer ${token}` } });
+  const recording = Buffer.from(await response.arrayBuffer()).subarray(44);
+  let delivered = 0;
+  for (const socket of tap.audio) {
+    if (!socket.start) continue;
+    let next = socket.start.offset;
+    for (const { offset, pcm } of socket.frames) {
+      assert.equal(offset, next, `live audio from ${socket.from}: a frame at ${offset}, expected ${next} (gap or repeat)`);
+      assert.ok(pcm.equals(recording.subarray(offset, offset + pcm.length)), `live audio bytes ${offset}+${pcm.length} differ from the recording`);
+      next += pcm.length;
+      delivered += pcm.length;
+    }
+  }
+  return delivered;
+}
+
+async function newMeeting(meeting) {
+  const created = await fetch(`${gateway}/v1/meetings`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ id: meeting }),
+  });
+  assert.equal(created.status, 201, await created.text());
+}
+
+const latency = {}; // chunk seconds -> { audio, captions }
+
+for (const [seconds, count] of [
+  [2, 12],
+  [5, 6],
+]) {
+  test(`live audio and captions keep up with ${seconds} s chunks (measured)`, { timeout: 180_000 }, async () => {
+    const MEETING = `e2e-latency-${seconds}s`;
+    const chunks = speechChunks(seconds, count);
+    await newMeeting(MEETING);
+    const { page, problems } = await watchedPage();
+    const tap = tapSockets(page, MEETING);
+    await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+    await openMeeting(page, MEETING);
+    await recordPlayer(page);
+
+    const uploads = [];
+    const t0 = Date.now() + 500;
+    for (const [seq, body] of chunks.entries()) {
+      await sleep(Math.max(0, t0 + seq * seconds * 1000 - Date.now())); // real time: one chunk per chunk length
+      uploads.push(upload(MEETING, seq, body));
+    }
+    const answers = await Promise.all(uploads);
+    assert.deepEqual(answers.map((a) => a.status), chunks.map(() => 201));
+    const end = count * seconds;
+    await until(page, (s) => s.seqs.length === count && s.position >= end - 0.3, 60_000, "every row, and the last chunk heard");
+    const log = await playerLog(page);
+
+    // Audio: from recording.extended (the concat worker's event time) to the player's clock passing the
+    // start of each chunk it appended.
+    const audio = [];
+    for (const event of tap.events.filter((e) => e.type === "recording.extended")) {
+      for (const seq of event.data.appended) {
+        const heard = log.positions.find(([, position, mode]) => mode === "live" && position > seq * seconds);
+        assert.ok(heard, `seq ${seq} was never heard live`);
+        audio.push((heard[0] - event.ts * 1000) / 1000);
+      }
+    }
+    assert.equal(audio.length, count, "every chunk entered the recording once");
+    // Captions: from the upload's 201 to the row on screen.
+    const captions = answers.map((a, seq) => (log.rows[seq] - a.at) / 1000);
+    assert.ok(captions.every(Number.isFinite), `a row per chunk: ${JSON.stringify(log.rows)}`);
+    latency[seconds] = { audio: stats(audio), captions: stats(captions) };
+    console.log(`latency ${seconds} s chunks: ${JSON.stringify(latency[seconds])}`);
+    assert.ok(latency[seconds].audio.p95 < 5, `audio p95 ${latency[seconds].audio.p95} s (goal 1.5 s)`);
+    assert.ok(latency[seconds].captions.p95 < 15, `captions p95 ${latency[seconds].captions.p95} s (goal 1 s)`);
+    // A row on screen before its audio was over is highlighted while it is heard (rows are never held
+    // back for the audio, so the first ones may come after their audio was heard).
+    for (let seq = 0; seq < count; seq++) {
+      const over = log.positions.find(([, position]) => position >= (seq + 1) * seconds - 0.1);
+      if (over && log.rows[seq] < over[0] - 300) assert.ok(log.heard.includes(seq), `row ${seq} was never highlighted: ${log.heard}`);
+    }
+
+    const delivered = await checkDelivered(MEETING, tap);
+    assert.ok(delivered >= (count - 1) * seconds * BYTES_PER_S, `live audio delivered ${delivered} bytes`);
+    assert.equal(tap.audio.length, 1, "one live-audio socket");
+    assert.deepEqual(problems, [], "no console errors");
+    await page.close();
+  });
+}
+
+test("seeking back and going live again while the meeting grows", { timeout: 120_000 }, async () => {
+  const MEETING = "e2e-go-live";
+  const SECONDS = 2;
+  const chunks = speechChunks(SECONDS, 14);
+  await newMeeting(MEETING);
+  const { page, problems } = await watchedPage();
+  const tap = tapSockets(page, MEETING);
+  await page.goto(`${base}/?token=${encodeURIComponent(token)}`);
+  await openMeeting(page, MEETING);
+  let stopped = false;
+  const sending = (async () => {
+    const t0 = Date.now();
+    for (const [seq, body] of chunks.entries()) {
+      await sleep(Math.max(0, t0 + seq * SECONDS * 1000 - Date.now()));
+      if (stopped) return;
+      assert.equal((await upload(MEETING, seq, body)).status, 201);
+    }
+  })();
+
+  await until(page, (s) => s.mode === "live" && s.seqs.length >= 3 && s.badge === "● LIVE", 30_000, "live, and saying so");
+  const goLive = [];
+  for (const row of [1, 3]) {
+    await page.locator(`.transcript li.segment[data-seq="${row}"]`).click(); // back into the recording
+    const back = await until(page, (s) => s.mode === "replay" && s.position >= row * SECONDS && /behind live/.test(s.badge ?? ""), 10_000, `replaying seq ${row}, behind live`);
+    assert.ok(Number(back.behind) > 1.5, `the badge says how far behind: ${back.badge} (${back.behind} s)`);
+    await sleep(1500);
+    const pressed = Date.now();
+    await page.getByRole("button", { name: "Go live" }).click();
+    const live = await until(page, (s) => s.mode === "live" && s.badge === "● LIVE" && Number(s.behind) <= 1.5, 10_000, "live again");
+    goLive.push((Date.now() - pressed) / 1000);
+    const later = await until(page, (s) => s.position > live.position + 0.5, 10_000, "the live clock moving");
+    assert.equal(later.mode, "live");
+  }
+  stopped = true;
+  await sending;
+  latency.goLive = stats(goLive);
+  console.log(`go live -> LIVE: ${JSON.stringify(latency.goLive)}`);
+  assert.ok(latency.goLive.max < 5, `Go live took ${latency.goLive.max} s (goal 2 s)`);
+  await checkDelivered(MEETING, tap);
+  assert.equal(tap.audio.filter((s) => s.start).length, 3, "a live-audio socket at the start and after each Go live");
+  assert.deepEqual(problems, [], "no console errors");
   await page.close();
 });
