@@ -36,9 +36,26 @@ def create_app(settings: Settings) -> FastAPI:
         sync_redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
         )
-        # The async client blocks on XREAD for WebSocket followers, so its read timeout must be longer.
+        # Request traffic (events published by the API, deletion, readiness): short commands only.
         async_redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=30.0, socket_connect_timeout=2.0, health_check_interval=15
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
+        )
+        # Event followers' own client: one blocking XREAD per followed meeting plus a few replays, so it
+        # needs a longer read timeout and never takes a connection that a request needs.
+        app.state.event_hub = events.EventHub(
+            aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    settings.redis_url,
+                    max_connections=settings.max_event_followers + events.REPLAYS_AT_ONCE,
+                    timeout=10,
+                    socket_timeout=30.0,
+                    socket_connect_timeout=2.0,
+                    health_check_interval=15,
+                    client_name=f"{settings.redis_prefix}events",  # tells them apart in CLIENT LIST
+                )
+            ),
+            max_followers=settings.max_event_followers,
+            max_per_meeting=settings.max_event_followers_per_meeting,
         )
         app.state.ctx = AppContext(
             settings=settings,
@@ -67,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             logging.getLogger().removeHandler(forwarder)
+            await app.state.event_hub.aclose()
             await async_redis.aclose()
             sync_redis.close()
             engine.dispose()

@@ -173,6 +173,12 @@ async def read_after(
     return _entries(reply[0][1] if reply else None)
 
 
+async def last_event_id(client: aioredis.Redis, stream: str) -> str | None:
+    """The id of the stream's newest event, or None when it has none."""
+    newest: Any = await client.xrevrange(stream, count=1)
+    return _text(newest[0][0]) if newest else None
+
+
 async def apublish(
     client: aioredis.Redis,
     keys: Keys,

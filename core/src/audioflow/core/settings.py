@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, validation_alias=_env("AUDIOFLOW_MAX_DELIVERIES"), ge=1)
     block_ms: int = Field(2_000, validation_alias=_env("AUDIOFLOW_BLOCK_MS"), ge=1)
     events_maxlen: int = Field(100_000, validation_alias=_env("AUDIOFLOW_EVENTS_MAXLEN"), ge=100)
+    # Event WebSocket followers per gateway process, in all and per meeting; one more is refused (close
+    # code 4429, too_many_followers). They share one Redis reader per meeting, not a connection each.
+    max_event_followers: int = Field(
+        1000, validation_alias=_env("AUDIOFLOW_MAX_EVENT_FOLLOWERS"), ge=1, le=100_000
+    )
+    max_event_followers_per_meeting: int = Field(
+        200, validation_alias=_env("AUDIOFLOW_MAX_EVENT_FOLLOWERS_PER_MEETING"), ge=1, le=100_000
+    )
     # Listeners of the live-audio WebSocket one gateway process serves at once; one more is refused
     # (close code 4429, too_many_listeners).
     live_audio_max_listeners: int = Field(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import redis.exceptions
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import delete
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +22,7 @@ from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
 from audioflow.core.wav import AudioFormat
 
+log = logging.getLogger("audioflow.api.meetings")
 router = APIRouter(
     prefix="/v1/meetings", tags=["meetings"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
 )
@@ -38,17 +41,23 @@ def _changed(ctx: AppContext, meeting_id: str) -> tuple[MeetingPublic, str]:
 
 
 async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> MeetingPublic:
-    """Tell the meeting's followers its phase after a change made here (unless it was deleted since)."""
+    """Tell the meeting's followers its phase after a change made here (unless it was deleted since).
+
+    The change is committed by now, so a failure to announce it must not answer 5xx: a retry would find
+    the meeting created (409) or change nothing. The event is only missed; the status says the phase."""
     status, generation = changed
-    await events.apublish(
-        ctx.aredis,
-        ctx.keys,
-        status.id,
-        "meeting.phase",
-        {"phase": status.phase},
-        generation=generation,
-        maxlen=ctx.settings.events_maxlen,
-    )
+    try:
+        await events.apublish(
+            ctx.aredis,
+            ctx.keys,
+            status.id,
+            "meeting.phase",
+            {"phase": status.phase},
+            generation=generation,
+            maxlen=ctx.settings.events_maxlen,
+        )
+    except redis.exceptions.RedisError as exc:
+        log.warning("meeting.phase %s not announced: %s", status.phase, exc, extra={"meeting_id": status.id})
     return status
 
 
