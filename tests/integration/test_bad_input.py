@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 MAX_CHUNK_BYTES = 200_000
 MAX_SEQ_AHEAD = 1000  # AUDIOFLOW_MAX_SEQ_AHEAD's default
+MAX_CHUNK_S = 3  # AUDIOFLOW_MAX_CHUNK_S of gateway a
 
 
 # Inputs ------------------------------------------------------------------------------------------------
@@ -269,6 +270,7 @@ def world(
         AUDIOFLOW_INGEST_ROOT=str(root),
         AUDIOFLOW_URL_ALLOWLIST=f"http://127.0.0.1:{http_port}/chunks/, http://files.example",
         AUDIOFLOW_BODY_TIMEOUT_S="2",
+        AUDIOFLOW_MAX_CHUNK_S=str(MAX_CHUNK_S),
     )
     b = make_stack(
         base / "b", redis_server_url, module_database_url, prefixes[1], AUDIOFLOW_AUTO_CREATE_MEETINGS="false"
@@ -569,6 +571,14 @@ CASES: list[Case] = [
         415,
         "not_audio_wav",
         "audio/wav",
+    ),
+    # a chunk far longer than a decode should take: two workers decoded one of 761 s (issue 13, row 9)
+    Case(
+        "wav-longer-than-max-chunk-s",
+        lambda w: w.put("m1", 1, chunk(3, seconds=MAX_CHUNK_S + 1)),
+        422,
+        "chunk_too_long",
+        "AUDIOFLOW_MAX_CHUNK_S",
     ),
     Case(
         "size-over-limit-content-length",

@@ -4,6 +4,7 @@ health and honest clients are answered meanwhile. SQLite only: the database is n
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from audioflow.core.signing import sign
-from tests.attack.load import MIB, Answer, Probe, slow_bodies, slow_headers
+from tests.attack.load import MIB, Answer, Probe, idle_followers, slow_bodies, slow_headers
+from tests.factories import SPEECH_FORMAT, tone_pcm, wav_bytes
 from tests.integration.stack import Stack
 
 
@@ -26,6 +28,10 @@ def _forged_signature(secret: str) -> dict[str, str]:
     """Well-formed signature headers with a fresh timestamp whose signature cannot match (it is over
     other bytes): what an attacker without the secret can send."""
     return {**sign(secret, b"something else").as_dict()}
+
+
+def chunk_wav() -> bytes:
+    return wav_bytes(tone_pcm(1.0, SPEECH_FORMAT, seed=0), SPEECH_FORMAT)
 
 
 def _refused(answers: list[Answer | None], status: int, code: str) -> list[Answer]:
@@ -77,3 +83,55 @@ def test_slow_loris_heads_are_cut_off_and_health_is_answered(make: Callable[...,
     assert not probe.failures, probe.failures[:5]
     assert probe.latencies["/healthz"], "/healthz was never answered"
     assert still_open == 0, f"{still_open} trickling connections outlived the head deadline"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_live_followers_are_bounded_cheap_and_timed_out(make: Callable[..., Stack]) -> None:
+    """Issue 13, row 11: 1,500 idle live.wav followers took the gateway to 112 % CPU and a meeting's
+    status to 10.5 s. Followers are capped in all and per meeting (429 too_many_listeners with
+    Retry-After), share one watcher per meeting, and end after the idle timeout."""
+    stack = make(
+        AUDIOFLOW_MAX_LIVE_FOLLOWERS="120",
+        AUDIOFLOW_MAX_LIVE_FOLLOWERS_PER_MEETING="100",
+        AUDIOFLOW_LIVE_IDLE_TIMEOUT_S="8",
+    )
+    stack.start_api()
+    stack.start_worker("concat")
+    for meeting in ("f1", "f2"):
+        assert stack.put_chunk(meeting, 0, chunk_wav()).status_code == 201
+        stack.wait_until(
+            f"{meeting}'s recording", lambda m=meeting: stack.meeting(m)["concatenated_through"] == 0
+        )
+    pid = stack.procs["api"][0].pid
+    live = "/v1/meetings/{}/live.wav"
+    with (
+        idle_followers(stack.port, live.format("f1"), 150, stack.token) as f1,
+        idle_followers(stack.port, live.format("f2"), 30, stack.token) as f2,
+    ):
+        assert sum(a is not None and a.status == 200 for a in f1) == 100, f1
+        per_meeting = _refused(f1, 429, "too_many_listeners")
+        assert len(per_meeting) == 50 and b"PER_MEETING" in per_meeting[0].body
+        assert sum(a is not None and a.status == 200 for a in f2) == 20, f2
+        overall = _refused(f2, 429, "too_many_listeners")
+        assert len(overall) == 10 and b"(AUDIOFLOW_MAX_LIVE_FOLLOWERS)" in overall[0].body
+        assert all(a.headers.get("retry-after") for a in per_meeting + overall)
+        # 120 idle followers: their cost is one watcher per meeting, not a poll each.
+        with Probe(stack.port, pid, paths=("/v1/meetings/f1",), headers=stack.auth()) as probe:
+            cpu_before = _cpu_seconds(pid)
+            time.sleep(4.0)
+            cpu = _cpu_seconds(pid) - cpu_before
+        assert not probe.failures, probe.failures[:5]
+        assert cpu < 0.8, f"the gateway spent {cpu:.2f} s of CPU in 4 s on 120 idle followers"
+        # After the idle timeout the followers have been let go: a new one is taken again.
+        stack.wait_until(
+            "the idle followers to be let go", lambda: _follows(stack, "f1"), timeout=30, every=1.0
+        )
+
+
+def _follows(stack: Stack, meeting: str) -> bool:
+    with stack.client.stream("GET", f"/v1/meetings/{meeting}/live.wav", headers=stack.auth()) as response:
+        return response.status_code == 200

@@ -97,6 +97,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.state.live_audio = live_audio.LiveAudioHub(settings.live_audio_max_listeners)
+    app.state.live_wav = live_audio.LiveAudioHub(
+        settings.max_live_followers,
+        max_per_meeting=settings.max_live_followers_per_meeting,
+        setting="AUDIOFLOW_MAX_LIVE_FOLLOWERS",
+    )
     # Outermost last: headers go on every answer, the guards' own refusals included.
     app.add_middleware(
         BodyGuard,

@@ -23,7 +23,7 @@ from audioflow.api.context import AppContext
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
-from audioflow.core.errors import Conflict, Forbidden, NotFound, SeqTooFarAhead
+from audioflow.core.errors import ChunkTooLong, Conflict, Forbidden, NotFound, SeqTooFarAhead
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
@@ -68,6 +68,11 @@ def _record(
     ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, webhook_id: str | None
 ) -> Accepted:
     info = parse_wav(body)
+    if info.duration_s > ctx.settings.max_chunk_s:
+        raise ChunkTooLong(
+            f"the chunk is {info.duration_s:.1f} s long; at most AUDIOFLOW_MAX_CHUNK_S="
+            f"{ctx.settings.max_chunk_s:g} s is accepted (cut it into shorter chunks)"
+        )
     sha = hashlib.sha256(body).hexdigest()
     with transaction(ctx.sessions) as session:
         seen = queries.seen_delivery(session, webhook_id) if webhook_id is not None else None

@@ -85,6 +85,14 @@ class SeqTooFarAhead(AudioflowError):
     http_status = 422
 
 
+class ChunkTooLong(AudioflowError):
+    """A chunk longer than ``AUDIOFLOW_MAX_CHUNK_S``: its decode would outlast a worker's lease many
+    times over; nothing was stored."""
+
+    code = "chunk_too_long"
+    http_status = 422
+
+
 class RecordingFull(AudioflowError):
     """The recording would pass the RIFF 4 GiB limit; nothing was written."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
@@ -10,15 +11,17 @@ from typing import Annotated, BinaryIO, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from audioflow.api.context import AppContext
 from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
 from audioflow.api.errors import error_response
 from audioflow.api.ranges import parse_range
+from audioflow.api.routes.live_audio import LiveAudioHub, Watch
 from audioflow.api.schemas import ERROR_RESPONSES, ErrorEnvelope
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound, RangeNotSatisfiable
-from audioflow.core.recording import same_file, snapshot_length
+from audioflow.core.recording import snapshot_length
 from audioflow.core.wav import streaming_header
 
 router = APIRouter(
@@ -26,8 +29,6 @@ router = APIRouter(
 )
 
 PIECE = 64 * 1024
-POLL_S = 0.2
-PHASE_CHECK_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -90,59 +91,65 @@ async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Re
     )
 
 
-async def _follow(
-    ctx: AppContext, meeting_id: str, path: Path, handle: BinaryIO, start: Literal["live", "start"]
-) -> AsyncIterator[bytes]:
-    """Follow the file open as ``handle``. The body ends, cleanly, once the meeting has completed or
-    failed, or once ``path`` no longer names that file (the meeting was deleted), after everything that
-    was committed to it has been sent."""
-    with handle:
-        fd = handle.fileno()
-        fmt, length = snapshot_length(fd)
-        yield streaming_header(fmt)
-        # From the start, or from the live edge on a frame boundary so that samples stay aligned.
-        position = 44 if start == "start" else 44 + (length - 44) // fmt.block_align * fmt.block_align
-        loop = asyncio.get_running_loop()
-        next_phase_check = loop.time() + PHASE_CHECK_S
-        while True:
-            _, length = snapshot_length(fd)
-            if length > position:
-                handle.seek(position)
-                piece = handle.read(min(PIECE, length - position))
-                position += len(piece)
-                yield piece
-                continue
-            if not same_file(path, fd):
-                return  # deleted: everything it held has been sent
-            if loop.time() >= next_phase_check:
-                next_phase_check = loop.time() + PHASE_CHECK_S
-                if await run_in_threadpool(_finished, ctx, meeting_id):
-                    _, length = snapshot_length(fd)
-                    if length <= position:
-                        return
-                    continue
-            await asyncio.sleep(POLL_S)
+async def _follow(watch: Watch, start: Literal["live", "start"], idle_s: float) -> AsyncIterator[bytes]:
+    """The chunked body: a streaming header, then the recording's PCM as its meeting's watcher sees it
+    committed. It ends, cleanly, once the meeting has completed, failed or been deleted and everything
+    committed has been sent, or when nothing new has come for ``idle_s``."""
+    yield streaming_header(watch.format)
+    align = watch.format.block_align
+    # From the start, or from the live edge on a frame boundary so that samples stay aligned.
+    position = 0 if start == "start" else watch.length // align * align
+    while True:
+        changed = watch.changed
+        if position < watch.length:
+            piece = watch.read(position, min(PIECE, watch.length - position))
+            if not piece:
+                return  # the file holds less than was committed: end rather than loop
+            position += len(piece)
+            yield piece
+        elif watch.state != "open":
+            return
+        else:
+            try:
+                await asyncio.wait_for(changed.wait(), idle_s)
+            except TimeoutError:
+                return
 
 
-def _finished(ctx: AppContext, meeting_id: str) -> bool:
-    with ctx.sessions() as session:
+class _Following(StreamingResponse):
+    """A streaming answer that lets go of its listener slot however it ends (even never started)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: contextlib.AsyncExitStack) -> None:
+        super().__init__(content, media_type="audio/wav", headers=NO_STORE)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            return queries.meeting_status(session, meeting_id).phase in ("completed", "failed")
-        except NotFound:
-            return True
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release.aclose()
 
 
 @router.get(
     "/{meeting_id}/live.wav",
     response_class=StreamingResponse,
-    responses={200: {"content": {"audio/wav": {}}}},
+    responses={
+        200: {"content": {"audio/wav": {}}},
+        429: {"model": ErrorEnvelope, "description": "Too many live followers (too_many_listeners)"},
+    },
 )
 async def live_wav(
-    meeting_id: MeetingId, ctx: Ctx, from_: Annotated[Literal["live", "start"], Query(alias="from")] = "live"
+    meeting_id: MeetingId,
+    request: Request,
+    ctx: Ctx,
+    from_: Annotated[Literal["live", "start"], Query(alias="from")] = "live",
 ) -> StreamingResponse:
     """A chunked WAV of unknown length (header sizes 0xFFFFFFFF) from the live edge, or from the start
-    with ``?from=start``, following the recording as it grows until the meeting completes."""
-    path, handle = await run_in_threadpool(_recording, ctx, meeting_id)
-    return StreamingResponse(
-        _follow(ctx, meeting_id, path, handle, from_), media_type="audio/wav", headers=NO_STORE
-    )
+    with ``?from=start``, following the recording as it grows until the meeting completes. One watcher
+    per meeting follows the recording for all its followers; at most ``AUDIOFLOW_MAX_LIVE_FOLLOWERS``
+    (and ``…_PER_MEETING``) at once, 429 beyond; the body ends after ``AUDIOFLOW_LIVE_IDLE_TIMEOUT_S``
+    without new audio."""
+    hub: LiveAudioHub = request.app.state.live_wav
+    release = contextlib.AsyncExitStack()
+    watch = await release.enter_async_context(hub.listen(ctx, meeting_id))
+    return _Following(_follow(watch, from_, ctx.settings.live_idle_timeout_s), release)

@@ -61,6 +61,7 @@ State = Literal["open", "completed", "failed", "deleted", "broken"]
 class TooManyListeners(AudioflowError):
     code = "too_many_listeners"
     http_status = 429
+    retry = True  # once others have left
 
 
 @dataclass(eq=False)
@@ -117,12 +118,21 @@ def _over(ctx: AppContext, meeting_id: str) -> State:
 
 
 class LiveAudioHub:
-    """The gateway's listeners: at most ``max_listeners`` at once, one :class:`Watch` per meeting."""
+    """The gateway's listeners: at most ``max_listeners`` at once (and ``max_per_meeting`` per meeting),
+    one :class:`Watch` per meeting. ``setting`` names the limits in refusals."""
 
     def __init__(
-        self, max_listeners: int, *, poll_s: float = EDGE_POLL_S, phase_check_s: float = PHASE_CHECK_S
+        self,
+        max_listeners: int,
+        *,
+        max_per_meeting: int | None = None,
+        setting: str = "AUDIOFLOW_LIVE_AUDIO_MAX_LISTENERS",
+        poll_s: float = EDGE_POLL_S,
+        phase_check_s: float = PHASE_CHECK_S,
     ) -> None:
         self.max_listeners = max_listeners
+        self.max_per_meeting = max_per_meeting
+        self.setting = setting
         self.poll_s = poll_s
         self.phase_check_s = phase_check_s
         self.listeners = 0
@@ -132,11 +142,17 @@ class LiveAudioHub:
     async def listen(self, ctx: AppContext, meeting_id: str) -> AsyncIterator[Watch]:
         if self.listeners >= self.max_listeners:
             raise TooManyListeners(
-                f"this gateway already serves {self.max_listeners} live-audio listeners; retry later"
+                f"this gateway already serves {self.max_listeners} live-audio listeners "
+                f"({self.setting}); retry later"
             )
         self.listeners += 1
         try:
             watch = await self._watch(ctx, meeting_id)
+            if self.max_per_meeting is not None and watch.listeners >= self.max_per_meeting:
+                raise TooManyListeners(
+                    f"meeting {meeting_id!r} already has {self.max_per_meeting} live-audio listeners "
+                    f"({self.setting}_PER_MEETING); retry later"
+                )
             watch.listeners += 1
             try:
                 yield watch
