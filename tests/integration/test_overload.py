@@ -4,6 +4,7 @@ health and honest clients are answered meanwhile. SQLite only: the database is n
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import socket
@@ -103,9 +104,8 @@ def test_idle_live_followers_are_bounded_cheap_and_timed_out(make: Callable[...,
     stack.start_worker("concat")
     for meeting in ("f1", "f2"):
         assert stack.put_chunk(meeting, 0, chunk_wav()).status_code == 201
-        stack.wait_until(
-            f"{meeting}'s recording", lambda m=meeting: stack.meeting(m)["concatenated_through"] == 0
-        )
+    recorded = functools.partial(_recorded, stack, ("f1", "f2"))
+    stack.wait_until("both recordings", recorded)
     pid = stack.procs["api"][0].pid
     live = "/v1/meetings/{}/live.wav"
     with (
@@ -130,6 +130,10 @@ def test_idle_live_followers_are_bounded_cheap_and_timed_out(make: Callable[...,
         stack.wait_until(
             "the idle followers to be let go", lambda: _follows(stack, "f1"), timeout=30, every=1.0
         )
+
+
+def _recorded(stack: Stack, meetings: tuple[str, ...]) -> bool:
+    return all(stack.meeting(m)["concatenated_through"] == 0 for m in meetings)
 
 
 def _follows(stack: Stack, meeting: str) -> bool:
