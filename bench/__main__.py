@@ -137,6 +137,20 @@ def render(
     return "\n\n".join(parts) + "\n"
 
 
+# Sections measured elsewhere (the browser e2e) start with this marker and are kept across bench runs.
+KEPT_MARKER = "<!-- kept: measured outside make bench -->"
+
+
+def kept_sections(report: Path) -> str:
+    """What follows :data:`KEPT_MARKER` in the previous report (nothing if there is none)."""
+    try:
+        previous = report.read_text()
+    except FileNotFoundError:
+        return ""
+    at = previous.find(KEPT_MARKER)
+    return "" if at < 0 else "\n" + previous[at:]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smallest sizes that run every code path")
@@ -201,7 +215,7 @@ def execute(
     result = run_suite(cfg, names)
     machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     report = cfg.out_dir / "RESULTS.md"
-    report.write_text(render(result, machine, versions, list(notes), note))
+    report.write_text(render(result, machine, versions, list(notes), note) + kept_sections(report))
     print(f"bench: wrote {report} ({result.seconds / 60:.1f} min)", file=sys.stderr)
     if result.unmeasured:
         print(f"bench: NOT MEASURED: {', '.join(result.unmeasured)}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import SECTIONS, SuiteResult, execute
+from bench.__main__ import KEPT_MARKER, SECTIONS, SuiteResult, execute, kept_sections
 from bench.common import BenchConfig
 from tests.services import free_port
 
@@ -73,3 +73,13 @@ def test_a_section_that_cannot_measure_fails_the_run_and_says_so(
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## 1. ingest: NOT MEASURED" in text
     assert re.search(r"\| ingest \| \d+ s \| \*\*NO\*\*: ", text)
+
+
+def test_sections_measured_outside_the_bench_are_kept_across_runs(tmp_path: Path) -> None:
+    report = tmp_path / "RESULTS.md"
+    assert kept_sections(report) == ""
+    report.write_text("# old run\n\nold figures\n")
+    assert kept_sections(report) == ""
+    browser = f"{KEPT_MARKER}\n\n## Live latency in the browser\n\nfigures\n"
+    report.write_text("# old run\n\nold figures\n\n" + browser)
+    assert kept_sections(report) == "\n" + browser
