@@ -118,6 +118,7 @@ def fuzz_world(
             AUDIOFLOW_INGEST_ROOT=str(root),
             AUDIOFLOW_URL_ALLOWLIST=f"{http}/chunks/",
             AUDIOFLOW_MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
+            AUDIOFLOW_API_DOCS="true",  # the document the fuzzer checks is served
             AUDIOFLOW_LOG_LEVEL="WARNING",
         )
         try:

@@ -27,7 +27,9 @@ CONTRACT_PATHS = {
 }
 
 
-def test_health_readiness_metrics_and_openapi(gateway: Stack) -> None:
+def test_health_readiness_metrics_and_openapi(make: Callable[..., Stack]) -> None:
+    gateway = make(AUDIOFLOW_API_DOCS="true")
+    gateway.start_api()
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
     ready = gateway.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {
@@ -41,6 +43,8 @@ def test_health_readiness_metrics_and_openapi(gateway: Stack) -> None:
     assert "audioflow_ingest_bytes_total" in metrics
     paths = set(gateway.client.get("/openapi.json").json()["paths"])
     assert paths >= CONTRACT_PATHS, CONTRACT_PATHS - paths
+    for page in ("/docs", "/redoc"):  # never served: their CDN scripts are refused by the CSP
+        assert gateway.client.get(page).status_code == 404
 
 
 def test_redis_down_gives_503_with_retry_after_and_loses_nothing(

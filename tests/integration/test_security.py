@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import httpx
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from audioflow.core.signing import sign
+from tests import services
 from tests.factories import tone_pcm, wav_bytes
 from tests.integration.stack import Stack
 
@@ -118,3 +120,23 @@ def test_no_credential_in_any_log_line(make: Callable[..., Stack]) -> None:
     secret_key = stack.secret.removeprefix("whsec_")
     for credential in (stack.token, secret_key, "not-the-token"):
         assert credential not in logs, f"a credential reached the logs:\n{logs}"
+
+
+def test_api_docs_are_off_by_default_and_metrics_can_have_a_port_of_their_own(
+    make: Callable[..., Stack],
+) -> None:
+    """Issue 13, row 14: /docs, /redoc, /openapi.json and /metrics answered anyone, and /docs was a blank
+    page (its CDN scripts are refused by the CSP). Swagger UI and ReDoc are never served, the OpenAPI
+    document only with AUDIOFLOW_API_DOCS (test_health), and /metrics moves to AUDIOFLOW_METRICS_PORT
+    when that is set."""
+    metrics_port = services.free_port()
+    gateway = make(AUDIOFLOW_METRICS_PORT=str(metrics_port))
+    gateway.start_api()
+    for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
+        answer = gateway.client.get(path)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", (
+            path,
+            answer.text,
+        )
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert scraped.status_code == 200 and "audioflow_chunks_ingested_total" in scraped.text

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import start_http_server
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
@@ -80,9 +81,13 @@ def create_app(settings: Settings) -> FastAPI:
             ),
         )
         logging.getLogger().addHandler(forwarder)
+        metrics_server = start_http_server(settings.metrics_port)[0] if settings.metrics_port else None
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             logging.getLogger().removeHandler(forwarder)
             await app.state.event_hub.aclose()
             await async_redis.aclose()
@@ -94,6 +99,11 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Signed WAV chunk ingest, meetings, transcripts, live audio and events",
         lifespan=lifespan,
+        # The OpenAPI document only when asked for; never Swagger UI or ReDoc, whose pages load scripts
+        # from a CDN that the page's CSP (rightly) refuses, so they would be blank.
+        openapi_url="/openapi.json" if settings.api_docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.state.live_audio = live_audio.LiveAudioHub(settings.live_audio_max_listeners)
@@ -131,6 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
+    if not settings.metrics_port:  # else /metrics is on a port of its own (see the lifespan)
+        app.include_router(health.metrics_router)
     if (FRONTEND / "index.html").is_file():  # built by `make frontend`; the API works without it
         app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
     return app

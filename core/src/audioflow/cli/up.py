@@ -192,6 +192,7 @@ def run_up(args: argparse.Namespace) -> int:
         "AUDIOFLOW_WEBHOOK_SECRET": os.environ.get("AUDIOFLOW_WEBHOOK_SECRET")
         or credentials["webhook_secret"],
         "AUDIOFLOW_API_TOKEN": os.environ.get("AUDIOFLOW_API_TOKEN") or credentials["api_token"],
+        "AUDIOFLOW_API_DOCS": os.environ.get("AUDIOFLOW_API_DOCS", "true"),  # on this machine only
     }
     supervisor = Supervisor(env, data_dir)
     stop = threading.Event()
@@ -247,7 +248,7 @@ def run_up(args: argparse.Namespace) -> int:
         ).start()
         base = f"http://{args.host}:{args.port}"
         say(f"ready: {base}/?token={env['AUDIOFLOW_API_TOKEN']}")
-        say(f"API docs: {base}/docs   (reader token: {env['AUDIOFLOW_API_TOKEN']})")
+        say(f"API reference: {base}/openapi.json   (reader token: {env['AUDIOFLOW_API_TOKEN']})")
         if args.demo:
             meeting = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
             say(f"demo: simulating meeting {meeting} in real time")

@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         32, validation_alias=_env("AUDIOFLOW_MAX_LIVE_FOLLOWERS_PER_MEETING"), ge=1
     )
     live_idle_timeout_s: float = Field(300.0, validation_alias=_env("AUDIOFLOW_LIVE_IDLE_TIMEOUT_S"), gt=0)
-    # /docs (Swagger UI, assets served locally), /redoc and /openapi.json; off: all three are 404.
+    # The gateway serves its OpenAPI document at /openapi.json (off: 404). Swagger UI and ReDoc are never
+    # served: their pages need scripts from a CDN, which the gateway's CSP refuses.
     api_docs: bool = Field(False, validation_alias=_env("AUDIOFLOW_API_DOCS"))
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("AUDIOFLOW_CORS_ORIGINS")

@@ -62,7 +62,11 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.get(
+# Served on the API's port unless AUDIOFLOW_METRICS_PORT gives it a port of its own.
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
