@@ -130,3 +130,47 @@ def test_postgresql_stopped_and_restarted_mid_meeting(
         stack.stop()
         cluster.stop("immediate")
         pg_dir.cleanup()
+
+
+def test_redis_restarted_empty_mid_meeting_every_meeting_completes(
+    tmp_path: Path, database_url: str, speech_chunks: list[bytes]
+) -> None:
+    """Issue 13, row 6: Redis killed and restarted without its data while two ended meetings still had
+    their transcription queued. Nothing re-queued the stored chunks, so both stayed `finalizing` forever.
+    The reconciler enqueues them again from the database, and the concat sweep catches the recording up."""
+    port = services.free_port()
+    (tmp_path / "redis").mkdir()
+    server = services.start_redis(port, tmp_path / "redis")
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    (tmp_path / "stack").mkdir()
+    stack = make_stack(
+        tmp_path / "stack",
+        redis_url,
+        database_url,
+        services.redis_prefix(),
+        AUDIOFLOW_RECONCILE_INTERVAL_S="2",
+    )
+    meetings = {"lost-a": speech_chunks[:4], "lost-b": speech_chunks[4:9]}
+    try:
+        stack.start_api()
+        stack.start_worker("concat")  # no processing worker yet: every transcription is still queued
+        for meeting_id, chunks in meetings.items():
+            for seq, body in enumerate(chunks):
+                assert stack.send(meeting_id, seq, body) == 201
+            assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
+        server.kill()  # SIGKILL, and its replacement starts with nothing: no streams, no groups
+        server.wait(10)
+        (tmp_path / "redis-empty").mkdir()
+        server = services.start_redis(port, tmp_path / "redis-empty")
+        stack.start_worker("processing")
+        for meeting_id, chunks in meetings.items():
+            assert stack.wait_completed(meeting_id, timeout=120)["phase"] == "completed"
+            with stack.events(meeting_id, since="0-0") as ws:
+                events = stack.read_events(ws, completed)
+            assert_recording_exact(stack, meeting_id, chunks)
+            assert_transcribed_once(stack, meeting_id, len(chunks), events)
+        assert "enqueued again" in stack.logs()
+    finally:
+        stack.stop()
+        server.terminate()
+        server.wait(10)

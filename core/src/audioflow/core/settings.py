@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # The longest recording: the chunk or bridged seq that would take it past this fails the recording
     # (chunk.failed, code meeting_too_long). 12 h at 16 kHz mono 16-bit is 1.4 GB.
     max_meeting_s: float = Field(12 * 3600.0, validation_alias=_env("AUDIOFLOW_MAX_MEETING_S"), gt=0)
+    # How often a concat worker enqueues again the transcription of stored chunks whose work Redis lost
+    # (one worker per interval in the cluster; see audioflow.workers.reconcile).
+    reconcile_interval_s: float = Field(30.0, validation_alias=_env("AUDIOFLOW_RECONCILE_INTERVAL_S"), gt=0)
     fsync: bool = Field(True, validation_alias=_env("AUDIOFLOW_FSYNC"))
     lease_ms: int = Field(60_000, validation_alias=_env("AUDIOFLOW_LEASE_MS"), ge=100)
     claim_interval_s: float = Field(5.0, validation_alias=_env("AUDIOFLOW_CLAIM_INTERVAL_S"), gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 import redis
@@ -21,7 +22,7 @@ from audioflow.core.streams import (
     consumer_name,
     install_signal_handlers,
 )
-from audioflow.workers import concat, processing
+from audioflow.workers import concat, processing, reconcile
 from audioflow.workers.common import Publisher
 
 log = logging.getLogger("audioflow.workers")
@@ -34,17 +35,21 @@ def _unavailable(exc: Exception) -> bool:
     return isinstance(exc, (*UNAVAILABLE_ERRORS, *CONNECTION_ERRORS))
 
 
-def _gap_sweeper(deps: concat.ConcatDeps, stop: threading.Event) -> None:
-    interval = max(0.5, min(5.0, deps.gap_timeout_s / 4))
-    while not stop.wait(interval):
-        try:
-            concat.sweep(deps)
-        except Exception as exc:
-            if not _unavailable(exc):
-                log.exception("gap sweep failed; retrying in %.1f s", interval)
-                continue
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            log.warning("gap sweep: %s: %s; retrying in %.1f s", type(exc).__name__, first_line, interval)
+def _periodically(what: str, interval: float, step: Callable[[], object], stop: threading.Event) -> None:
+    """Run ``step`` every ``interval`` seconds in a thread of its own until ``stop``."""
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                step()
+            except Exception as exc:
+                if not _unavailable(exc):
+                    log.exception("%s failed; retrying in %.1f s", what, interval)
+                    continue
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                log.warning("%s: %s: %s; retrying in %.1f s", what, type(exc).__name__, first_line, interval)
+
+    threading.Thread(target=loop, name=what.replace(" ", "-"), daemon=True).start()
 
 
 def run_worker(kind: Kind, settings: Settings) -> None:
@@ -104,7 +109,17 @@ def run_worker(kind: Kind, settings: Settings) -> None:
             functools.partial(concat.handle, deps=cdeps),
             **common,  # type: ignore[arg-type]
         )
-        threading.Thread(target=_gap_sweeper, args=(cdeps, stop), name="gap-sweeper", daemon=True).start()
+        sweep_interval = max(0.5, min(5.0, settings.gap_timeout_s / 4))
+        _periodically("gap sweep", sweep_interval, functools.partial(concat.sweep, cdeps), stop)
+        # Work that Redis lost (a restart without its data) is enqueued again from the database.
+        _periodically(
+            "reconcile",
+            settings.reconcile_interval_s,
+            functools.partial(
+                reconcile.reconcile_once_per_interval, client, keys, sessions, settings.reconcile_interval_s
+            ),
+            stop,
+        )
     log.info("%s worker %s consuming %s", kind, common["consumer"], consumer.stream)
     try:
         consumer.run(stop)

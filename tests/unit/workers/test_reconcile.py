@@ -1,0 +1,49 @@
+"""The reconciler (audioflow.workers.reconcile) on a real Redis and both databases: it enqueues again
+exactly the untranscribed chunks whose entry is not in the stream, and a second pass adds nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from audioflow.core.db import queries
+from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
+from audioflow.core.db.migrate import upgrade
+from audioflow.core.db.models import Chunk, Segment
+from audioflow.core.keys import Keys
+from audioflow.core.wav import AudioFormat
+from audioflow.workers.reconcile import reconcile
+
+FMT = AudioFormat(16000, 1, 16)
+
+
+def test_only_lost_work_is_enqueued_again_and_only_once(
+    database_url: str, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    keys = Keys(redis_prefix)
+    with transaction(sessions) as session:
+        queries.create_meeting(session, "m", FMT)
+        for seq in range(4):
+            session.add(
+                Chunk(meeting_id="m", seq=seq, sha256="0" * 64, size_bytes=0, data_bytes=0, duration_s=1)
+            )
+        session.add(Segment(meeting_id="m", seq=0, engine="x", start_s=0, end_s=1, text="", decode_s=0))
+    with sessions() as session:
+        generation = queries.generation(queries.get_meeting(session, "m"))
+    redis_client.xadd(keys.transcribe, {"meeting_id": "m", "seq": 1, "generation": generation})  # queued
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    # Seq 0 is transcribed, seq 1 still queued: only 2 and 3 were lost.
+    assert reconcile(redis_client, keys, sessions, grace_s=30, now=lambda: later) == 2
+    entries: Any = redis_client.xrange(keys.transcribe)
+    assert sorted(int(fields["seq"]) for _, fields in entries) == [1, 2, 3]
+    assert {fields["generation"] for _, fields in entries} == {generation}
+    assert reconcile(redis_client, keys, sessions, grace_s=30, now=lambda: later) == 0
+    # Chunks younger than the grace may still be on their way into the stream: left alone.
+    redis_client.delete(keys.transcribe)
+    assert reconcile(redis_client, keys, sessions, grace_s=30) == 0
+    engine.dispose()

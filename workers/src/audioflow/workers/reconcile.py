@@ -1,0 +1,114 @@
+"""The reconciler: work that Redis lost is enqueued again from what the database says is unfinished.
+
+Redis holds the work queues; the database holds what was accepted. A Redis that restarts empty (or from
+an older snapshot) loses queued entries, and nothing else would ever bring those chunks' transcripts
+back. So every ``AUDIOFLOW_RECONCILE_INTERVAL_S`` a concat worker (one in the cluster per interval, by
+a Redis lock) takes the stored chunks of live meetings without a transcript segment that arrived more
+than one interval ago (younger ones may still be on their way into the stream), at most ``BATCH``,
+oldest first; reads the transcribe stream from a little before the oldest of them; and enqueues again
+each one whose entry is not there. The recording needs no help: the concat worker's gap sweep advances
+every meeting whose chunks are ahead of its recording straight from the database.
+
+Idempotent: the handler is idempotent on ``(meeting_id, seq)`` and a chunk whose entry is still in the
+stream (undelivered or pending) is left alone, so an entry added twice by a race costs one skipped
+decode, never a second segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from audioflow.core.db import queries
+from audioflow.core.db.models import Chunk, Meeting, Segment
+from audioflow.core.keys import Keys
+
+log = logging.getLogger("audioflow.workers.reconcile")
+
+BATCH = 500  # chunks looked at per pass
+SKEW_S = 300.0  # the stream is read from this long before the oldest chunk's arrival (clocks differ)
+SCAN_PAGE = 1000
+SCAN_LIMIT = 100_000  # entries read per pass at most; beyond, the pass gives up (work is plainly queued)
+
+Missing = tuple[str, int, str]  # meeting id, seq, generation
+
+
+def untranscribed(sessions: sessionmaker[Session], older_than: datetime) -> list[tuple[Missing, datetime]]:
+    """Chunks of live meetings with no segment, received before ``older_than``: oldest first, at most
+    ``BATCH``. One anti-join on the segments' primary key."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Chunk.meeting_id, Chunk.seq, Chunk.received_at, Meeting)
+            .join(Meeting, Meeting.id == Chunk.meeting_id)
+            .outerjoin(Segment, and_(Segment.meeting_id == Chunk.meeting_id, Segment.seq == Chunk.seq))
+            .where(Segment.seq.is_(None), Chunk.received_at < older_than)
+            .order_by(Chunk.received_at)
+            .limit(BATCH)
+        ).all()
+        return [((m, s, queries.generation(meeting)), at) for m, s, at, meeting in rows]
+
+
+def _queued(client: redis.Redis, stream: str, since: datetime) -> set[tuple[str, int]] | None:
+    """The ``(meeting_id, seq)`` of every entry in ``stream`` added after ``since`` (None: too many)."""
+    found: set[tuple[str, int]] = set()
+    low = f"{int(since.timestamp() * 1000)}-0"
+    for _ in range(SCAN_LIMIT // SCAN_PAGE):
+        page: Any = client.xrange(stream, min=low, count=SCAN_PAGE)
+        for _entry_id, raw in page:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            seq = fields.get("seq", "")
+            if seq.isdigit():
+                found.add((fields.get("meeting_id", ""), int(seq)))
+        if len(page) < SCAN_PAGE:
+            return found
+        low = f"({_text(page[-1][0])}"
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def reconcile(
+    client: redis.Redis,
+    keys: Keys,
+    sessions: sessionmaker[Session],
+    *,
+    grace_s: float,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """One pass over chunks received more than ``grace_s`` ago; returns how many were enqueued again."""
+    candidates = untranscribed(sessions, now() - timedelta(seconds=grace_s))
+    if not candidates:
+        return 0
+    oldest = min(at if at.tzinfo else at.replace(tzinfo=UTC) for _, at in candidates)
+    queued = _queued(client, keys.transcribe, oldest - timedelta(seconds=SKEW_S))
+    if queued is None:
+        log.info("reconcile: over %d entries queued; looking again later", SCAN_LIMIT)
+        return 0
+    missing = [m for m, _ in candidates if (m[0], m[1]) not in queued]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for meeting_id, seq, generation in missing:
+            pipe.xadd(keys.transcribe, {"meeting_id": meeting_id, "seq": seq, "generation": generation})
+        pipe.execute()
+        log.warning(
+            "reconcile: %d stored chunk(s) had no transcription queued (Redis lost them); enqueued again",
+            len(missing),
+        )
+    return len(missing)
+
+
+def reconcile_once_per_interval(
+    client: redis.Redis, keys: Keys, sessions: sessionmaker[Session], interval_s: float
+) -> int:
+    """:func:`reconcile`, by at most one worker of the cluster per interval."""
+    if not client.set(f"{keys.prefix}reconcile", "1", nx=True, px=max(1, int(interval_s * 1000 * 0.9))):
+        return 0
+    return reconcile(client, keys, sessions, grace_s=interval_s)
