@@ -19,7 +19,16 @@ from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.guards import BodyGuard, SecurityHeaders
 from audioflow.api.ingest import check_signature_headers
-from audioflow.api.routes import audio, events, health, ingest, live_audio, meetings, transcript
+from audioflow.api.routes import (
+    audio,
+    events,
+    health,
+    ingest,
+    live_audio,
+    meeting_list,
+    meetings,
+    transcript,
+)
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.events import publish
 from audioflow.core.keys import Keys
@@ -107,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.state.live_audio = live_audio.LiveAudioHub(settings.live_audio_max_listeners)
+    app.state.meeting_list = meeting_list.MeetingListFeed()
     app.state.live_wav = live_audio.LiveAudioHub(
         settings.max_live_followers,
         max_per_meeting=settings.max_live_followers_per_meeting,
@@ -138,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
         audio.router,
         events.router,
         live_audio.router,
+        meeting_list.router,
         health.router,
     ):
         app.include_router(router)

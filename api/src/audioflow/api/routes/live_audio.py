@@ -37,7 +37,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
-from audioflow.api.deps import check_token
+from audioflow.api.ws import CLOSE_BASE, TooManyListeners, authorize, refuse, until_gone
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest, NotFound, RangeNotSatisfiable
 from audioflow.core.ids import check_meeting_id
@@ -47,7 +47,6 @@ from audioflow.core.wav import CANONICAL_HEADER_SIZE, AudioFormat
 router = APIRouter(tags=["audio"])
 log = logging.getLogger("audioflow.api.live_audio")
 
-CLOSE_BASE = 4000  # 4000 + HTTP status, as on the events WebSocket
 EDGE_POLL_S = 0.05  # how often a meeting's watcher looks at its recording's length
 PHASE_CHECK_S = 2.0  # how often it asks the database whether the meeting is over, and checks deletion
 FRAME_BYTES = 16 * 1024  # PCM per message at most (0.5 s of 16 kHz mono)
@@ -56,12 +55,6 @@ OFFSET = struct.Struct("<Q")
 _DIGITS = re.compile(r"[0-9]{1,15}")
 
 State = Literal["open", "completed", "failed", "deleted", "broken"]
-
-
-class TooManyListeners(AudioflowError):
-    code = "too_many_listeners"
-    http_status = 429
-    retry = True  # once others have left
 
 
 @dataclass(eq=False)
@@ -260,19 +253,6 @@ async def _send_from(websocket: WebSocket, watch: Watch, position: int) -> State
             await changed.wait()
 
 
-async def _refuse(websocket: WebSocket, exc: AudioflowError) -> None:
-    await websocket.accept()
-    await websocket.send_json({"error": {"code": exc.code, "message": exc.message}})
-    await websocket.close(code=CLOSE_BASE + exc.http_status, reason=exc.code)
-
-
-async def _until_gone(websocket: WebSocket) -> None:
-    """Returns when the client leaves (what it sends is ignored)."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-
 @router.websocket("/v1/meetings/{meeting_id}/live-audio")
 async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
     """The recording's PCM from the live edge (or ``from``), pushed as it grows; see the module doc."""
@@ -281,13 +261,12 @@ async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
     params = websocket.query_params
     async with contextlib.AsyncExitStack() as stack:
         try:
-            header = websocket.headers.get("authorization", "")
-            check_token(ctx, header[7:] if header.lower().startswith("bearer ") else params.get("token"))
+            authorize(ctx, websocket)
             check_meeting_id(meeting_id)
             watch = await stack.enter_async_context(hub.listen(ctx, meeting_id))
             position = _start(watch, params.get("from") or "live", params.get("back_ms") or "")
         except AudioflowError as exc:
-            await _refuse(websocket, exc)
+            await refuse(websocket, exc)
             return
         await websocket.accept()
         fmt = watch.format
@@ -300,7 +279,7 @@ async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
             }
         )
         sender = asyncio.create_task(_send_from(websocket, watch, position))
-        gone = asyncio.create_task(_until_gone(websocket))
+        gone = asyncio.create_task(until_gone(websocket))
         await asyncio.wait({sender, gone}, return_when=asyncio.FIRST_COMPLETED)
         for task in (sender, gone):
             task.cancel()
