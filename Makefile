@@ -114,6 +114,10 @@ bench: install speech-corpora ## Benchmarks on 127.0.0.1 (about 20 min on 2 core
 chaos: install ## Full chaos run: 3 meetings x 300 chunks while a worker is SIGKILLed every 2 s; records docs/chaos.md
 	$(UV) run python -m tests.chaos
 
+.PHONY: attack
+attack: install services ## Load attacks on a local stack on 127.0.0.1 (slow bodies and heads, WebSockets, trickling URLs, idle followers; about 90 s); records what held in docs/reliability.md
+	$(UV) run python -m tests.attack
+
 .PHONY: speech-corpora
 speech-corpora: ; @test -f /usr/share/pocketsphinx/test/data/librivox/transcription -a -d /usr/share/asterisk/sounds/en_US_f_Allison/digits -a -f /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz -a -x /usr/bin/ffmpeg || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y pocketsphinx-testdata asterisk-core-sounds-en-g722 asterisk-core-sounds-en ffmpeg; } ## Debian's real speech with reference texts (LibriVox reading, Asterisk prompts) and ffmpeg, for tests/speech_corpus.py
 

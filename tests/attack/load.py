@@ -215,3 +215,38 @@ def idle_followers(port: int, path: str, count: int, token: str) -> Iterator[lis
     finally:
         for sock in socks:
             sock.close()
+
+
+@contextlib.contextmanager
+def event_followers(port: int, path: str, count: int, token: str) -> Iterator[list[str]]:
+    """``count`` WebSockets open on ``path`` at once. Yields each one's state: ``open``, or how it was
+    refused or closed (``close <code>``, ``refused <status>``, the error's name)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import ClientConnection, connect
+
+    sockets: list[ClientConnection] = []
+
+    def one(_: int) -> str:
+        try:
+            ws = connect(f"ws://{HOST}:{port}{path}?token={token}", open_timeout=10)
+        except InvalidStatus as exc:
+            return f"refused {exc.response.status_code}"
+        except OSError as exc:
+            return type(exc).__name__
+        sockets.append(ws)
+        try:
+            first = ws.recv(timeout=0.5)  # a refusal arrives at once (an error, then a close)
+        except TimeoutError:
+            return "open"
+        except ConnectionClosed as exc:
+            return f"close {exc.rcvd.code if exc.rcvd else 'none'}"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return f"error {json.loads(first)['error']['code']}"
+        return "open"
+
+    try:
+        with ThreadPoolExecutor(min(count, 64)) as pool:
+            yield list(pool.map(one, range(count)))
+    finally:
+        for ws in sockets:
+            ws.close()

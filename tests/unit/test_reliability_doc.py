@@ -46,7 +46,7 @@ def test_every_named_test_exists() -> None:
 
 def test_every_claim_row_names_a_test() -> None:
     rows = [line for line in DOC.read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    claims = [row for row in rows if not row.startswith(("| Claim", "| Failure"))]
+    claims = [row for row in rows if not row.startswith(("| Claim", "| Failure", "| Row"))]
     assert claims
     for row in claims:
         assert "`tests/" in row or "`::" in row, f"a claim without its test: {row}"
