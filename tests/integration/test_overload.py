@@ -61,6 +61,12 @@ def test_slow_bodies_are_refused_before_the_body_capped_and_spooled(make: Callab
     assert not probe.failures, probe.failures
     # 60 x 4 MiB were sent: buffered in memory that is 240 MiB; spooled, a few MiB.
     assert probe.rss_growth < 64 * MIB, probe.summary()
+    # An honest upload afterwards, large enough to be spooled to disk, is stored byte for byte.
+    big = wav_bytes(tone_pcm(60.0, SPEECH_FORMAT, seed=1), SPEECH_FORMAT)  # 1.9 MB
+    assert stack.put_chunk("honest", 0, big).status_code == 201
+    stored = Path(stack.env["AUDIOFLOW_DATA_DIR"]) / "meetings" / "honest" / "chunks" / "00000000.wav"
+    assert stored.read_bytes() == big
+    assert stack.put_chunk("honest", 0, big).json()["status"] == "duplicate"
     spool = Path(stack.env["AUDIOFLOW_DATA_DIR"]) / ".incoming"
     assert not list(spool.glob("*")) if spool.exists() else True, "a spooled body was left behind"
 
