@@ -1,37 +1,49 @@
 import { useEffect, useState } from "react";
-import { ApiError, listMeetings, saveToken, takeToken } from "./api";
+import { ApiError, meetingListUrl, saveToken, takeToken } from "./api";
 import { ErrorList, ErrorProvider } from "./errors";
 import { MeetingList } from "./MeetingList";
 import { MeetingView } from "./MeetingView";
 import { meetingFromHash } from "./route";
-import type { MeetingPublic } from "./types";
+import { backoffMs } from "./socket";
+import type { ErrorBody, MeetingPublic } from "./types";
 
-const POLL_MS = 2000;
-
-/** GET /v1/meetings every 2 s (there is no list WebSocket). */
+/** The meeting list, pushed by the gateway (WS /v1/meetings) whenever it changes; reconnects after a
+ * drop, and stops on a refused token (the token form then asks for another). */
 function useMeetings(token: string | null) {
   const [meetings, setMeetings] = useState<MeetingPublic[] | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   useEffect(() => {
     if (!token) return;
-    let stopped = false;
-    let timer: ReturnType<typeof setTimeout>;
-    const poll = async () => {
-      try {
-        const list = await listMeetings(token);
-        if (!stopped) {
-          setMeetings(list);
+    let ws: WebSocket | null = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let attempt = 0;
+    const connect = () => {
+      const socket = new WebSocket(meetingListUrl(window.location.href, token));
+      let refusal: ErrorBody["error"] | null = null;
+      socket.onmessage = (message) => {
+        const body = JSON.parse(String(message.data)) as Partial<ErrorBody> & { type?: string; meetings?: MeetingPublic[] };
+        if (body.error) refusal = body.error;
+        else if (body.type === "meetings" && body.meetings) {
+          attempt = 0;
+          setMeetings(body.meetings);
           setError(null);
         }
-      } catch (err) {
-        if (!stopped) setError(err instanceof ApiError ? err : new ApiError(0, "unknown", String(err)));
-      }
-      if (!stopped) timer = setTimeout(poll, POLL_MS);
+      };
+      socket.onclose = (event) => {
+        if (socket !== ws) return;
+        const status = event.code >= 4000 && event.code < 5000 ? event.code - 4000 : 0;
+        setError(new ApiError(status, refusal?.code ?? "network", refusal?.message ?? "the gateway cannot be reached; reconnecting"));
+        if (status !== 401) timer = setTimeout(connect, backoffMs(++attempt));
+      };
+      ws = socket;
     };
-    void poll();
+    connect();
     return () => {
-      stopped = true;
       clearTimeout(timer);
+      const socket = ws;
+      ws = null;
+      if (socket?.readyState === WebSocket.CONNECTING) socket.onopen = () => socket.close(1000);
+      else socket?.close(1000);
     };
   }, [token]);
   return { meetings, error };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { audioUrl, errorOf, eventsUrl, takeToken } from "./api";
+import { audioUrl, errorOf, eventsUrl, meetingListUrl, takeToken } from "./api";
 import { ranges } from "./format";
 import { meetingFromHash } from "./route";
 
@@ -41,6 +41,8 @@ describe("urls", () => {
   it("puts the token in the query of audio and WebSocket URLs and escapes the meeting id", () => {
     expect(audioUrl("a b", "live", "t/k")).toBe("/v1/meetings/a%20b/live.wav?token=t%2Fk");
     expect(eventsUrl("https://h/app/", "m.1", "t", "5-1")).toBe("wss://h/v1/meetings/m.1/events?token=t&since=5-1");
+    expect(eventsUrl("http://h/", "m.1", "t", null)).toBe("ws://h/v1/meetings/m.1/events?token=t");
+    expect(meetingListUrl("https://h/app/#/meeting/x", "t t")).toBe("wss://h/v1/meetings?token=t+t");
   });
 
   it("reads the open meeting from the hash", () => {

@@ -1,7 +1,6 @@
 // The reader API: the token, fetch with the bearer header, and URLs for the audio element and WebSocket.
 
 import type { LiveFrom } from "./liveAudio";
-import type { MeetingPublic } from "./types";
 
 const TOKEN_KEY = "audioflow.token";
 
@@ -69,11 +68,6 @@ export async function apiFetch(path: string, token: string, init: RequestInit = 
   return response;
 }
 
-export async function listMeetings(token: string): Promise<MeetingPublic[]> {
-  const response = await apiFetch("/v1/meetings", token);
-  return ((await response.json()) as { meetings: MeetingPublic[] }).meetings;
-}
-
 const enc = encodeURIComponent;
 
 export function meetingPath(meetingId: string): string {
@@ -91,27 +85,31 @@ export function audioUrl(
   return `${meetingPath(meetingId)}/${kind}.wav?${query}`;
 }
 
-/** The events WebSocket; `since` resumes after that event id (omitted: replay everything). */
-export function eventsUrl(base: string, meetingId: string, token: string, since: string | null): string {
-  const url = new URL(`${meetingPath(meetingId)}/events`, base);
+/** A WebSocket URL on the page's own origin (ws: or wss:), carrying the token and `params`. */
+function socketUrl(base: string, path: string, token: string, params: Record<string, string> = {}): string {
+  const url = new URL(path, base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", token);
-  if (since) url.searchParams.set("since", since);
+  for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
   return url.toString();
+}
+
+/** The events WebSocket; `since` resumes after that event id (omitted: replay everything). */
+export function eventsUrl(base: string, meetingId: string, token: string, since: string | null): string {
+  return socketUrl(base, `${meetingPath(meetingId)}/events`, token, since ? { since } : {});
+}
+
+/** The meeting list, pushed whenever it changes. */
+export function meetingListUrl(base: string, token: string): string {
+  return socketUrl(base, "/v1/meetings", token);
 }
 
 /** The live-audio WebSocket: PCM from the live edge (`backMs` before it) or from a byte offset within the
  * recording's data (a reconnect resumes where it stopped). */
 export function liveAudioUrl(base: string, meetingId: string, token: string, from: LiveFrom): string {
-  const url = new URL(`${meetingPath(meetingId)}/live-audio`, base);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("token", token);
-  if ("offset" in from) url.searchParams.set("from", String(from.offset));
-  else {
-    url.searchParams.set("from", "live");
-    if (from.backMs > 0) url.searchParams.set("back_ms", String(Math.round(from.backMs)));
-  }
-  return url.toString();
+  const params: Record<string, string> =
+    "offset" in from ? { from: String(from.offset) } : { from: "live", ...(from.backMs > 0 ? { back_ms: String(Math.round(from.backMs)) } : {}) };
+  return socketUrl(base, `${meetingPath(meetingId)}/live-audio`, token, params);
 }
 
 /** Fetches a file with the bearer header and saves it under `filename` (errors are thrown, not saved). */
