@@ -228,7 +228,7 @@ async function watchedPage() {
 
 async function openMeeting(page, meeting) {
   const row = page.locator(`button.meeting-row[data-meeting="${meeting}"]`);
-  await row.waitFor({ timeout: 30_000 }); // the list is polled; the meeting appears with its first chunk
+  await row.waitFor({ timeout: 30_000 }); // the list is pushed; the meeting appears with its first chunk
   await row.click();
   await page.waitForURL((url) => url.hash === `#/meeting/${meeting}`);
 }
@@ -277,7 +277,7 @@ test("a shuffled meeting with a duplicate plays live, transcribes completely and
     page,
     (s) => s.seqs.length === CHUNKS && s.cells.every((c) => c === "done") && s.listPhase === "completed",
     30_000,
-    "the complete transcript (and the polled list catching up)",
+    "the complete transcript (and the pushed list catching up)",
   );
   assert.deepEqual(done.seqs, range(CHUNKS));
   assert.deepEqual(done.cells, range(CHUNKS).map(() => "done"));
