@@ -588,6 +588,14 @@ def test_service_monitor_only_with_the_prometheus_operator_api(rendered: list[Ma
         "--api-versions", "monitoring.coreos.com/v1", "--set", "serviceMonitor.enabled=false"
     )
     assert not find(disabled, "ServiceMonitor")
+    # /metrics on a port of its own: the gateway's Service has it and the http port is no longer scraped.
+    apart = tools.template("--api-versions", "monitoring.coreos.com/v1", "--set", "gateway.metrics.port=9102")
+    endpoints = one(apart, "ServiceMonitor", "af-audioflow")["spec"]["endpoints"]
+    assert [e["port"] for e in endpoints] == ["metrics"]
+    gateway_ports = {p["name"]: p["port"] for p in one(apart, "Service", GATEWAY)["spec"]["ports"]}
+    assert gateway_ports == {"http": 8080, "metrics": 9102}
+    env = {e["name"]: e.get("value") for e in _container(apart, GATEWAY)["env"]}
+    assert env["AUDIOFLOW_METRICS_PORT"] == "9102"
     labelled = tools.template(
         "--api-versions", "monitoring.coreos.com/v1", "--set", "serviceMonitor.additionalLabels.release=kps"
     )
