@@ -205,7 +205,8 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
   }
   const isLive = source?.mode === "live";
   const behind = liveClock && !finished ? liveClock.behind(position * rate, performance.now() / 1000) : null;
-  const badge = finished ? { live: false, text: "replay" } : liveBadge(behind);
+  // A meeting that is over has no live edge: the live player only plays out its end.
+  const badge = finished ? { live: false, text: isLive ? "meeting over" : "replay" } : liveBadge(behind);
   const connecting = isLive && liveState !== null && liveState.status !== "open" && liveState.status !== "ended";
   return (
     <div
