@@ -383,6 +383,23 @@ def test_resume_keeps_what_the_predecessor_left_out() -> None:
 def test_resume_matches_case_and_punctuation_blind_and_falls_back_to_time() -> None:
     decoded = [Word("End", -0.5, -0.3), Word("of", -0.3, -0.25), Word("it", 0.1, 0.2)]
     assert resume_index(decoded, ["the", "end,", "Of"], -0.2) == 2
-    assert resume_index(decoded, ["something", "else"], -0.2) == 2  # no match: by time
+    assert resume_index(decoded, [], -0.2) == 2  # nothing to match: by time
     far = [Word("the", -1.0, -0.9), Word("big", -0.6, -0.5), Word("cat", 0.0, 0.1)]
-    assert resume_index(far, ["the"], -0.2) == 2  # a lone common word far from the cut is no anchor
+    # A lone common word far from the cut is no anchor; but neither is it a word the predecessor lacks.
+    assert resume_index(far, ["the"], -0.2) == 1
+
+
+def test_resume_keeps_overlap_words_the_predecessor_never_had() -> None:
+    # Seen on real speech: the predecessor ended "...operating system." and left "For" to its successor,
+    # whose decode puts "For" before the cut. Its last words are not in this decode, so by time alone
+    # "For" would be dropped by both.
+    decoded = [Word("For", -2.0, -0.62), Word("more", -0.62, -0.34), Word("information", -0.34, 0.36)]
+    assert resume_index(decoded, ["the", "Linux", "operating", "system."], -0.8) == 0
+    # ... but not a word it has, nor one that sounds like the end of its last ones (a fragment).
+    fragment = [Word("words.", -2.0, -1.44), Word("Press", -1.2, -0.88), Word("8", -0.88, -0.32)]
+    assert resume_index(fragment, ["to", "jump", "backwards."], -1.36) == 1
+    misheard = [Word("color.", -1.48, -1.0), Word("The", 0.36, 0.68)]
+    assert resume_index(misheard, ["an", "unknown", "caller."], -0.9) == 1
+    # ... nor one long before the cut (1 s): the overlap's start is where garbled fragments are.
+    early = [Word("so", -1.9, -1.7), Word("Hello", 0.1, 0.5)]
+    assert resume_index(early, ["goodbye"], -0.1) == 1

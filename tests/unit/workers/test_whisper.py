@@ -95,3 +95,32 @@ def test_model_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUDIOFLOW_WHISPER_MODEL")
     monkeypatch.setenv("AUDIOFLOW_WHISPER_MODEL_PATH", "small.en")  # the older name still works
     assert Settings().whisper_model == "small.en"
+
+
+# --- on real speech (Debian's corpora, `make speech-corpora`) ---------------------------------
+
+
+def _stretch(start_s: float, end_s: float) -> bytes:
+    """A stretch of the benchmarks' real-speech meeting, as engine PCM."""
+    from tests import speech_corpus
+
+    meeting = speech_corpus.meeting(180, seed=0)
+    frame = meeting.fmt.block_align
+    pcm = meeting.pcm[
+        round(start_s * meeting.fmt.sample_rate) * frame : round(end_s * meeting.fmt.sample_rate) * frame
+    ]
+    return to_engine_pcm(pcm, meeting.fmt, RATE)
+
+
+def test_a_greedy_decoding_loop_is_decoded_again_with_a_beam(engine: WhisperEngine) -> None:
+    # 2 s of overlap + the 5 s chunk at 75 s: greedy decoding writes "It's hard to do." ten times
+    # instead of the sentence that is said (a loop its compression ratio gives away).
+    text = " ".join(w.text for w in engine.transcribe(_stretch(73.0, 80.0)))
+    assert "hard to do" not in text
+    assert "rather selfish" in text.replace(",", "")
+
+
+def test_a_word_whisper_writes_in_pieces_is_one_word(engine: WhisperEngine) -> None:
+    # Whisper gives "www" ".asterisk" ".org" and "ill" "-disposed" as separate words (here the latter).
+    words = [w.text for w in engine.transcribe(_stretch(49.5, 54.5))]
+    assert not [w for w in words if w[0] in ".-"], words

@@ -8,6 +8,7 @@ belong to this chunk (see `transcribe_chunk` and `boundary_cut_s` for the rule a
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import time
@@ -30,6 +31,8 @@ _SMOOTH_S = 0.03  # the quiet stretch looked for
 _ALIGN_WORDS = 4  # the predecessor's last words looked for in this chunk's decode of the overlap
 _ALIGN_S = 1.0  # how far past the cut they may be found (Whisper's times drift between decodes)
 _SINGLE_WORD_S = 0.6  # a one-word match counts only this close to the cut
+_MISSED_S = 1.0  # the predecessor's words not heard again: ours this close before the cut are kept
+_ALIKE = 0.5  # difflib ratio from which a word counts as a re-hearing of another
 _NOT_WORD = re.compile(r"[^\w']+")
 
 
@@ -229,7 +232,23 @@ def resume_index(decoded: Sequence[Word], previous_words: Sequence[str], cut_s: 
             if size == 1 and abs(_mid(decoded[end]) - cut_s) > _SINGLE_WORD_S:
                 continue
             return end + 1
-    return by_time
+    # None of its last words was heard again. Words just before the cut are then ones it left out
+    # (said after its own cut, which Whisper's drifting times put before ours), unless they sound like
+    # its last words (a fragment of one: "words" of "backwards", "color" for "caller").
+    first = by_time
+    while (
+        tail
+        and first > 0
+        and _mid(decoded[first - 1]) >= cut_s - _MISSED_S
+        and not any(_alike(said[first - 1], t) for t in tail)
+    ):
+        first -= 1
+    return first
+
+
+def _alike(heard: str, said: str) -> bool:
+    """Whether `heard` may be a re-hearing of `said`, or of its end."""
+    return any(difflib.SequenceMatcher(a=heard, b=s).ratio() >= _ALIKE for s in (said, said[-len(heard) :]))
 
 
 def load_engine(name: str, *, language: str = "en-us", model: str | None = None) -> SttEngine:

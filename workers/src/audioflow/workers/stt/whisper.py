@@ -30,6 +30,10 @@ NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
 #: A segment this unsure is dropped whatever its no-speech probability (hallucinated loops, tones).
 VERY_LOW_LOGPROB = -1.5
+#: Text that compresses better than this (gzip ratio) is a decoding loop; Whisper's own threshold.
+MAX_COMPRESSION = 2.4
+#: The beam width of the second decode of a chunk greedy decoding garbled.
+BEAM_FALLBACK = 5
 VAD = {"threshold": 0.5, "min_speech_duration_ms": 150, "min_silence_duration_ms": 300, "speech_pad_ms": 200}
 
 
@@ -60,7 +64,9 @@ class WhisperEngine:
     sample_rate = 16000
     # Whisper recognises much better with more context in front of a short chunk. Measured on 89 s of
     # real speech (tests.speech_corpus.meeting(90, seed=3), whole: 0.026): at 1 s of overlap, 5 s
-    # chunks 0.072 and 2 s chunks 0.144; at 2 s, 0.057 and 0.067; at 3 s, 0.072 and 0.067.
+    # chunks 0.072 and 2 s chunks 0.144; at 2 s, 0.057 and 0.067; at 3 s, 0.072 and 0.067. (Since
+    # then the beam fallback, joined word pieces and `resume_index`'s missed words took 2 s of
+    # overlap to 0.031 and 0.052 there, against 0.021 whole.)
     default_overlap_s = 2.0
 
     def __init__(self, *, language: str = "en-us", model: str | None = None, threads: int = 1) -> None:
@@ -77,10 +83,37 @@ class WhisperEngine:
         audio = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32) / 32768.0
         if audio.size == 0 or float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
             return []
+        segments = self._decode(audio, beam_size=1)
+        if any(_garbled(segment) for segment in segments):
+            # Greedy decoding of a short stretch sometimes loops ("It's hard to do." x 10) or gives
+            # up after a word; a beam search of the same audio, still deterministic, recovers it.
+            # Seldom needed, so the cost stays greedy's (faster-whisper's own fallback samples at a
+            # higher temperature, which would make a chunk's words depend on chance).
+            segments = self._decode(audio, beam_size=BEAM_FALLBACK)
+        words: list[Word] = []
+        for segment in segments:
+            if _phantom(segment):
+                continue
+            joined: list[Word] = []
+            for w in segment.words or ():
+                raw = str(w.word)
+                text = raw.strip()
+                if not text:
+                    continue
+                if joined and not raw[:1].isspace():
+                    # Whisper's words start with a space; one without is the rest of the previous
+                    # word ("ill" "-disposed", "www" ".asterisk" ".org"): join them, as it is written.
+                    joined[-1] = Word(joined[-1].text + text, joined[-1].start_s, float(w.end))
+                else:
+                    joined.append(Word(text=text, start_s=float(w.start), end_s=float(w.end)))
+            words.extend(joined)
+        return words
+
+    def _decode(self, audio: np.ndarray[Any, Any], *, beam_size: int) -> list[Any]:
         segments, _info = self._model.transcribe(
             audio,
             language=self._language,
-            beam_size=1,
+            beam_size=beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
             word_timestamps=True,
@@ -89,15 +122,15 @@ class WhisperEngine:
             no_speech_threshold=NO_SPEECH_PROB,
             log_prob_threshold=LOW_LOGPROB,
         )
-        words: list[Word] = []
-        for segment in segments:
-            if _phantom(segment):
-                continue
-            for w in segment.words or ():
-                text = str(w.word).strip()
-                if text:
-                    words.append(Word(text=text, start_s=float(w.start), end_s=float(w.end)))
-        return words
+        return list(segments)
+
+
+def _garbled(segment: Any) -> bool:
+    """A segment greedy decoding got wrong: a loop (text that compresses too well) or one it is
+    unsure of while not thinking it silence."""
+    if float(segment.compression_ratio) > MAX_COMPRESSION:
+        return True
+    return float(segment.avg_logprob) < LOW_LOGPROB and float(segment.no_speech_prob) <= NO_SPEECH_PROB
 
 
 def _phantom(segment: Any) -> bool:
