@@ -375,6 +375,19 @@ def _chunked_no_length(w: World) -> Reply:
     return raw_exchange(w.a.port, head, _chunked(BIG))
 
 
+def _unsigned_head_only(w: World, method: str, path: str, content_type: str) -> Reply:
+    """A head that declares a body of 60 000 bytes but carries no signature, and no body: it is refused
+    on its head (401), not after waiting AUDIOFLOW_BODY_TIMEOUT_S for a body (408)."""
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{w.a.port}",
+        f"Content-Type: {content_type}",
+        "Content-Length: 60000",
+        "Connection: close",
+    ]
+    return raw_exchange(w.a.port, ("\r\n".join(lines) + "\r\n\r\n").encode(), [])
+
+
 def _slow_loris(w: World, method: str, path: str, body: bytes, content_type: str) -> Reply:
     """Declare the whole body, then trickle it a few bytes at a time, slower than the body timeout."""
     lines = [
@@ -478,6 +491,21 @@ CASES: list[Case] = [
         lambda w: _reply(w.a.client.post("/webhooks/chunk", json={})),
         401,
         "missing_signature",
+    ),
+    # refused on the head alone: an unsigned client cannot make the gateway wait for (or hold) a body
+    Case(
+        "sig-missing-refused-before-the-body",
+        lambda w: _unsigned_head_only(w, "PUT", "/v1/meetings/m1/chunks/1", "audio/wav"),
+        401,
+        "missing_signature",
+        "webhook-signature",
+    ),
+    Case(
+        "sig-webhook-missing-refused-before-the-body",
+        lambda w: _unsigned_head_only(w, "POST", "/webhooks/chunk", "application/json"),
+        401,
+        "missing_signature",
+        "webhook-signature",
     ),
     # content --------------------------------------------------------------------------------------------
     Case(

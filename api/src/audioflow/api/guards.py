@@ -4,11 +4,12 @@ headers.
 The body guard owns these limits for every HTTP request, so no route can forget one: a body is read here
 up to its route's size limit and within ``AUDIOFLOW_BODY_TIMEOUT_S`` (a slow-loris client trickling a body
 gets 408, not a worker held forever), then handed to the route. JSON bodies are small and replayed as
-they are. A chunk upload is refused before its body is read when its signature headers are missing,
-malformed or stale, or when ``AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT`` bodies are already being received (503
-``uploads_busy``); otherwise its body is spooled (memory up to 1 MiB, then an unnamed file in the data
-folder) and the route reads it with :func:`chunk_body`, mapped, never copied whole into memory. The
-signature itself covers the body, so it is checked by the route once the body is complete.
+they are. Signed requests (chunk uploads and ``POST /webhooks/chunk``) are refused before their body is
+read when their signature headers are missing, malformed or stale. A chunk upload is also refused when
+``AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT`` bodies are already being received (503 ``uploads_busy``); otherwise
+its body is spooled (memory up to 1 MiB, then an unnamed file in the data folder) and the route reads it
+with :func:`chunk_body`, mapped, never copied whole into memory. The signature itself covers the body,
+so it is checked by the route once the body is complete.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from audioflow.core.errors import (
 JSON_BODY_LIMIT = 64 * 1024  # every body but a chunk upload is a small JSON document
 SPOOL_IN_MEMORY = 1024 * 1024  # a typical chunk (5 s at 16 kHz is 160 KB) never touches the disk
 _CHUNK_UPLOAD = re.compile(r"/v1/meetings/.+/chunks/[^/]*")
+_WEBHOOK = "/webhooks/chunk"  # signed too: refused on its head as well
 _BODY = "audioflow.chunk_body"
 
 
@@ -131,6 +133,8 @@ class BodyGuard:
                     self._admit_upload(scope)
                     self.uploads += 1
                     taken = True
+                elif scope["method"] == "POST" and scope["path"] == _WEBHOOK:
+                    self.check_signature(Headers(scope=scope))
                 limit = self.max_chunk_bytes if upload else JSON_BODY_LIMIT
                 self._check_declared(scope, limit)
                 if not await self._read(receive, spool, limit):
