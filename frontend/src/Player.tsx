@@ -4,7 +4,7 @@
 // reloads it at the same position if the recording has grown since, or goes live. Positions are on the
 // meeting's timeline (seconds of recording). The badge says how far behind live the listener is.
 
-import { forwardRef, useCallback, useEffect, useImperativeHandle, useMemo, useRef, useState } from "react";
+import { forwardRef, useCallback, useEffect, useImperativeHandle, useRef, useState } from "react";
 import { audioUrl, liveAudioUrl } from "./api";
 import { clock } from "./format";
 import type { LiveAudioState } from "./liveAudio";
@@ -62,11 +62,13 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
   latest.current.finished = finished;
   const live = useRef<LivePlayer | null>(null);
 
-  const rate = format ? byteRate(format) : 0;
-  const liveClock = useMemo(() => (rate > 0 ? new LiveClock(rate) : null), [rate]);
+  // How far behind live: the format comes from the meeting list, or else from the live stream itself.
+  const liveClock = useRef<LiveClock | null>(null);
+  const clockFor = useCallback((f: AudioFormat) => (liveClock.current ??= new LiveClock(byteRate(f))), []);
+  if (format) clockFor(format);
   useEffect(() => {
-    if (recordingBytes > HEADER) liveClock?.seen(recordingBytes - HEADER, performance.now() / 1000);
-  }, [liveClock, recordingBytes]);
+    if (recordingBytes > HEADER) liveClock.current?.seen(recordingBytes - HEADER, performance.now() / 1000);
+  }, [recordingBytes, format]);
 
   /** Every position goes through here: the data attribute at once (tests read it), React less often. */
   const moved = useCallback(
@@ -102,13 +104,14 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
 
   // Live: one player per live source, stopped when the source changes.
   useEffect(() => {
-    if (source?.mode !== "live" || rate <= 0) return;
+    if (source?.mode !== "live") return;
     setProblem(null);
     const player = new LivePlayer({
       url: (from) => liveAudioUrl(window.location.href, meetingId, token, from),
       from: { live: true, backMs: LIVE_BACK_MS },
-      onHeard: (offset) => moved(offset / rate),
-      onEdge: (edge) => liveClock?.seen(edge, performance.now() / 1000),
+      onFormat: clockFor,
+      onHeard: moved,
+      onEdge: (edge) => liveClock.current?.seen(edge, performance.now() / 1000),
       onState: (state) => {
         setLiveState(state);
         if (state.status === "failed") setProblem(`live audio: ${state.message} (${state.code})`);
@@ -126,7 +129,7 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
       setLiveState(null);
       setBlocked(false);
     };
-  }, [source, rate, meetingId, token, moved, liveClock, replaySource]);
+  }, [source, meetingId, token, moved, clockFor, replaySource]);
 
   const play = useCallback(() => {
     if (source?.mode === "live") {
@@ -204,7 +207,8 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
     return <div className="player muted">Waiting for the first chunk to reach the recording…</div>;
   }
   const isLive = source?.mode === "live";
-  const behind = liveClock && !finished ? liveClock.behind(position * rate, performance.now() / 1000) : null;
+  const edge = liveClock.current;
+  const behind = edge && !finished ? edge.behind(position * edge.bytesPerSecond, performance.now() / 1000) : null;
   // A meeting that is over has no live edge: the live player only plays out its end.
   const badge = finished ? { live: false, text: isLive ? "meeting over" : "replay" } : liveBadge(behind);
   const connecting = isLive && liveState !== null && liveState.status !== "open" && liveState.status !== "ended";

@@ -2,7 +2,7 @@
 // resamples to the device), and reports which byte of the recording is being heard.
 
 import { LiveAudioConnection, type LiveAudioState, type LiveFrom } from "./liveAudio";
-import { blockAlign, toFloat32 } from "./pcm";
+import { blockAlign, byteRate, toFloat32 } from "./pcm";
 import type { FromWorklet, ToWorklet, WorkletOptions } from "./pcm-worklet";
 import workletUrl from "./pcm-worklet.ts?worker&url";
 import type { AudioFormat } from "./types";
@@ -14,7 +14,8 @@ const REPORT_FRAMES = 512; // four render quanta: ~30 ms at 16 kHz
 export interface LivePlayerOptions {
   url: (from: LiveFrom) => string;
   from: LiveFrom;
-  onHeard: (offset: number) => void; // byte offset within the recording's data now coming out
+  onFormat: (format: AudioFormat) => void; // the stream's, before anything else
+  onHeard: (seconds: number) => void; // position in the recording of what is coming out now
   onEdge: (edge: number) => void; // the recording holds at least this many bytes of PCM
   onState: (state: LiveAudioState) => void;
   onBlocked: (blocked: boolean) => void; // the browser wants a gesture before it plays
@@ -65,12 +66,13 @@ export class LivePlayer {
   }
 
   private begin(format: AudioFormat, offset: number, edge: number): void {
+    if (this.format === null) this.options.onFormat(format);
     this.options.onEdge(edge);
     if (this.format !== null) return; // a resumed connection: the same stream goes on
     this.format = format;
     this.base = offset;
     this.leadInEnd = offset < edge ? edge : 0;
-    this.options.onHeard(offset);
+    this.options.onHeard(offset / byteRate(format));
     let context: AudioContext;
     try {
       context = new AudioContext({ sampleRate: format.sample_rate, latencyHint: "interactive" });
@@ -126,7 +128,7 @@ export class LivePlayer {
     // What is coming out of the speakers now was played by the worklet `outputLatency` ago.
     const latency = Math.round((this.context.outputLatency || 0) * this.format.sample_rate);
     const heard = Math.max(0, report.played - latency);
-    this.options.onHeard(this.base + heard * blockAlign(this.format));
+    this.options.onHeard((this.base + heard * blockAlign(this.format)) / byteRate(this.format));
     if (this.ended && report.buffered === 0) this.options.onDrained();
   }
 }

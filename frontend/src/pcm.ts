@@ -121,7 +121,7 @@ export class LiveClock {
   private live = 0; // where the ideal listener was at `at`
   private at = 0;
 
-  constructor(private readonly bytesPerSecond: number) {}
+  constructor(readonly bytesPerSecond: number) {}
 
   /** The recording holds at least `edge` bytes of PCM, as learnt at `now` (seconds). */
   seen(edge: number, now: number): void {
