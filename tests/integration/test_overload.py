@@ -90,6 +90,29 @@ def test_slow_loris_heads_are_cut_off_and_health_is_answered(make: Callable[...,
     assert not probe.failures, probe.failures[:5]
     assert probe.latencies["/healthz"], "/healthz was never answered"
     assert still_open == 0, f"{still_open} trickling connections outlived the head deadline"
+    # On a kept-alive connection the next head has the same deadline from the previous answer.
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as kept:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            first += kept.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        answer = b""
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                kept.sendall(bytes([byte]))
+                time.sleep(0.25)
+                kept.setblocking(False)
+                answer += kept.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                break
+            finally:
+                kept.setblocking(True)
+            if answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
 def _cpu_seconds(pid: int) -> float:
