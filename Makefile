@@ -95,7 +95,7 @@ frontend: frontend/node_modules/.installed ## Build the page (npm ci, type check
 	cd frontend && npm run build
 
 .PHONY: test-frontend
-test-frontend: frontend/node_modules/.installed ## Page unit tests (Vitest): event reducer, socket, API helpers
+test-frontend: frontend/node_modules/.installed ## Page unit tests (Vitest): event reducer, sockets, live audio (jitter buffer, resume, badge), API helpers
 	cd frontend && npm test
 
 $(CHROMIUM):
@@ -103,7 +103,7 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 .PHONY: test-e2e
-test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, a simulated meeting, the page in Debian's Chromium
+test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Browser test: the stack, simulated meetings, the page in Debian's Chromium; measures live audio and caption latency
 	cd tests/e2e && UV="$(abspath $(UV))" npm test
 
 .PHONY: bench
