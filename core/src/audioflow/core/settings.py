@@ -66,9 +66,10 @@ class Settings(BaseSettings):
     max_chunk_s: float = Field(120.0, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_S"), gt=0)
     # The gateway's connections: a request head must be complete this long after the connection opens
     # (or after the previous answer on it); at most this many connections are open, the slowest heads
-    # being dropped first when a new one arrives.
+    # being dropped first when a new one arrives. The default leaves room beyond every long-lived kind
+    # (event and live.wav followers, uploads, downloads at their limits) for health checks and readers.
     header_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_HEADER_TIMEOUT_S"), gt=0)
-    max_connections: int = Field(1000, validation_alias=_env("AUDIOFLOW_MAX_CONNECTIONS"), ge=8)
+    max_connections: int = Field(2048, validation_alias=_env("AUDIOFLOW_MAX_CONNECTIONS"), ge=8)
     # live.wav followers: at most this many in all and per meeting (503 followers_busy beyond), and one
     # whose recording has not grown for the idle timeout ends its body.
     max_live_followers: int = Field(256, validation_alias=_env("AUDIOFLOW_MAX_LIVE_FOLLOWERS"), ge=1)
