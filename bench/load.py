@@ -23,7 +23,7 @@ import redis
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.models import Chunk, Meeting
 from audioflow.core.keys import Keys
-from audioflow.core.signing import sign
+from audioflow.core.signing import sign_chunk
 from bench.common import Unmeasured, percentile
 from tests.factories import tone_pcm, wav_bytes
 
@@ -68,8 +68,10 @@ async def _lanes(
             sent = 0
             while (deadline is None or time.perf_counter() < deadline) and (count is None or sent < count):
                 seq = seqs[index]
-                url = f"{urls[(index + seq) % len(urls)]}/v1/meetings/{meeting_prefix}-{index}/chunks/{seq}"
-                headers = {"content-type": "audio/wav", **sign(secret, CHUNK).as_dict()}
+                meeting_id = f"{meeting_prefix}-{index}"
+                url = f"{urls[(index + seq) % len(urls)]}/v1/meetings/{meeting_id}/chunks/{seq}"
+                signed = sign_chunk(secret, meeting_id, seq, CHUNK)
+                headers = {"content-type": "audio/wav", **signed.as_dict()}
                 started = time.perf_counter()
                 response = await client.put(url, content=CHUNK, headers=headers)
                 latencies.append(time.perf_counter() - started)

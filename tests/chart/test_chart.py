@@ -452,9 +452,10 @@ def _secret_data(rendered: list[Manifest], name: str) -> dict[str, str]:
 
 def test_generated_secrets_are_valid(rendered: list[Manifest]) -> None:
     data = _secret_data(rendered, SECRET)
-    assert set(data) == {"redis-url", "database-url", "webhook-secret", "api-token"}
+    assert set(data) == {"redis-url", "database-url", "webhook-secret", "api-token", "admin-token"}
     assert len(decode_secret(data["webhook-secret"])) >= 16
-    assert len(data["api-token"]) >= 32
+    assert len(data["api-token"]) >= 32 and len(data["admin-token"]) >= 32
+    assert data["admin-token"] != data["api-token"]
     again = _secret_data(tools.template(), SECRET)
     assert again["api-token"] != data["api-token"], "generated, not a constant"
 
@@ -483,6 +484,7 @@ def test_given_and_existing_secrets(helm: tools.Binaries) -> None:
     assert refs["DATABASE_URL"] == {"name": "pg-app", "key": "uri"}
     assert refs["AUDIOFLOW_WEBHOOK_SECRET"] == {"name": "hooks", "key": "webhook-secret"}
     assert refs["AUDIOFLOW_API_TOKEN"] == {"name": "hooks", "key": "api-token"}
+    assert refs["AUDIOFLOW_ADMIN_TOKEN"] == {"name": "hooks", "key": "admin-token"}
     operator_env = {e["name"]: e.get("value") for e in _container(rendered, OPERATOR)["env"]}
     assert operator_env["AUDIOFLOW_WEBHOOK_SECRET_NAME"] == "hooks"
 
@@ -531,13 +533,14 @@ def test_every_container_environment_parses_into_settings(
             if container["name"] in {"gateway", "migrate", "processing", "concat"}:
                 assert settings.database_url == "postgresql+psycopg://audioflow@postgresql:5432/audioflow"
             if container["name"] == "gateway":
-                assert settings.webhook_secret and settings.api_token
+                assert settings.webhook_secret and settings.api_token and settings.admin_token
             if container["name"] in {"processing", "concat", "operator"}:
                 assert settings.metrics_port == 9100
             if container["name"] == "operator":
                 assert settings.gateway_url == f"http://{GATEWAY}.{NAMESPACE}.svc:8080"
                 assert settings.namespace == NAMESPACE
-                assert settings.api_token
+                # It creates, ends and deletes meetings: the admin token, and not the read token it needs not.
+                assert settings.admin_token and settings.api_token is None
                 assert settings.simulator_image == "audioflow-workers:0.1.0"
                 assert settings.webhook_secret_name == SECRET
 

@@ -164,7 +164,7 @@ def start_operator(
         AUDIOFLOW_REDIS_PREFIX=prefix,
         AUDIOFLOW_NAMESPACE=NAMESPACE,
         AUDIOFLOW_GATEWAY_URL=stack.base_url,
-        AUDIOFLOW_API_TOKEN=stack.token,
+        AUDIOFLOW_ADMIN_TOKEN=stack.admin_token,
         AUDIOFLOW_HEALTH_PORT=str(free_port()),
         AUDIOFLOW_METRICS_PORT=str(metrics),
         AUDIOFLOW_AUTOSCALE_INTERVAL_S="0.5",

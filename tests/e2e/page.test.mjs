@@ -136,7 +136,7 @@ async function stopStack() {
 
 function simulate(meeting, args) {
   return start("audioflow simulate", UV, ["run", "audioflow", "simulate", "--url", gateway, "--meeting", meeting, ...args], {
-    env: { ...ownStackEnv(), AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_API_TOKEN: credentials.api_token },
+    env: { ...ownStackEnv(), AUDIOFLOW_WEBHOOK_SECRET: credentials.webhook_secret, AUDIOFLOW_ADMIN_TOKEN: credentials.admin_token },
   });
 }
 
@@ -390,13 +390,15 @@ function speechChunks(seconds, count) {
   });
 }
 
-/** PUT a chunk signed as Standard Webhooks; resolves with the status and when the answer came. */
+/** PUT a chunk signed as Standard Webhooks over `{id}.{ts}.PUT {path}.{body}` (the path is signed too);
+ * resolves with the status and when the answer came. */
 async function upload(meeting, seq, body) {
   const id = `msg_${crypto.randomBytes(12).toString("hex")}`;
   const ts = Math.floor(Date.now() / 1000);
   const key = Buffer.from(credentials.webhook_secret.slice("whsec_".length), "base64");
-  const mac = crypto.createHmac("sha256", key).update(`${id}.${ts}.`).update(body).digest("base64");
-  const response = await fetch(`${gateway}/v1/meetings/${meeting}/chunks/${seq}`, {
+  const path = `/v1/meetings/${meeting}/chunks/${seq}`;
+  const mac = crypto.createHmac("sha256", key).update(`${id}.${ts}.PUT ${path}.`).update(body).digest("base64");
+  const response = await fetch(`${gateway}${path}`, {
     method: "PUT",
     body,
     headers: { "content-type": "audio/wav", "webhook-id": id, "webhook-timestamp": String(ts), "webhook-signature": `v1,${mac}` },
@@ -477,9 +479,10 @@ async function checkDelivered(meeting, tap) {
 }
 
 async function newMeeting(meeting) {
+  // Creating takes the admin token; the page itself only ever has the read token.
   const created = await fetch(`${gateway}/v1/meetings`, {
     method: "POST",
-    headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+    headers: { Authorization: `Bearer ${credentials.admin_token}`, "content-type": "application/json" },
     body: JSON.stringify({ id: meeting }),
   });
   assert.equal(created.status, 201, await created.text());

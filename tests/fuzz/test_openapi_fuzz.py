@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import pytest
 import requests
@@ -35,7 +36,7 @@ from websockets.sync.client import connect as ws_connect
 from audioflow.api.app import create_app
 from audioflow.api.schemas import ErrorEnvelope, EventPublic
 from audioflow.core.settings import Settings
-from audioflow.core.signing import generate_secret, sign
+from audioflow.core.signing import chunk_target, generate_secret, sign
 from tests.fuzz.conftest import DEEP, LIVE, MAX_CHUNK_BYTES, PENDING, World
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,7 @@ CHECKS = [
     openapi_checks.response_headers_conformance,
 ]
 CHUNK_PUT = "/v1/meetings/{meeting_id}/chunks/{seq}"
+CHUNK_PATH = re.compile(r"/v1/meetings/(?P<meeting>[^/]+)/chunks/(?P<seq>[0-9]{1,18})")
 WEBHOOK = "/webhooks/chunk"
 WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
 # Meetings the fuzzer may create and delete; uploads also go to LIVE and PENDING, but never to DEEP, whose
@@ -132,8 +134,16 @@ class Signer(requests.auth.AuthBase):
             return request
         secret = generate_secret() if self.mode == "wrong_secret" else self.secret
         stamp = int(time.time()) - 3600 if self.mode == "stale" else None
+        # A chunk upload signs where it lands too: its method and canonical path (seq without zeros).
+        path = urlsplit(request.url or "").path
+        chunk = CHUNK_PATH.fullmatch(unquote(path)) if request.method == "PUT" else None
+        target = chunk_target(chunk["meeting"], int(chunk["seq"])) if chunk else None
         signed = sign(
-            secret, raw + (b"!" if self.mode == "tampered" else b""), msg_id=self.msg_id, timestamp=stamp
+            secret,
+            raw + (b"!" if self.mode == "tampered" else b""),
+            msg_id=self.msg_id,
+            timestamp=stamp,
+            target=target,
         )
         request.headers.update(signed.as_dict())
         return request
@@ -188,8 +198,13 @@ def path_choice(case: Case, rng: random.Random) -> dict[str, str]:
 
 
 def reader_auth(case: Case, world: World, rng: random.Random) -> None:
+    """Mostly the right token: the admin token for create, end and delete (sometimes the read token,
+    which they refuse), the read token for the rest."""
     roll = rng.random()
-    if roll < 0.75:
+    writing = case.method in ("POST", "DELETE")
+    if writing and roll < 0.65:
+        case.headers["Authorization"] = f"Bearer {world.stack.admin_token}"
+    elif roll < 0.75:
         case.headers["Authorization"] = f"Bearer {world.stack.token}"
     elif roll < 0.85:
         case.headers.pop("Authorization", None)

@@ -18,7 +18,7 @@ import httpx
 from websockets.sync.client import connect
 
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.signing import generate_secret, sign
+from audioflow.core.signing import generate_secret, sign_chunk
 from audioflow.workers.simulate import Delivery, send
 from tests.services import free_port, wait_for_port
 
@@ -37,6 +37,11 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
+
+    @property
+    def admin_token(self) -> str:
+        """Creates, ends and deletes meetings; ``token`` only reads."""
+        return self.env["AUDIOFLOW_ADMIN_TOKEN"]
 
     @property
     def base_url(self) -> str:
@@ -86,8 +91,11 @@ class Stack:
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"}
 
+    def admin(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
     def put_chunk(self, meeting_id: str, seq: int | str, body: bytes, **headers: str) -> httpx.Response:
-        signed = {"content-type": "audio/wav", **sign(self.secret, body).as_dict()}
+        signed = {"content-type": "audio/wav", **sign_chunk(self.secret, meeting_id, seq, body).as_dict()}
         signed.update({k.replace("_", "-"): v for k, v in headers.items()})
         return self.client.put(f"/v1/meetings/{meeting_id}/chunks/{seq}", content=body, headers=signed)
 
@@ -99,7 +107,11 @@ class Stack:
         return self.client.get(path, headers={**self.auth(), **kwargs.pop("headers", {})}, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.client.post(path, headers={**self.auth(), **kwargs.pop("headers", {})}, **kwargs)
+        """A write (create or end a meeting): with the admin token."""
+        return self.client.post(path, headers={**self.admin(), **kwargs.pop("headers", {})}, **kwargs)
+
+    def delete(self, path: str) -> httpx.Response:
+        return self.client.delete(path, headers=self.admin())
 
     def meeting(self, meeting_id: str) -> dict[str, Any]:
         response = self.get(f"/v1/meetings/{meeting_id}")
@@ -170,6 +182,7 @@ def make_stack(workdir: Path, redis_url: str, database_url: str, prefix: str, **
         "AUDIOFLOW_REDIS_PREFIX": prefix,
         "AUDIOFLOW_WEBHOOK_SECRET": generate_secret(),
         "AUDIOFLOW_API_TOKEN": "test-token-" + os.urandom(8).hex(),
+        "AUDIOFLOW_ADMIN_TOKEN": "test-admin-" + os.urandom(8).hex(),
         **FAST_ENV,
         **env,
     }

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from audioflow.core.keys import Keys
-from audioflow.core.signing import generate_secret, sign
+from audioflow.core.signing import chunk_target, generate_secret, sign
 from audioflow.core.wav import AudioFormat
 from tests import services
 from tests.factories import SPEECH_FORMAT, extensible_wav, tone_pcm, wav_bytes
@@ -140,7 +140,11 @@ class World:
         **sign_kw: Any,
     ) -> Reply:
         stack = stack or self.a
-        signed = {"content-type": "audio/wav", **sign(sign_with or stack.secret, body, **sign_kw).as_dict()}
+        target = chunk_target(meeting_id, seq)
+        signed = {
+            "content-type": "audio/wav",
+            **sign(sign_with or stack.secret, body, target=target, **sign_kw).as_dict(),
+        }
         signed.update(headers or {})
         response = stack.client.put(f"/v1/meetings/{meeting_id}/chunks/{seq}", content=body, headers=signed)
         return _reply(response)
@@ -328,6 +332,29 @@ def _body_changed_after_signing(w: World) -> Reply:
     return _reply(w.a.client.put("/v1/meetings/m1/chunks/1", content=_flip_last_byte(GOOD), headers=headers))
 
 
+def _replayed_to_another_path(w: World) -> Reply:
+    """A delivery signed for m1/1, its headers and body replayed onto another meeting's seq 7."""
+    headers = {"content-type": "audio/wav", **sign(w.a.secret, GOOD, target=chunk_target("m1", 1)).as_dict()}
+    return _reply(w.a.client.put("/v1/meetings/victim/chunks/7", content=GOOD, headers=headers))
+
+
+def _replayed_after_delete(w: World) -> Reply:
+    """A captured upload replayed after its meeting was deleted, within the signature tolerance: it must
+    not bring the meeting back (it used to be a 201 that recreated it)."""
+    meeting_id = "replayed-after-delete"
+    headers = {
+        "content-type": "audio/wav",
+        **sign(w.a.secret, GOOD, target=chunk_target(meeting_id, 0)).as_dict(),
+    }
+    url = f"/v1/meetings/{meeting_id}/chunks/0"
+    assert w.a.client.put(url, content=GOOD, headers=headers).status_code == 201
+    deleted = w.a.delete(f"/v1/meetings/{meeting_id}")
+    assert deleted.status_code == 204, deleted.text
+    replay = _reply(w.a.client.put(url, content=GOOD, headers=headers))
+    assert w.read(f"/v1/meetings/{meeting_id}").status == 404, "the replay brought the meeting back"
+    return replay
+
+
 def _missing_headers(w: World) -> Reply:
     return _reply(
         w.a.client.put("/v1/meetings/m1/chunks/1", content=GOOD, headers={"content-type": "audio/wav"})
@@ -394,7 +421,7 @@ def _slow_loris(w: World, method: str, path: str, body: bytes, content_type: str
         f"{method} {path} HTTP/1.1",
         f"Host: 127.0.0.1:{w.a.port}",
         f"Content-Type: {content_type}",
-        f"Authorization: Bearer {w.a.token}",
+        f"Authorization: Bearer {w.a.admin_token}",
         *(f"{k}: {v}" for k, v in sign(w.a.secret, body).as_dict().items()),
         f"Content-Length: {len(body)}",
         "Connection: close",
@@ -470,6 +497,21 @@ CASES: list[Case] = [
         "sig-other-secret", lambda w: w.put("m1", 1, GOOD, sign_with=generate_secret()), 401, "bad_signature"
     ),
     Case("sig-body-changed-after-signing", _body_changed_after_signing, 401, "bad_signature", "body"),
+    Case("sig-replayed-to-another-path", _replayed_to_another_path, 401, "bad_signature", "chunks/7"),
+    Case(
+        "sig-body-only-without-the-path",
+        lambda w: _reply(
+            w.a.client.put(
+                "/v1/meetings/m1/chunks/1",
+                content=GOOD,
+                headers={"content-type": "audio/wav", **sign(w.a.secret, GOOD).as_dict()},
+            )
+        ),
+        401,
+        "bad_signature",
+        "PUT /v1/meetings/m1/chunks/1",
+    ),
+    Case("sig-replayed-after-delete", _replayed_after_delete, 409, "meeting_deleted", "replay"),
     Case(
         "sig-stale-timestamp",
         lambda w: w.put("m1", 1, GOOD, timestamp=int(time.time()) - 301 - 5),
@@ -1031,6 +1073,42 @@ CASES: list[Case] = [
         401,
         "invalid_token",
         "token",
+    ),
+    # scopes: the read token (the one in the page's URLs) never creates, ends or deletes a meeting
+    Case(
+        "admin-read-token-cannot-delete",
+        lambda w: _reply(w.a.client.delete("/v1/meetings/m1", headers=w.a.auth())),
+        403,
+        "read_only_token",
+        "AUDIOFLOW_ADMIN_TOKEN",
+    ),
+    Case(
+        "admin-read-token-in-url-cannot-delete",
+        lambda w: _reply(w.a.client.delete("/v1/meetings/m1", params={"token": w.a.token})),
+        401,
+        "missing_token",
+        "header",
+    ),
+    Case(
+        "admin-token-in-url-is-not-accepted",
+        lambda w: _reply(w.a.client.delete("/v1/meetings/m1", params={"token": w.a.admin_token})),
+        401,
+        "missing_token",
+        "URL",
+    ),
+    Case(
+        "admin-read-token-cannot-create",
+        lambda w: _reply(w.a.client.post("/v1/meetings", json={"id": "m-read"}, headers=w.a.auth())),
+        403,
+        "read_only_token",
+        "admin token",
+    ),
+    Case(
+        "admin-read-token-cannot-end",
+        lambda w: _reply(w.a.client.post("/v1/meetings/m1/end", headers=w.a.auth())),
+        403,
+        "read_only_token",
+        "admin token",
     ),
     Case("read-unknown-meeting", lambda w: w.read("/v1/meetings/nobody"), 404, "meeting_not_found", "nobody"),
     Case(

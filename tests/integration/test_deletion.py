@@ -27,7 +27,7 @@ def chunk(seq: int, seconds: float = 1.0) -> bytes:
 
 
 def delete(stack: Stack, meeting_id: str) -> httpx.Response:
-    return stack.client.delete(f"/v1/meetings/{meeting_id}", headers=stack.auth())
+    return stack.delete(f"/v1/meetings/{meeting_id}")
 
 
 def meeting_dir(stack: Stack, meeting_id: str) -> Path:

@@ -121,6 +121,6 @@ def test_a_committed_meeting_write_never_answers_5xx(make: Callable[..., Stack])
     assert ended.status_code == 200, ended.text
     assert stack.get("/v1/meetings/committed").json()["id"] == "committed"
     # What did not commit still says so: deletion starts in Redis and is refused before touching rows.
-    deleted = stack.client.delete("/v1/meetings/committed", headers=stack.auth())
+    deleted = stack.delete("/v1/meetings/committed")
     assert deleted.status_code == 503 and deleted.headers["retry-after"]
     assert stack.get("/v1/meetings/committed").status_code == 200

@@ -170,7 +170,7 @@ def test_live_audio_of_a_deleted_meeting_closes_with_meeting_deleted(recorder: S
     _send_through(recorder, "gone", chunks, range(1))
     with listen(recorder, "gone") as ws:
         start_of(ws)
-        assert recorder.client.delete("/v1/meetings/gone", headers=recorder.auth()).status_code in (
+        assert recorder.delete("/v1/meetings/gone").status_code in (
             200,
             202,
             204,

@@ -118,7 +118,7 @@ def test_no_credential_in_any_log_line(make: Callable[..., Stack]) -> None:
     logs = "\n".join(path.read_text(errors="replace") for path in sorted(stack.workdir.glob("*.log")))
     assert "WebSocket /v1/meetings/leak/events?token=***" in logs  # the line exists, redacted
     secret_key = stack.secret.removeprefix("whsec_")
-    for credential in (stack.token, secret_key, "not-the-token"):
+    for credential in (stack.token, stack.admin_token, secret_key, "not-the-token"):
         assert credential not in logs, f"a credential reached the logs:\n{logs}"
 
 

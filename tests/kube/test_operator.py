@@ -76,7 +76,7 @@ def identity(control_plane: ControlPlane, namespace: str, tmp_path: Path, stack:
 def operator_env(stack: Stack, **extra: str) -> dict[str, str]:
     return {
         "AUDIOFLOW_GATEWAY_URL": stack.base_url,
-        "AUDIOFLOW_API_TOKEN": stack.token,
+        "AUDIOFLOW_ADMIN_TOKEN": stack.admin_token,
         "REDIS_URL": stack.env["REDIS_URL"],
         "AUDIOFLOW_REDIS_PREFIX": stack.env["AUDIOFLOW_REDIS_PREFIX"],
         "AUDIOFLOW_WEBHOOK_SECRET_NAME": "af-audioflow",

@@ -80,7 +80,7 @@ def operator_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings
         "redis_prefix": prefix,
         "namespace": NAMESPACE,
         "gateway_url": "http://127.0.0.1:9",  # discard port: nothing answers
-        "api_token": "operator-test-token-0000",
+        "admin_token": "operator-test-token-0000",
         "autoscale_interval_s": 0.5,
         "status_interval_s": 0.5,
         "retry_delay_s": 0.5,

@@ -50,7 +50,7 @@ def status_of(kmock: Any, name: str) -> dict[str, Any]:
 
 
 def settings_for(gateway: Stack, redis_url: str, prefix: str) -> Any:
-    return operator_settings(redis_url, prefix, gateway_url=gateway.base_url, api_token=gateway.token)
+    return operator_settings(redis_url, prefix, gateway_url=gateway.base_url, admin_token=gateway.admin_token)
 
 
 async def test_created_meeting_is_registered_and_mirrors_the_gateway(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from audioflow.core.signing import sign
+from audioflow.core.signing import sign_chunk
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.services import free_port
 
@@ -81,6 +81,7 @@ def test_up_stops_cleanly_and_resumes_the_same_meetings(tmp_path: Path) -> None:
     proc, url = _start(data_dir, port, log)
     credentials = json.loads((data_dir / "local-credentials.json").read_text())
     token, secret = credentials["api_token"], credentials["webhook_secret"]
+    admin = {"authorization": f"Bearer {credentials['admin_token']}"}
     assert f"token={token}" in url
     base = f"http://127.0.0.1:{port}"
     fmt, pcm = load_speech()
@@ -88,7 +89,7 @@ def test_up_stops_cleanly_and_resumes_the_same_meetings(tmp_path: Path) -> None:
     auth = {"authorization": f"Bearer {token}"}
 
     def put(seq: int) -> int:
-        headers = {"content-type": "audio/wav", **sign(secret, chunks[seq]).as_dict()}
+        headers = {"content-type": "audio/wav", **sign_chunk(secret, "kept", seq, chunks[seq]).as_dict()}
         return httpx.put(
             f"{base}/v1/meetings/kept/chunks/{seq}", content=chunks[seq], headers=headers
         ).status_code
@@ -104,7 +105,7 @@ def test_up_stops_cleanly_and_resumes_the_same_meetings(tmp_path: Path) -> None:
     try:
         assert put(1) == 200  # the same chunk again: still known after the restart
         assert [put(seq) for seq in (2, 3)] == [201, 201]
-        httpx.post(f"{base}/v1/meetings/kept/end", headers=auth).raise_for_status()
+        httpx.post(f"{base}/v1/meetings/kept/end", headers=admin).raise_for_status()
         deadline = time.monotonic() + 90
         while (status := httpx.get(f"{base}/v1/meetings/kept", headers=auth).json())["phase"] != "completed":
             assert time.monotonic() < deadline, status

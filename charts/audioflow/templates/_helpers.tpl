@@ -97,12 +97,13 @@ ones, and the first upgrade, even one that changes nothing, rolls every pod.
 {{- $live := (lookup "v1" "Secret" .Release.Namespace (include "audioflow.secretName" .)).data | default dict }}
 {{- $_ := set . "audioflowGeneratedAuth" (dict
   "webhook-secret" (index $live "webhook-secret" | default (printf "whsec_%s" (randBytes 32) | b64enc))
-  "api-token" (index $live "api-token" | default (randAlphaNum 40 | b64enc))) }}
+  "api-token" (index $live "api-token" | default (randAlphaNum 40 | b64enc))
+  "admin-token" (index $live "admin-token" | default (randAlphaNum 40 | b64enc))) }}
 {{- end }}
 {{- toYaml .audioflowGeneratedAuth }}
 {{- end }}
 
-{{/* The Secret holding webhook-secret and api-token. */}}
+{{/* The Secret holding webhook-secret, api-token and admin-token. */}}
 {{- define "audioflow.authSecretName" -}}
 {{- default (include "audioflow.secretName" .) .Values.auth.existingSecret }}
 {{- end }}
@@ -171,6 +172,15 @@ Environment shared by the gateway and the workers: the ConfigMap, then the conne
     secretKeyRef:
       name: {{ include "audioflow.authSecretName" . }}
       key: api-token
+{{- end }}
+
+{{/* The admin token: creates, ends and deletes meetings (the gateway checks it, the operator uses it). */}}
+{{- define "audioflow.adminTokenEnv" -}}
+- name: AUDIOFLOW_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "audioflow.authSecretName" . }}
+      key: admin-token
 {{- end }}
 
 {{- define "audioflow.webhookSecretEnv" -}}

@@ -9,7 +9,15 @@ import hmac
 import pytest
 
 from audioflow.core.errors import SignatureError
-from audioflow.core.signing import DEFAULT_TOLERANCE_S, decode_secret, generate_secret, sign, verify
+from audioflow.core.signing import (
+    DEFAULT_TOLERANCE_S,
+    chunk_target,
+    decode_secret,
+    generate_secret,
+    sign,
+    sign_chunk,
+    verify,
+)
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -63,6 +71,24 @@ def test_signs_the_raw_body_bytes() -> None:
     signed = sign(SECRET, body, msg_id=MSG_ID, timestamp=NOW)
     assert signed.signature == "v1," + reference_signature(KEY, MSG_ID, NOW, body)
     assert verify(SECRET, signed.as_dict(), body, now=NOW) == MSG_ID
+
+
+def test_a_chunk_signature_covers_the_meeting_and_seq_it_lands_on() -> None:
+    """A chunk upload signs ``{id}.{timestamp}.PUT {path}.{body}``: replayed onto another meeting or seq,
+    or checked as a body-only signature, it does not verify."""
+    wav = b"RIFF....WAVE"
+    signed = sign_chunk(SECRET, "m1", 7, wav, msg_id=MSG_ID).as_dict()
+    timestamp = int(signed["webhook-timestamp"])
+    content = b"PUT /v1/meetings/m1/chunks/7." + wav
+    assert signed["webhook-signature"] == "v1," + reference_signature(KEY, MSG_ID, timestamp, content)
+    assert verify(SECRET, signed, wav, target=chunk_target("m1", 7)) == MSG_ID
+    for target in (chunk_target("victim", 7), chunk_target("m1", 8), None):
+        with pytest.raises(SignatureError) as refused:
+            verify(SECRET, signed, wav, target=target)
+        assert refused.value.code == "bad_signature"
+    body_only = sign(SECRET, wav).as_dict()
+    with pytest.raises(SignatureError, match="PUT /v1/meetings/m1/chunks/7"):
+        verify(SECRET, body_only, wav, target=chunk_target("m1", 7))
 
 
 VALID = reference_signature(KEY, MSG_ID, NOW, BODY)

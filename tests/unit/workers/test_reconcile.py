@@ -11,10 +11,10 @@ import redis
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Segment
+from audioflow.core.db.models import Chunk, Segment, WebhookDelivery
 from audioflow.core.keys import Keys
 from audioflow.core.wav import AudioFormat
-from audioflow.workers.reconcile import reconcile
+from audioflow.workers.reconcile import prune, reconcile
 
 FMT = AudioFormat(16000, 1, 16)
 
@@ -46,4 +46,26 @@ def test_only_lost_work_is_enqueued_again_and_only_once(
     # Chunks younger than the grace may still be on their way into the stream: left alone.
     redis_client.delete(keys.transcribe)
     assert reconcile(redis_client, keys, sessions, grace_s=30) == 0
+    engine.dispose()
+
+
+def test_replay_records_older_than_twice_the_tolerance_are_pruned(database_url: str) -> None:
+    """webhook_deliveries and deleted_meetings used to grow forever; past twice the signature tolerance
+    a delivery is refused by its timestamp, so they are forgotten then, and not before."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        for name, age in (("old", 601), ("young", 599)):
+            session.add(
+                WebhookDelivery(
+                    id=name, meeting_id="m", seq=0, sha256="0" * 64, received_at=now - timedelta(seconds=age)
+                )
+            )
+            queries.mark_deleted(session, name, now - timedelta(seconds=age))
+    assert prune(sessions, tolerance_s=300) == 2
+    with sessions() as session:
+        assert [d.id for d in session.query(WebhookDelivery)] == ["young"]
+        assert queries.deleted_at(session, "old") is None and queries.deleted_at(session, "young") is not None
     engine.dispose()

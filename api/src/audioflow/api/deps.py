@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from audioflow.api.context import AppContext
-from audioflow.core.errors import Unauthorized
+from audioflow.core.errors import Forbidden, Unauthorized
 from audioflow.core.ids import check_meeting_id
 
 
@@ -23,17 +24,51 @@ Ctx = Annotated[AppContext, Depends(get_context)]
 _bearer = HTTPBearer(auto_error=False)
 
 
+def _matches(presented: str, expected: SecretStr | None) -> bool:
+    return expected is not None and hmac.compare_digest(
+        presented.encode(), expected.get_secret_value().encode()
+    )
+
+
 def check_token(ctx: AppContext, presented: str | None) -> None:
-    """Constant-time comparison against ``AUDIOFLOW_API_TOKEN``."""
-    expected = ctx.settings.api_token
-    if expected is None:
+    """Read scope: ``AUDIOFLOW_API_TOKEN`` (or the admin token), compared in constant time."""
+    settings = ctx.settings
+    if settings.api_token is None and settings.admin_token is None:
         raise Unauthorized(
             "the reader API is closed: the server has no AUDIOFLOW_API_TOKEN", code="no_api_token"
         )
     if not presented:
         raise Unauthorized("missing bearer token (Authorization: Bearer … or ?token=…)", code="missing_token")
-    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+    # Both compared, so the time taken does not tell which token it was close to.
+    read, admin = _matches(presented, settings.api_token), _matches(presented, settings.admin_token)
+    if not (read or admin):
         raise Unauthorized("invalid bearer token", code="invalid_token")
+
+
+def check_admin_token(ctx: AppContext, presented: str | None) -> None:
+    """Admin scope (create, end, delete): ``AUDIOFLOW_ADMIN_TOKEN`` only, never the read token."""
+    settings = ctx.settings
+    if not presented:
+        raise Unauthorized(
+            "creating, ending and deleting meetings need the admin token in the Authorization header "
+            "(Authorization: Bearer …); a token in the URL is not accepted for them",
+            code="missing_token",
+        )
+    read, admin = _matches(presented, settings.api_token), _matches(presented, settings.admin_token)
+    if admin:
+        return
+    if settings.admin_token is None:
+        raise Forbidden(
+            "creating, ending and deleting meetings are disabled: the server has no AUDIOFLOW_ADMIN_TOKEN",
+            code="admin_disabled",
+        )
+    if read:
+        raise Forbidden(
+            "this is the read token: creating, ending and deleting meetings need the admin token "
+            "(AUDIOFLOW_ADMIN_TOKEN)",
+            code="read_only_token",
+        )
+    raise Unauthorized("invalid bearer token", code="invalid_token")
 
 
 def reader_auth(
@@ -47,6 +82,15 @@ def reader_auth(
 
 
 ReaderAuth = Depends(reader_auth)
+
+
+def admin_auth(
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    check_admin_token(ctx, credentials.credentials if credentials else None)
+
+
+AdminAuth = Depends(admin_auth)
 
 
 def meeting_id_path(meeting_id: str) -> str:

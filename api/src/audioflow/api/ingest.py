@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Literal
 
 import sqlalchemy.exc
@@ -27,7 +28,7 @@ from audioflow.core.errors import ChunkTooLong, Conflict, Forbidden, NotFound, S
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
-from audioflow.core.signing import check_headers
+from audioflow.core.signing import PresentedSignature, check_headers
 from audioflow.core.wav import parse_wav
 
 log = logging.getLogger("audioflow.api.ingest")
@@ -65,7 +66,7 @@ class Accepted:
 
 
 def _record(
-    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, webhook_id: str | None
+    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, signature: PresentedSignature | None
 ) -> Accepted:
     info = parse_wav(body)
     if info.duration_s > ctx.settings.max_chunk_s:
@@ -74,7 +75,10 @@ def _record(
             f"{ctx.settings.max_chunk_s:g} s is accepted (cut it into shorter chunks)"
         )
     sha = hashlib.sha256(body).hexdigest()
+    webhook_id = None if signature is None else signature.webhook_id
     with transaction(ctx.sessions) as session:
+        if signature is not None:
+            _check_not_replayed_after_deletion(session, meeting_id, signature.timestamp)
         seen = queries.seen_delivery(session, webhook_id) if webhook_id is not None else None
         if seen is not None and (seen.meeting_id, seen.seq, seen.sha256) != (meeting_id, seq, sha):
             raise Conflict(
@@ -115,6 +119,21 @@ def _record(
     )
 
 
+def _check_not_replayed_after_deletion(session: Session, meeting_id: str, signed_at: int) -> None:
+    """A delivery signed before its meeting was deleted is a replay (a producer signs afresh each
+    attempt): it must not bring the meeting back, within the signature tolerance or ever."""
+    deleted = queries.deleted_at(session, meeting_id)
+    if deleted is None:
+        return
+    deleted = deleted if deleted.tzinfo else deleted.replace(tzinfo=UTC)
+    if signed_at < deleted.timestamp():
+        raise Conflict(
+            f"meeting {meeting_id!r} was deleted at {deleted:%Y-%m-%dT%H:%M:%SZ}; this delivery was signed "
+            f"before that (webhook-timestamp {signed_at}), so it is a replay and is refused",
+            code="meeting_deleted",
+        )
+
+
 def _check_seq_ahead(ctx: AppContext, session: Session, meeting_id: str, seq: int) -> None:
     """Refuse a seq so far past the highest so far that bridging the seqs between would turn a tiny
     upload into hours of silence and a row per missing seq (issue 13). A seq already held passes."""
@@ -142,14 +161,18 @@ def _work_unfinished(ctx: AppContext, meeting_id: str, seq: int) -> bool:
 
 
 def accept_chunk(
-    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, webhook_id: str | None
+    ctx: AppContext,
+    meeting_id: str,
+    seq: int,
+    body: bytes | memoryview,
+    signature: PresentedSignature | None,
 ) -> Accepted:
     """Store one chunk and enqueue its work; raises typed errors for every bad input."""
     check_meeting_id(meeting_id)
     check_seq(seq)
     for attempt in range(3):
         try:
-            accepted = _record(ctx, meeting_id, seq, body, webhook_id)
+            accepted = _record(ctx, meeting_id, seq, body, signature)
             break
         except sqlalchemy.exc.IntegrityError:
             # A concurrent request created the same meeting, chunk or delivery first: look again.

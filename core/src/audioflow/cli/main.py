@@ -90,7 +90,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "--realtime", action="store_true", help="pace each meeting at one chunk per chunk length"
     )
     parser.add_argument(
-        "--end", action="store_true", help="end the meetings afterwards (needs AUDIOFLOW_API_TOKEN)"
+        "--end", action="store_true", help="end the meetings afterwards (needs AUDIOFLOW_ADMIN_TOKEN)"
     )
     parser.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")

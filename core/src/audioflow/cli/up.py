@@ -88,12 +88,21 @@ def redis_server_binary() -> str:
 
 
 def local_credentials(data_dir: Path) -> dict[str, str]:
-    """The webhook secret and API token of this data folder, created on first use (mode 0600)."""
+    """The webhook secret, read token and admin token of this data folder, created on first use (mode
+    0600); a folder from before the admin token gets one added."""
     path = data_dir / "local-credentials.json"
     if path.exists():
         stored: dict[str, str] = json.loads(path.read_text())
+        if "admin_token" in stored:
+            return stored
+        stored["admin_token"] = secrets.token_urlsafe(24)
+        path.write_text(json.dumps(stored))  # the file keeps its mode 0600
         return stored
-    credentials = {"webhook_secret": generate_secret(), "api_token": secrets.token_urlsafe(24)}
+    credentials = {
+        "webhook_secret": generate_secret(),
+        "api_token": secrets.token_urlsafe(24),
+        "admin_token": secrets.token_urlsafe(24),
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(credentials, handle)
@@ -192,6 +201,7 @@ def run_up(args: argparse.Namespace) -> int:
         "AUDIOFLOW_WEBHOOK_SECRET": os.environ.get("AUDIOFLOW_WEBHOOK_SECRET")
         or credentials["webhook_secret"],
         "AUDIOFLOW_API_TOKEN": os.environ.get("AUDIOFLOW_API_TOKEN") or credentials["api_token"],
+        "AUDIOFLOW_ADMIN_TOKEN": os.environ.get("AUDIOFLOW_ADMIN_TOKEN") or credentials["admin_token"],
         "AUDIOFLOW_API_DOCS": os.environ.get("AUDIOFLOW_API_DOCS", "true"),  # on this machine only
     }
     supervisor = Supervisor(env, data_dir)
@@ -249,6 +259,7 @@ def run_up(args: argparse.Namespace) -> int:
         base = f"http://{args.host}:{args.port}"
         say(f"ready: {base}/?token={env['AUDIOFLOW_API_TOKEN']}")
         say(f"API reference: {base}/openapi.json   (reader token: {env['AUDIOFLOW_API_TOKEN']})")
+        say(f"admin token (create, end, delete; Authorization header only): {env['AUDIOFLOW_ADMIN_TOKEN']}")
         if args.demo:
             meeting = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
             say(f"demo: simulating meeting {meeting} in real time")

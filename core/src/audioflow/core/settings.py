@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -45,7 +45,11 @@ class Settings(BaseSettings):
 
     # SecretStr: a logged or printed Settings shows ``**********``, never the value.
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_WEBHOOK_SECRET"))
+    # The read token: the reader API, transcripts, audio and the WebSocket (also as ``?token=``, which the
+    # page's URLs carry). It never creates, ends or deletes a meeting: that takes the admin token, in the
+    # Authorization header only (unset: those requests are refused with 403 admin_disabled).
     api_token: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_API_TOKEN"), min_length=16)
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("AUDIOFLOW_ADMIN_TOKEN"), min_length=16)
     auto_create_meetings: bool = Field(True, validation_alias=_env("AUDIOFLOW_AUTO_CREATE_MEETINGS"))
     max_chunk_bytes: int = Field(32 * 1024 * 1024, validation_alias=_env("AUDIOFLOW_MAX_CHUNK_BYTES"), gt=44)
     # Readiness fails while the data folder has less room than this (default: one largest chunk).
@@ -191,6 +195,7 @@ class Settings(BaseSettings):
     @field_validator(
         "webhook_secret",
         "api_token",
+        "admin_token",
         "ingest_root",
         "whisper_model",
         "stt_overlap_s",
@@ -219,6 +224,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _scopes_differ(self) -> Settings:
+        admin, read = self.admin_token, self.api_token
+        if admin is not None and read is not None and admin.get_secret_value() == read.get_secret_value():
+            raise ValueError("AUDIOFLOW_ADMIN_TOKEN must differ from AUDIOFLOW_API_TOKEN (a URL carries it)")
+        return self
 
     @property
     def effective_min_free_bytes(self) -> int:

@@ -2,6 +2,11 @@
 
 The signed content is ``"{webhook-id}.{webhook-timestamp}.{body}"``; the signature header is a
 space-separated list of ``v1,<base64 HMAC-SHA256>``; the secret is ``whsec_`` + base64 key bytes.
+
+A chunk upload (``PUT /v1/meetings/{id}/chunks/{seq}``) also signs where it lands, so a captured body
+cannot be replayed onto another meeting or seq: its signed content is
+``"{webhook-id}.{webhook-timestamp}.PUT /v1/meetings/{id}/chunks/{seq}.{body}"`` (:func:`chunk_target`,
+the seq in decimal without leading zeros). JSON webhooks carry the meeting and seq in their body.
 """
 
 from __future__ import annotations
@@ -38,8 +43,14 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes | memoryview) -> str:
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode(), hashlib.sha256)
+def chunk_target(meeting_id: str, seq: int | str) -> str:
+    """What a chunk upload signs besides its body: its method and canonical path."""
+    return f"PUT /v1/meetings/{meeting_id}/chunks/{seq}"
+
+
+def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes | memoryview, target: str | None) -> str:
+    prefix = f"{msg_id}.{timestamp}." if target is None else f"{msg_id}.{timestamp}.{target}."
+    mac = hmac.new(key, prefix.encode(), hashlib.sha256)
     mac.update(body)  # no copy of a body that may be a large mapped file
     return base64.b64encode(mac.digest()).decode()
 
@@ -59,13 +70,26 @@ class SignedHeaders:
 
 
 def sign(
-    secret: str, body: bytes, *, msg_id: str | None = None, timestamp: int | None = None
+    secret: str,
+    body: bytes,
+    *,
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+    target: str | None = None,
 ) -> SignedHeaders:
-    """Headers that make ``body`` a signed Standard Webhooks delivery."""
+    """Headers that make ``body`` a signed Standard Webhooks delivery (to ``target``, see
+    :func:`chunk_target`, for a chunk upload)."""
     msg_id = msg_id or "msg_" + secrets.token_hex(12)
     timestamp = int(time.time()) if timestamp is None else timestamp
-    sig = _signature(decode_secret(secret), msg_id, timestamp, body)
+    sig = _signature(decode_secret(secret), msg_id, timestamp, body, target)
     return SignedHeaders(msg_id, timestamp, f"v1,{sig}")
+
+
+def sign_chunk(
+    secret: str, meeting_id: str, seq: int | str, body: bytes, *, msg_id: str | None = None
+) -> SignedHeaders:
+    """Headers for ``PUT /v1/meetings/{meeting_id}/chunks/{seq}`` with ``body``."""
+    return sign(secret, body, msg_id=msg_id, target=chunk_target(meeting_id, seq))
 
 
 @dataclass(frozen=True)
@@ -112,20 +136,34 @@ def check_headers(
     return PresentedSignature(msg_id, timestamp, raw_sig)
 
 
+def verified(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | memoryview,
+    *,
+    target: str | None = None,
+    now: float | None = None,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+) -> PresentedSignature:
+    """Check a delivery's signature (over ``target`` too, when given) and timestamp."""
+    presented = check_headers(headers, now=now, tolerance_s=tolerance_s)
+    expected = _signature(decode_secret(secret), presented.webhook_id, presented.timestamp, body, target)
+    for candidate in presented.signatures.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
+            return presented
+    what = f"{target} and the body" if target else "the body"
+    raise SignatureError(f"webhook-signature does not match {what}", code="bad_signature")
+
+
 def verify(
     secret: str,
     headers: Mapping[str, str],
     body: bytes | memoryview,
     *,
+    target: str | None = None,
     now: float | None = None,
     tolerance_s: int = DEFAULT_TOLERANCE_S,
 ) -> str:
-    """Check a delivery's signature and timestamp; return its ``webhook-id`` (the idempotency key)."""
-    presented = check_headers(headers, now=now, tolerance_s=tolerance_s)
-    msg_id, timestamp = presented.webhook_id, presented.timestamp
-    expected = _signature(decode_secret(secret), msg_id, timestamp, body)
-    for candidate in presented.signatures.split():
-        version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
-            return msg_id
-    raise SignatureError("webhook-signature does not match the body", code="bad_signature")
+    """:func:`verified`, returning the ``webhook-id`` (the idempotency key)."""
+    return verified(secret, headers, body, target=target, now=now, tolerance_s=tolerance_s).webhook_id

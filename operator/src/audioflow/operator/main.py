@@ -92,7 +92,8 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         )
 
         memo.conf = conf
-        token = conf.api_token.get_secret_value() if conf.api_token else None
+        # The operator creates, ends and deletes meetings: the admin token (which also reads).
+        token = conf.admin_token.get_secret_value() if conf.admin_token else None
         memo.gateway = Gateway(conf.gateway_url, token, timeout=conf.gateway_timeout_s)
         memo.kube = await kube.Kube.from_environment()
         memo.redis = redis.Redis.from_url(conf.redis_url, socket_timeout=10, socket_connect_timeout=5)

@@ -7,7 +7,9 @@ a Redis lock) takes the stored chunks of live meetings without a transcript segm
 than one interval ago (younger ones may still be on their way into the stream), at most ``BATCH``,
 oldest first; reads the transcribe stream from a little before the oldest of them; and enqueues again
 each one whose entry is not there. The recording needs no help: the concat worker's gap sweep advances
-every meeting whose chunks are ahead of its recording straight from the database.
+every meeting whose chunks are ahead of its recording straight from the database. The same pass prunes
+the records that tell replays apart (``webhook_deliveries``, ``deleted_meetings``) once they are older
+than twice the signature tolerance.
 
 Idempotent: the handler is idempotent on ``(meeting_id, seq)`` and a chunk whose entry is still in the
 stream (undelivered or pending) is left alone, so an entry added twice by a race costs one skipped
@@ -26,6 +28,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audioflow.core.db import queries
+from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Chunk, Meeting, Segment
 from audioflow.core.keys import Keys
 
@@ -105,10 +108,18 @@ def reconcile(
     return len(missing)
 
 
+def prune(sessions: sessionmaker[Session], tolerance_s: float) -> int:
+    """Forget seen deliveries and deletions older than twice the signature tolerance (a delivery signed
+    that long ago is refused by its timestamp, so they can no longer tell a replay apart)."""
+    with transaction(sessions) as session:
+        return queries.prune_replay_records(session, datetime.now(UTC) - timedelta(seconds=2 * tolerance_s))
+
+
 def reconcile_once_per_interval(
-    client: redis.Redis, keys: Keys, sessions: sessionmaker[Session], interval_s: float
+    client: redis.Redis, keys: Keys, sessions: sessionmaker[Session], interval_s: float, tolerance_s: float
 ) -> int:
-    """:func:`reconcile`, by at most one worker of the cluster per interval."""
+    """:func:`reconcile` and :func:`prune`, by at most one worker of the cluster per interval."""
     if not client.set(f"{keys.prefix}reconcile", "1", nx=True, px=max(1, int(interval_s * 1000 * 0.9))):
         return 0
+    prune(sessions, tolerance_s)
     return reconcile(client, keys, sessions, grace_s=interval_s)

@@ -116,7 +116,12 @@ def run_worker(kind: Kind, settings: Settings) -> None:
             "reconcile",
             settings.reconcile_interval_s,
             functools.partial(
-                reconcile.reconcile_once_per_interval, client, keys, sessions, settings.reconcile_interval_s
+                reconcile.reconcile_once_per_interval,
+                client,
+                keys,
+                sessions,
+                settings.reconcile_interval_s,
+                settings.signature_tolerance_s,
             ),
             stop,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from audioflow.core.settings import Settings
-from audioflow.core.signing import sign
+from audioflow.core.signing import sign_chunk
 from audioflow.core.wav import AudioFormat, canonical_header, parse_wav, pcm_view
 
 FIXTURES = resources.files("audioflow.workers") / "fixtures"
@@ -82,7 +82,8 @@ def send(client: httpx.Client, base_url: str, secret: str, delivery: Delivery) -
     url = f"{base_url.rstrip('/')}/v1/meetings/{delivery.meeting_id}/chunks/{delivery.seq}"
     delay = 0.25
     for attempt in range(RETRIES):
-        headers = {"content-type": "audio/wav", **sign(secret, delivery.body).as_dict()}
+        signed = sign_chunk(secret, delivery.meeting_id, delivery.seq, delivery.body)
+        headers = {"content-type": "audio/wav", **signed.as_dict()}
         try:
             response = client.put(url, content=delivery.body, headers=headers)
         except httpx.TransportError:
@@ -135,7 +136,7 @@ def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
                     file=sys.stderr,
                 )
         if args.end:
-            token = settings.api_token.get_secret_value() if settings.api_token else None
+            token = settings.admin_token.get_secret_value() if settings.admin_token else None
             failures += _end_meetings(client, args.url, token, meeting_ids)
     summary = ", ".join(f"{count} x HTTP {status}" for status, count in sorted(counts.items()))
     print(f"audioflow simulate: done: {summary}", file=sys.stderr)
@@ -144,7 +145,7 @@ def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
 
 def _end_meetings(client: httpx.Client, base_url: str, token: str | None, meeting_ids: list[str]) -> int:
     if token is None:
-        print("audioflow simulate: --end needs AUDIOFLOW_API_TOKEN", file=sys.stderr)
+        print("audioflow simulate: --end needs AUDIOFLOW_ADMIN_TOKEN", file=sys.stderr)
         return 1
     failed = 0
     for meeting_id in meeting_ids:

@@ -17,7 +17,7 @@ from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope,
 from audioflow.core.errors import BadRequest, UnsupportedMediaType
 from audioflow.core.ids import check_meeting_id, check_seq, parse_seq
 from audioflow.core.metrics import CHUNKS_INGESTED
-from audioflow.core.signing import verify
+from audioflow.core.signing import PresentedSignature, chunk_target, verified
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 # 201 is the routes' default; the same bytes again are answered 200 with the same body.
@@ -27,9 +27,15 @@ DUPLICATE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def verified_webhook_id(ctx: Ctx, request: Request, body: bytes | memoryview) -> str:
-    return verify(
-        signing_secret(ctx.settings), request.headers, body, tolerance_s=ctx.settings.signature_tolerance_s
+def verified_signature(
+    ctx: Ctx, request: Request, body: bytes | memoryview, target: str | None = None
+) -> PresentedSignature:
+    return verified(
+        signing_secret(ctx.settings),
+        request.headers,
+        body,
+        target=target,
+        tolerance_s=ctx.settings.signature_tolerance_s,
     )
 
 
@@ -50,7 +56,7 @@ def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
     status_code=201,
     response_model=ChunkAccepted,
     responses=DUPLICATE,
-    summary="Upload one WAV chunk (Standard Webhooks signature over the raw body)",
+    summary="Upload one WAV chunk (Standard Webhooks signature over the method, path and raw body)",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -75,8 +81,9 @@ async def put_chunk(
                 f"Content-Type {media or '(none)'!r} is not audio/wav", code="not_audio_wav"
             )
         body = chunk_body(request)  # received by guards.BodyGuard, within its limits
-        webhook_id = verified_webhook_id(ctx, request, body)
-        accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, webhook_id)
+        # The signature covers where the chunk lands, so a captured upload cannot be replayed elsewhere.
+        signature = verified_signature(ctx, request, body, chunk_target(meeting_id, seq_number))
+        accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, signature)
     except Exception:
         CHUNKS_INGESTED.labels("rejected").inc()
         raise
@@ -102,7 +109,7 @@ async def put_chunk(
 async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> ChunkAccepted:
     try:
         body = await request.body()  # within the size and time limits of guards.BodyGuard
-        webhook_id = verified_webhook_id(ctx, request, body)
+        signature = verified_signature(ctx, request, body)  # the body names the meeting and seq
         try:
             payload = WebhookChunk.model_validate(json.loads(body))
         except ValidationError as exc:
@@ -122,7 +129,7 @@ async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> Chunk
         check_seq(payload.seq)
         data = await fetch_chunk_async(payload.url, ctx.settings)
         accepted = await run_in_threadpool(
-            accept_chunk, ctx, payload.meeting_id, payload.seq, data, webhook_id
+            accept_chunk, ctx, payload.meeting_id, payload.seq, data, signature
         )
     except Exception:
         CHUNKS_INGESTED.labels("rejected").inc()

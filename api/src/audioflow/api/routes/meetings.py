@@ -14,7 +14,7 @@ from sqlalchemy import delete
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
-from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
+from audioflow.api.deps import AdminAuth, Ctx, MeetingId, ReaderAuth
 from audioflow.api.schemas import ERROR_RESPONSES, MeetingCreate, MeetingList, MeetingPublic
 from audioflow.core import events
 from audioflow.core.db import queries
@@ -61,7 +61,9 @@ async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> Mee
     return status
 
 
-@router.post("", status_code=201, response_model=MeetingPublic)
+# Creating, ending and deleting take the admin token (AUDIOFLOW_ADMIN_TOKEN), never the read token that
+# the page's URLs carry.
+@router.post("", status_code=201, response_model=MeetingPublic, dependencies=[AdminAuth])
 async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
     meeting_id = body.id or "m-" + secrets.token_hex(6)
     fmt = AudioFormat(body.format.sample_rate, body.format.channels, body.format.bits)
@@ -93,7 +95,7 @@ async def get_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     return await run_in_threadpool(_status, ctx, meeting_id)
 
 
-@router.post("/{meeting_id}/end", response_model=MeetingPublic)
+@router.post("/{meeting_id}/end", response_model=MeetingPublic, dependencies=[AdminAuth])
 async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     """Mark the meeting ended (idempotent): it finalizes once every chunk is transcribed and recorded."""
 
@@ -107,7 +109,7 @@ async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     return await _announced(ctx, await run_in_threadpool(end))
 
 
-@router.delete("/{meeting_id}", status_code=204)
+@router.delete("/{meeting_id}", status_code=204, dependencies=[AdminAuth])
 async def delete_meeting(meeting_id: MeetingId, ctx: Ctx) -> Response:
     """Delete the meeting's rows, files and events, and stop all work on it: work still queued for it is
     dropped by the workers, a concat worker busy with it stops at its next append, whatever is still
@@ -130,6 +132,8 @@ async def delete_meeting(meeting_id: MeetingId, ctx: Ctx) -> Response:
                 if queries.get_live_meeting(session, meeting_id, generation) is None:
                     return  # a concurrent DELETE got there first (the id may be a new meeting's by now)
                 session.execute(delete(Meeting).where(Meeting.id == meeting_id))
+                # Uploads signed before now are replays from here on: they must not bring it back.
+                queries.mark_deleted(session, meeting_id, datetime.now(UTC))
                 # Before the commit, while the deleted row is locked: a new meeting with this id (its
                 # creation waits for the commit) never has its files in the folder being removed.
                 detached = ctx.storage.detach_meeting(meeting_id)

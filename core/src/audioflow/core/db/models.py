@@ -109,7 +109,8 @@ class Gap(Base):
 
 
 class WebhookDelivery(Base):
-    """Seen ``webhook-id`` values: the idempotency key of signed deliveries; written by the gateway."""
+    """Seen ``webhook-id`` values: the idempotency key of signed deliveries; written by the gateway.
+    Pruned once older than twice the signature tolerance (a replay that old is refused anyway)."""
 
     __tablename__ = "webhook_deliveries"
 
@@ -117,4 +118,14 @@ class WebhookDelivery(Base):
     meeting_id: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class DeletedMeeting(Base):
+    """When a meeting id was last deleted: a chunk signed before that is a replay and is refused, so a
+    captured upload cannot bring a deleted meeting back. Pruned like ``webhook_deliveries``."""
+
+    __tablename__ = "deleted_meetings"
+
+    meeting_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from audioflow.core.db.models import Chunk, Gap, Meeting, Recording, Segment, WebhookDelivery
+from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
 from audioflow.core.timeline import chunk_starts
 from audioflow.core.wav import AudioFormat
@@ -115,6 +115,34 @@ def seen_delivery(session: Session, webhook_id: str) -> WebhookDelivery | None:
 
 def record_delivery(session: Session, webhook_id: str, meeting_id: str, seq: int, sha256: str) -> None:
     session.add(WebhookDelivery(id=webhook_id, meeting_id=meeting_id, seq=seq, sha256=sha256))
+
+
+def mark_deleted(session: Session, meeting_id: str, at: datetime) -> None:
+    """Remember that ``meeting_id`` was deleted at ``at`` (see :class:`DeletedMeeting`)."""
+    tombstone = session.get(DeletedMeeting, meeting_id)
+    if tombstone is None:
+        session.add(DeletedMeeting(meeting_id=meeting_id, deleted_at=at))
+    else:
+        tombstone.deleted_at = at
+
+
+def deleted_at(session: Session, meeting_id: str) -> datetime | None:
+    """When ``meeting_id`` was last deleted (within the pruning horizon), if it was."""
+    tombstone = session.get(DeletedMeeting, meeting_id)
+    return None if tombstone is None else tombstone.deleted_at
+
+
+def prune_replay_records(session: Session, older_than: datetime) -> int:
+    """Forget deliveries and deletions from before ``older_than``: a delivery signed that long ago is
+    refused by its timestamp anyway. Returns how many rows went."""
+    removed = 0
+    for model, column in (
+        (WebhookDelivery, WebhookDelivery.received_at),
+        (DeletedMeeting, DeletedMeeting.deleted_at),
+    ):
+        result = session.execute(delete(model).where(column < older_than))
+        removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed
 
 
 def get_chunk(session: Session, meeting_id: str, seq: int) -> Chunk | None:
