@@ -8,7 +8,7 @@ import { forwardRef, useCallback, useEffect, useImperativeHandle, useRef, useSta
 import { audioUrl, liveAudioUrl } from "./api";
 import { clock } from "./format";
 import type { LiveAudioState } from "./liveAudio";
-import { LivePlayer } from "./livePlayer";
+import { LEAD_IN_MS, LivePlayer } from "./livePlayer";
 import { byteRate, LiveClock, liveBadge } from "./pcm";
 import type { AudioFormat } from "./types";
 
@@ -31,9 +31,6 @@ type Source =
   | { mode: "live"; id: number }
   | { mode: "replay"; id: number; src: string; seekTo: number; autoplay: boolean };
 
-/** "Go live" starts this far before the edge, so there is something to hear at once; when newer audio
- * arrives, what is left of this lead-in is skipped, so each chunk is heard the moment it arrives. */
-export const LIVE_BACK_MS = 1000;
 const HEADER = 44;
 const STATE_EVERY_MS = 100; // React updates of the position (the data attribute follows every report)
 const RETRY_MS = 3000;
@@ -108,7 +105,7 @@ export const Player = forwardRef<PlayerHandle, Props>(function Player(props, ref
     setProblem(null);
     const player = new LivePlayer({
       url: (from) => liveAudioUrl(window.location.href, meetingId, token, from),
-      from: { live: true, backMs: LIVE_BACK_MS },
+      from: { live: true, backMs: LEAD_IN_MS },
       onFormat: clockFor,
       onHeard: moved,
       onEdge: (edge) => liveClock.current?.seen(edge, performance.now() / 1000),

@@ -9,6 +9,9 @@ import type { AudioFormat } from "./types";
 
 /** Queued before the worklet starts (and after it runs dry): evens out uneven arrival. */
 export const JITTER_S = 0.08;
+/** "Go live" starts this far before the edge, so there is something to hear at once; when newer audio
+ * arrives, what is left of this lead-in is skipped, so each chunk is heard the moment it arrives. */
+export const LEAD_IN_MS = 1000;
 const REPORT_FRAMES = 512; // four render quanta: ~30 ms at 16 kHz
 
 export interface LivePlayerOptions {
@@ -52,9 +55,14 @@ export class LivePlayer {
     this.connection.start();
   }
 
-  /** Call from a click: lets a context the browser held back play. */
+  /** Call from a click: lets a context the browser held back play, from the lead-in before the newest
+   * audio rather than from what queued while it was held back. */
   resume(): void {
-    void this.context?.resume();
+    const { context, format, node } = this;
+    if (!context || !format || context.state !== "suspended") return;
+    void context.resume();
+    const message: ToWorklet = { type: "keepNewest", frames: Math.round((LEAD_IN_MS / 1000) * format.sample_rate) };
+    node?.port.postMessage(message);
   }
 
   stop(): void {

@@ -17,8 +17,9 @@ export interface WorkletOptions {
   reportFrames: number;
 }
 
-// `skipQueued`: drop what is still queued first (the lead-in before the live edge, once the edge moves).
-export type ToWorklet = { type: "pcm"; samples: Float32Array; skipQueued: boolean };
+// `skipQueued`: drop what is still queued first (the lead-in before the live edge, once the edge moves);
+// `keepNewest`: drop all but the newest frames (what queued while the browser held the sound back).
+export type ToWorklet = { type: "pcm"; samples: Float32Array; skipQueued: boolean } | { type: "keepNewest"; frames: number };
 export type FromWorklet = { type: "played"; played: number; buffered: number; frame: number };
 
 class PcmPlayer extends AudioWorkletProcessor {
@@ -34,8 +35,13 @@ class PcmPlayer extends AudioWorkletProcessor {
     this.buffer = new JitterBuffer(channels, targetFrames);
     this.reportFrames = reportFrames;
     this.port.onmessage = (event: MessageEvent<ToWorklet>) => {
-      if (event.data.skipQueued) this.buffer.skipQueued();
-      this.buffer.push(event.data.samples);
+      const message = event.data;
+      if (message.type === "keepNewest") {
+        this.buffer.keepNewest(message.frames);
+        return;
+      }
+      if (message.skipQueued) this.buffer.skipQueued();
+      this.buffer.push(message.samples);
     };
   }
 

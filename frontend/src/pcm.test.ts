@@ -150,3 +150,20 @@ describe("liveBadge", () => {
     expect(liveBadge(125)).toEqual({ live: false, text: "2:05 behind live" });
   });
 });
+
+describe("JitterBuffer.keepNewest", () => {
+  it("drops the oldest frames across pieces, keeps the newest, and counts the dropped as played", () => {
+    const buffer = new JitterBuffer(2, 1);
+    buffer.push(Float32Array.from([1, -1, 2, -2]));
+    buffer.push(Float32Array.from([3, -3, 4, -4, 5, -5]));
+    expect(buffer.keepNewest(2)).toBe(3);
+    expect(buffer.played).toBe(3);
+    const out = channels(2, 3);
+    expect(buffer.pull(out, 3)).toBe(2);
+    expect(out.map((c) => [...c])).toEqual([
+      [4, 5, 0],
+      [-4, -5, 0],
+    ]);
+    expect(buffer.keepNewest(10)).toBe(0); // nothing queued: nothing to drop
+  });
+});

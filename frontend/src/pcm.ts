@@ -100,14 +100,29 @@ export class JitterBuffer {
     return written;
   }
 
-  /** Drops what is queued (counted as played: positions stay true) and returns how many frames. */
+  /** Drops all but the newest `frames` queued frames (counted as played: positions stay true) and
+   * returns how many it dropped. */
+  keepNewest(frames: number): number {
+    const dropped = Math.max(0, this.bufferedFrames - frames);
+    let samples = dropped * this.channels;
+    while (samples > 0) {
+      const left = this.pieces[0].length - this.head;
+      const take = Math.min(left, samples);
+      this.head += take;
+      this.queued -= take;
+      samples -= take;
+      if (take === left) {
+        this.pieces.shift();
+        this.head = 0;
+      }
+    }
+    if (this.queued === 0) this.primed = false;
+    this.played += dropped;
+    return dropped;
+  }
+
   skipQueued(): number {
-    const frames = this.bufferedFrames;
-    this.pieces = [];
-    this.head = this.queued = 0;
-    this.primed = false;
-    this.played += frames;
-    return frames;
+    return this.keepNewest(0);
   }
 }
 
