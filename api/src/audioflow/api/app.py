@@ -42,7 +42,7 @@ FRONTEND = Path(__file__).with_name("static")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
         sync_redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
         )

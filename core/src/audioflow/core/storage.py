@@ -59,7 +59,7 @@ class LocalStorage:
         path = self.chunk_path(meeting_id, seq)
         tmp: str | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folders(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -75,6 +75,15 @@ class LocalStorage:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 raise StorageFull("the data folder is full: the chunk was not stored; retry later") from exc
             raise
+
+    def _make_folders(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents; with fsync on, each new folder's parent is synced,
+        so a power loss cannot unlink the first chunk of a meeting by losing its folders."""
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.fsync:
+            for created in missing:
+                _fsync_dir(created.parent)
 
     def free_bytes(self) -> int:
         """Room left where chunks and recordings are written."""

@@ -55,7 +55,7 @@ def _periodically(what: str, interval: float, step: Callable[[], object], stop: 
 def run_worker(kind: Kind, settings: Settings) -> None:
     setup_logging(kind, fmt=settings.log_format, level=settings.log_level)
     serve_metrics(settings.metrics_port)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
     sessions = make_sessionmaker(engine)
     client = redis.Redis.from_url(
         settings.redis_url,

@@ -16,15 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, fsync: bool = True, **kwargs: Any) -> Engine:
+    """``fsync`` (``AUDIOFLOW_FSYNC``): SQLite syncs its WAL at every commit (``synchronous=FULL``), so a
+    chunk answered 201 keeps its row through a power loss; ``NORMAL`` survives only a process crash.
+    PostgreSQL syncs commits by its own configuration."""
     if url.startswith("sqlite"):
+        synchronous = "FULL" if fsync else "NORMAL"
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
