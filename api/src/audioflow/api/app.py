@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.max_live_followers,
         max_per_meeting=settings.max_live_followers_per_meeting,
         setting="AUDIOFLOW_MAX_LIVE_FOLLOWERS",
+        listeners="live.wav followers",
     )
     # Outermost last: headers go on every answer, the guards' own refusals included.
     app.add_middleware(

@@ -112,7 +112,8 @@ def _over(ctx: AppContext, meeting_id: str) -> State:
 
 class LiveAudioHub:
     """The gateway's listeners: at most ``max_listeners`` at once (and ``max_per_meeting`` per meeting),
-    one :class:`Watch` per meeting. ``setting`` names the limits in refusals."""
+    one :class:`Watch` per meeting. ``setting`` and ``listeners`` name the limits and the listeners in
+    refusals."""
 
     def __init__(
         self,
@@ -120,12 +121,14 @@ class LiveAudioHub:
         *,
         max_per_meeting: int | None = None,
         setting: str = "AUDIOFLOW_LIVE_AUDIO_MAX_LISTENERS",
+        listeners: str = "live-audio listeners",
         poll_s: float = EDGE_POLL_S,
         phase_check_s: float = PHASE_CHECK_S,
     ) -> None:
         self.max_listeners = max_listeners
         self.max_per_meeting = max_per_meeting
         self.setting = setting
+        self.noun = listeners
         self.poll_s = poll_s
         self.phase_check_s = phase_check_s
         self.listeners = 0
@@ -135,15 +138,14 @@ class LiveAudioHub:
     async def listen(self, ctx: AppContext, meeting_id: str) -> AsyncIterator[Watch]:
         if self.listeners >= self.max_listeners:
             raise TooManyListeners(
-                f"this gateway already serves {self.max_listeners} live-audio listeners "
-                f"({self.setting}); retry later"
+                f"this gateway already serves {self.max_listeners} {self.noun} ({self.setting}); retry later"
             )
         self.listeners += 1
         try:
             watch = await self._watch(ctx, meeting_id)
             if self.max_per_meeting is not None and watch.listeners >= self.max_per_meeting:
                 raise TooManyListeners(
-                    f"meeting {meeting_id!r} already has {self.max_per_meeting} live-audio listeners "
+                    f"meeting {meeting_id!r} already has {self.max_per_meeting} {self.noun} "
                     f"({self.setting}_PER_MEETING); retry later"
                 )
             watch.listeners += 1
