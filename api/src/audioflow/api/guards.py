@@ -39,7 +39,7 @@ from audioflow.core.errors import (
 JSON_BODY_LIMIT = 64 * 1024  # every body but a chunk upload is a small JSON document
 SPOOL_IN_MEMORY = 1024 * 1024  # a typical chunk (5 s at 16 kHz is 160 KB) never touches the disk
 _CHUNK_UPLOAD = re.compile(r"/v1/meetings/.+/chunks/[^/]*")
-_WEBHOOK = "/webhooks/chunk"  # signed too: refused on its head as well
+_WEBHOOK = "/webhooks/chunk"  # signed too
 _BODY = "audioflow.chunk_body"
 
 
@@ -129,14 +129,15 @@ class BodyGuard:
         taken = False
         try:
             try:
-                if upload:
-                    self._admit_upload(scope)
-                    self.uploads += 1
-                    taken = True
-                elif scope["method"] == "POST" and scope["path"] == _WEBHOOK:
-                    self.check_signature(Headers(scope=scope))
+                # Refused on the head alone, before a byte of the body is read: a size over the limit,
+                # signature headers that can never verify, no room for one more upload.
                 limit = self.max_chunk_bytes if upload else JSON_BODY_LIMIT
                 self._check_declared(scope, limit)
+                if upload or (scope["method"] == "POST" and scope["path"] == _WEBHOOK):
+                    self.check_signature(Headers(scope=scope))
+                if upload:
+                    self._take_upload_slot()
+                    taken = True
                 if not await self._read(receive, spool, limit):
                     return  # the client left mid-body: nobody to answer, nothing to store
             except AudioflowError as exc:
@@ -163,16 +164,14 @@ class BodyGuard:
                 self.uploads -= 1
             spool.close()
 
-    def _admit_upload(self, scope: Scope) -> None:
-        """Refuse, before a byte of the body is read, what can be refused on its head alone."""
-        self._check_declared(scope, self.max_chunk_bytes)
-        self.check_signature(Headers(scope=scope))
+    def _take_upload_slot(self) -> None:
         if self.uploads >= self.max_uploads:
             raise Unavailable(
                 f"{self.max_uploads} chunk uploads are already being received "
                 "(AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT); retry later",
                 code="uploads_busy",
             )
+        self.uploads += 1
 
     @staticmethod
     def _check_declared(scope: Scope, limit: int) -> None:
