@@ -22,13 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audioflow.core import recording as recording_module
-from audioflow.core.errors import FormatMismatch, RecordingFull
+from audioflow.core.errors import FormatMismatch, RecordingCorrupt, RecordingFull
 from audioflow.core.recording import (
     INDEX_MAGIC,
     RECORD_SIZE,
     Entry,
     Recording,
-    RecordingCorrupt,
     index_path,
     lock_path,
     locked_recording,

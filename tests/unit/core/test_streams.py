@@ -16,6 +16,14 @@ import redis
 from prometheus_client import REGISTRY
 from redis.exceptions import ResponseError
 
+from audioflow.core.errors import (
+    AudioflowError,
+    ChunkMissing,
+    InvalidWav,
+    RecordingCorrupt,
+    StorageFull,
+    is_permanent,
+)
 from audioflow.core.streams import (
     Entry,
     Outcome,
@@ -238,6 +246,39 @@ def test_failing_handler_is_dead_lettered_after_max_deliveries(
 
     time.sleep(0.12)
     assert consumer.reclaim() == 0  # nothing left to redeliver
+
+
+@pytest.mark.parametrize(
+    "error",
+    [InvalidWav("stored chunk is not a WAV"), ChunkMissing("chunk file is missing"), RecordingCorrupt("x")],
+)
+def test_a_permanent_error_is_dead_lettered_on_its_first_delivery(
+    redis_client: redis.Redis, redis_prefix: str, error: AudioflowError
+) -> None:
+    # The stored data itself is bad: four more deliveries would fail the same way, only later.
+    stream = redis_prefix + "s"
+    ensure_group(redis_client, stream, GROUP)
+    entry_id = enqueue(redis_client, stream, {"meeting_id": "m", "seq": 1})
+    dead: list[str] = []
+    consumer = make(
+        redis_client,
+        stream,
+        Recorder(error=error),
+        "a",
+        max_deliveries=5,
+        on_dead_letter=lambda e, r: dead.append(r),
+    )
+    assert consumer.step() == 1
+    assert pending_ids(redis_client, stream) == []
+    [(_, fields)] = entries(redis_client, dead_letter_stream(stream))
+    assert (fields["original_id"], fields["deliveries"]) == (entry_id, "1")
+    assert dead == [f"{type(error).__name__}: {error}"]
+
+
+def test_an_error_that_is_not_permanent_is_retried() -> None:
+    assert not is_permanent(RuntimeError("decoder exploded"))
+    assert not is_permanent(StorageFull("disk full"))
+    assert not is_permanent(None)
 
 
 class DatabaseDown(Exception):

@@ -20,13 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from audioflow.core.errors import AudioflowError, BadRequest, Forbidden, PayloadTooLarge, Unavailable
+from audioflow.core.errors import BadRequest, DownloadFailed, Forbidden, PayloadTooLarge, Unavailable
 from audioflow.core.settings import Settings
-
-
-class DownloadFailed(AudioflowError):
-    code = "download_failed"
-    http_status = 502
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

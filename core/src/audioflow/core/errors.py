@@ -12,12 +12,20 @@ class AudioflowError(Exception):
     code = "error"
     http_status = 500
     retry = False  # a retry later can succeed (the answer carries Retry-After)
+    #: For a worker: handling the same entry again cannot succeed (the stored data itself is bad), so it
+    #: is dead-lettered at once instead of being retried up to the delivery limit.
+    permanent = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+
+
+def is_permanent(exc: BaseException | None) -> bool:
+    """Whether a worker should dead-letter the entry that raised `exc` at once (see ``permanent``)."""
+    return isinstance(exc, AudioflowError) and exc.permanent
 
 
 class BadRequest(AudioflowError):
@@ -27,6 +35,7 @@ class BadRequest(AudioflowError):
 
 class InvalidWav(BadRequest):
     code = "invalid_wav"
+    permanent = True  # raised by a worker, it means a stored chunk does not parse
 
 
 class InvalidId(BadRequest):
@@ -106,6 +115,29 @@ class StorageFull(AudioflowError):
     code = "storage_full"
     http_status = 507
     retry = True
+
+
+class RecordingCorrupt(AudioflowError):
+    """The recording's files on disk contradict each other in a way recovery must not guess about."""
+
+    code = "recording_corrupt"
+    http_status = 500
+    permanent = True
+
+
+class ChunkMissing(AudioflowError):
+    """A chunk the database holds has no file in storage (lost with the disk): no retry brings it back."""
+
+    code = "chunk_missing"
+    http_status = 500
+    permanent = True
+
+
+class DownloadFailed(AudioflowError):
+    """Fetching a chunk's URL failed (the ``/webhooks/chunk`` route)."""
+
+    code = "download_failed"
+    http_status = 502
 
 
 class Unavailable(AudioflowError):

@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias
 
-from audioflow.core.errors import AudioflowError, FormatMismatch, InvalidWav, RecordingFull
+from audioflow.core.errors import FormatMismatch, InvalidWav, RecordingCorrupt, RecordingFull
 from audioflow.core.wav import (
     CANONICAL_HEADER_SIZE,
     MAX_DATA_LENGTH,
@@ -63,7 +63,6 @@ __all__ = [
     "Entry",
     "Kind",
     "Recording",
-    "RecordingCorrupt",
     "index_path",
     "lock_path",
     "locked_recording",
@@ -82,13 +81,6 @@ RECORD_SIZE: Final = 41
 INDEX_MAGIC: Final = b"audioflow-recording-index v1".ljust(RECORD_SIZE - 1) + b"\n"
 _RECORD = re.compile(rb"([0-9]{10}) ([0-9]{10}) ([0-9]{10}) (chunk  |silence)\n")
 _HEADER_SIZE: Final = CANONICAL_HEADER_SIZE
-
-
-class RecordingCorrupt(AudioflowError):
-    """The files on disk contradict each other in a way recovery must not guess about."""
-
-    code = "recording_corrupt"
-    http_status = 500
 
 
 @dataclass(frozen=True)

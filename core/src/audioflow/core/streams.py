@@ -5,7 +5,8 @@ BLOCKing ``XREADGROUP``, calls a handler that knows nothing about Redis, and ``X
 handler returned ``Outcome.ACK`` (the handler commits its database work before it returns). Entries
 that stay pending longer than the lease (a crashed peer, or a ``RETRY``) are taken over with
 ``XAUTOCLAIM`` and handled through the same path; after ``max_deliveries`` an entry moves to the
-stream's dead-letter stream. Handlers must be idempotent: an entry can be handled more than once.
+stream's dead-letter stream, at once when the handler's error is ``permanent`` (the stored data
+itself is bad: retrying cannot help). Handlers must be idempotent: an entry can be handled more than once.
 
 ``trim_acknowledged`` trims only what every group has finished (Redis 7 trims ignore consumer
 groups), and ``backlog`` counts a group's remaining work without trusting ``XINFO GROUPS`` ``lag``
@@ -34,6 +35,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from audioflow.core.errors import is_permanent
 from audioflow.core.metrics import STREAM_ENTRIES, STREAM_HANDLE_SECONDS, STREAM_RECLAIMED, WORKER_BUSY
 
 __all__ = [
@@ -379,7 +381,7 @@ class StreamConsumer:
                 extra=context,
             )
             self.log.debug("traceback for %s entry %s", self.stream, entry.id, exc_info=error, extra=context)
-            if entry.deliveries >= self.max_deliveries:
+            if entry.deliveries >= self.max_deliveries or is_permanent(error):
                 self._dead_letter(entry, f"{type(error).__name__}: {error}"[:1000])
         elif outcome is Outcome.ACK:
             self._ack(entry.id)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting, Segment
+from audioflow.core.errors import ChunkMissing
 from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams import Entry, Outcome
@@ -101,7 +102,7 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     if pcm is None:
         if _live_generation(deps, work) is None:
             return _gone(work)  # deleted meanwhile, with its files
-        raise FileNotFoundError(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
+        raise ChunkMissing(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
     result = transcribe_chunk(
         deps.engine, pcm, fmt, previous, overlap_s=deps.overlap_s, previous_words=_previous_words(deps, work)
