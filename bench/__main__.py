@@ -151,6 +151,70 @@ def kept_sections(report: Path) -> str:
     return "" if at < 0 else "\n" + previous[at:]
 
 
+SECTION_MARKER = "<!-- section: {} -->"
+REMEASURED = "Re-measured on their own since this run:"
+
+
+def _section_block(text: str, name: str) -> tuple[int, int]:
+    """Where section ``name`` (its marker included) starts and ends in a report; (-1, -1) if absent."""
+    start = text.find(SECTION_MARKER.format(name))
+    if start < 0:
+        return -1, -1
+    ends = [text.find(m, start + 1) for m in ("<!-- section: ", KEPT_MARKER)]
+    return start, min([e for e in ends if e >= 0], default=len(text))
+
+
+def _summary_tables(text: str) -> tuple[int, int, list[str]]:
+    """The summary's span in a report and its tables (figures, then runtimes), as blocks of lines."""
+    start, end = text.find("## Summary"), text.find("<!-- section: ")
+    return start, end, text[start:end].split("\n\n")
+
+
+def _replace_rows(report: str, fresh: str, name: str) -> str:
+    """Each summary table's rows of section ``name``, those of ``fresh`` in place of the old ones."""
+    start, end, tables = _summary_tables(report)
+    new_tables = _summary_tables(fresh)[2]
+    prefix = f"| {name} |"
+    for i, table in enumerate(tables):
+        lines = table.split("\n")
+        at = next((j for j, line in enumerate(lines) if line.startswith(prefix)), None)
+        if at is None or i >= len(new_tables):
+            continue
+        new = [line for line in new_tables[i].split("\n") if line.startswith(prefix)]
+        rest = [line for line in lines if not line.startswith(prefix)]
+        tables[i] = "\n".join(rest[:at] + new + rest[at:])
+    return report[:start] + "\n\n".join(tables) + report[end:]
+
+
+def merge_sections(report: str, fresh: str, names: Sequence[str], stamp: str) -> str:
+    """The recorded full run with sections ``names`` replaced by those of ``fresh`` (a report of only
+    them), each saying when and how it was re-measured (``stamp``), and its summary rows replaced.
+    The rest of the report, from its machine to its other sections, stays as that full run wrote it."""
+    for name in names:
+        new_start, new_end = _section_block(fresh, name)
+        old_start, old_end = _section_block(report, name)
+        if new_start < 0 or old_start < 0:
+            raise ValueError(
+                f"section {name!r} is missing from {'the new run' if new_start < 0 else 'the report'}"
+            )
+        heading_end = fresh.index("\n", fresh.index("## ", new_start)) + 1
+        block = fresh[new_start:heading_end] + f"\n*{stamp}*\n" + fresh[heading_end:new_end]
+        report = report[:old_start] + block + report[old_end:]
+        report = _replace_rows(report, fresh, name)
+    lines = report.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.startswith(REMEASURED)), None)
+    done = lines[at].rstrip("\n").removeprefix(REMEASURED).strip().rstrip(".") if at is not None else ""
+    kept = [item for item in done.split("; ") if item and item.split(" ", 1)[0] not in names]
+    when = stamp.split(": ", 1)[0]
+    line = f"{REMEASURED} {'; '.join([*kept, *(f'{n} ({when})' for n in names)])}.\n"
+    if at is not None:
+        lines[at] = line
+    else:
+        machine = next(i for i, text in enumerate(lines) if text.startswith("## Machine"))
+        lines[machine:machine] = [line, "\n"]
+    return "".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smallest sizes that run every code path")
@@ -162,6 +226,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--note", default="", help="a sentence for RESULTS.md, e.g. what else ran on the machine"
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: replace those sections of bench/RESULTS.md (each says when it was re-measured)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
@@ -169,8 +238,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.update and (args.tiny or args.out is not None or len(names) == len(SECTIONS)):
+        parser.error("--update takes --only (some sections) and neither --tiny nor --out")
     if args.out is None:
-        if args.tiny or len(names) < len(SECTIONS):
+        if args.tiny or (len(names) < len(SECTIONS) and not args.update):
             # bench/RESULTS.md is the recorded full run: a partial or tiny one never overwrites it.
             parser.error("--tiny and --only need --out DIR (bench/RESULTS.md is for full runs)")
         args.out = BENCH_DIR
@@ -203,9 +274,10 @@ def speech_versions() -> dict[str, str]:
 
 
 def execute(
-    cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = (), note: str = ""
+    cfg: BenchConfig, names: Sequence[str], notes: Sequence[str] = (), note: str = "", *, update: bool = False
 ) -> tuple[int, SuiteResult]:
-    """Run the sections on ``cfg``'s services and write ``RESULTS.md``; 1 if anything went unmeasured."""
+    """Run the sections on ``cfg``'s services and write ``RESULTS.md`` (with ``update``, replace only
+    their sections in the existing one); 1 if anything went unmeasured."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if set(names) >= set(SECTIONS):  # a full run: every plot left in plots/ must come from this run
         for old in cfg.plots_dir.glob("*.png"):
@@ -215,7 +287,20 @@ def execute(
     result = run_suite(cfg, names)
     machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     report = cfg.out_dir / "RESULTS.md"
-    report.write_text(render(result, machine, versions, list(notes), note) + kept_sections(report))
+    fresh = render(result, machine, versions, list(notes), note)
+    if update:
+        if result.unmeasured:  # the recorded figures stay rather than give way to "NOT MEASURED"
+            print(f"bench: NOT MEASURED: {', '.join(result.unmeasured)}; {report} unchanged", file=sys.stderr)
+            return 1, result
+        stamp = (
+            f"{where.now()}: measured on its own (`--only {','.join(names)} --update`) at git "
+            f"{versions['audioflow (git)']}; load average {machine['load average at start (1/5/15 min)']} "
+            f"at start, {machine['load average at end (1/5/15 min)']} at the end"
+            + (f". {note}" if note else "")
+        )
+        report.write_text(merge_sections(report.read_text(), fresh, names, stamp))
+    else:
+        report.write_text(fresh + kept_sections(report))
     print(f"bench: wrote {report} ({result.seconds / 60:.1f} min)", file=sys.stderr)
     if result.unmeasured:
         print(f"bench: NOT MEASURED: {', '.join(result.unmeasured)}", file=sys.stderr)
@@ -232,7 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with local_or_embedded() as (redis_url, postgres_url, notes):
         code, _ = execute(
-            replace(cfg, redis_url=redis_url, postgres_url=postgres_url), args.names, notes, args.note
+            replace(cfg, redis_url=redis_url, postgres_url=postgres_url),
+            args.names,
+            notes,
+            args.note,
+            update=args.update,
         )
     return code
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import KEPT_MARKER, SECTIONS, SuiteResult, execute, kept_sections
+from bench.__main__ import KEPT_MARKER, SECTIONS, SuiteResult, execute, kept_sections, merge_sections
 from bench.common import BenchConfig
 from tests.services import free_port
 
@@ -83,3 +83,26 @@ def test_sections_measured_outside_the_bench_are_kept_across_runs(tmp_path: Path
     browser = f"{KEPT_MARKER}\n\n## Live latency in the browser\n\nfigures\n"
     report.write_text("# old run\n\nold figures\n\n" + browser)
     assert kept_sections(report) == "\n" + browser
+
+
+def test_an_update_replaces_only_its_sections_and_says_when() -> None:
+    def report(tag: str, names: list[str]) -> str:
+        rows = "".join(f"| {n} | figure | {tag} |\n| {n} | other | {tag} |\n" for n in names)
+        runtimes = "".join(f"| {n} | 1 s | yes |\n" for n in names)
+        body = "".join(f"<!-- section: {n} -->\n\n## {n.upper()}\n\n{n} {tag}\n\n" for n in names)
+        return f"# R\n\nRecorded {tag}.\n\n## Machine\n\nm\n\n## Summary\n\n{rows}\n{runtimes}\n{body}"
+
+    full = report("old", ["ingest", "wer", "memory"]) + f"{KEPT_MARKER}\n\n## Browser\n\nkept\n"
+    merged = merge_sections(full, report("new", ["wer"]), ["wer"], "2026-12-04 10:00 UTC: on its own")
+    assert "wer new" in merged and "wer old" not in merged
+    assert "ingest old" in merged and "memory old" in merged and merged.endswith("## Browser\n\nkept\n")
+    assert "| ingest | other | old |\n| wer | figure | new |\n| wer | other | new |\n| memory |" in merged
+    assert "| ingest | 1 s | yes |\n| wer | 1 s | yes |\n| memory | 1 s | yes |" in merged
+    assert "| wer | figure | old |" not in merged
+    assert "## WER\n\n*2026-12-04 10:00 UTC: on its own*\n" in merged
+    assert "Re-measured on their own since this run: wer (2026-12-04 10:00 UTC).\n\n## Machine" in merged
+    again = merge_sections(merged, report("newer", ["ingest"]), ["ingest"], "2026-12-05 09:00 UTC: x")
+    assert "since this run: wer (2026-12-04 10:00 UTC); ingest (2026-12-05 09:00 UTC)." in again
+    assert again.count("Re-measured on their own") == 1 and "wer new" in again
+    with pytest.raises(ValueError, match="'stt' is missing"):
+        merge_sections(full, report("new", ["stt"]), ["stt"], "x")
