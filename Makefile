@@ -90,12 +90,25 @@ tests/e2e/node_modules/.installed: tests/e2e/package-lock.json | node-check
 	cd tests/e2e && $(NPM_CI)
 	touch $@
 
+# The page's API types (checked in, so an image builds the page without Python) are generated from the
+# gateway's OpenAPI document; --check makes openapi-typescript fail instead of writing when they drifted.
+API_TYPES = $(UV) run python -m audioflow.api.openapi > frontend/node_modules/.openapi.json \
+	&& cd frontend && npx --no-install openapi-typescript node_modules/.openapi.json -o src/openapi.gen.ts
+
+.PHONY: api-types
+api-types: install frontend/node_modules/.installed ## Regenerate frontend/src/openapi.gen.ts from the gateway's OpenAPI document
+	$(API_TYPES)
+
+.PHONY: check-api-types
+check-api-types: install frontend/node_modules/.installed ## Fail when frontend/src/openapi.gen.ts differs from what the OpenAPI document gives
+	$(API_TYPES) --check
+
 .PHONY: frontend
-frontend: frontend/node_modules/.installed ## Build the page (npm ci, type check, Vite) into api/src/audioflow/api/static
+frontend: api-types ## Build the page (npm ci, API types, type check, Vite) into api/src/audioflow/api/static
 	cd frontend && npm run build
 
 .PHONY: test-frontend
-test-frontend: frontend/node_modules/.installed ## Page unit tests (Vitest): event reducer, sockets, live audio (jitter buffer, resume, badge), API helpers
+test-frontend: check-api-types ## Page unit tests (Vitest): event reducer, sockets, live audio (jitter buffer, resume, badge), API helpers; API types up to date
 	cd frontend && npm test
 
 $(CHROMIUM):

@@ -1,37 +1,16 @@
-// Shapes of the gateway's reader API (see /openapi.json).
+// The reader API's shapes come from the gateway's OpenAPI document: openapi.gen.ts is generated from it
+// by `make frontend` (never edited by hand). The WebSocket's event payloads below are not in that
+// document (a WebSocket has no schema there), so they are written by hand after core/events.py.
 
-export type Phase = "pending" | "live" | "finalizing" | "completed" | "failed";
+import type { components } from "./openapi.gen";
 
-export interface AudioFormat {
-  sample_rate: number;
-  channels: number;
-  bits: number;
-}
+type Schemas = components["schemas"];
 
-export interface MeetingPublic {
-  id: string;
-  phase: Phase;
-  format: AudioFormat;
-  chunks_received: number;
-  chunks_transcribed: number;
-  chunks_failed: number;
-  chunks_concatenated: number;
-  concatenated_through: number;
-  highest_seq: number;
-  gaps: number[];
-  recording_duration_s: number;
-  recording_bytes: number;
-  failed_reason: string | null;
-  created_at: string;
-  ended_at: string | null;
-  updated_at: string | null;
-}
-
-export interface Word {
-  text: string;
-  start_s: number;
-  end_s: number;
-}
+export type MeetingPublic = Schemas["MeetingPublic"];
+export type AudioFormat = Schemas["AudioFormatModel"];
+export type Phase = MeetingPublic["phase"];
+export type Word = Schemas["WordPublic"];
+export type ErrorBody = Schemas["ErrorEnvelope"];
 
 export interface ChunkReceived {
   seq: number;
@@ -83,7 +62,3 @@ export type ServerEvent =
   | EventBase<"chunk.failed", ChunkFailed>
   | EventBase<"meeting.phase", { phase: Phase }>
   | EventBase<"log", LogData>;
-
-export interface ErrorBody {
-  error: { code: string; message: string };
-}
