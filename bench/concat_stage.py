@@ -29,7 +29,7 @@ from audioflow.core.db.models import Chunk, Recording
 from audioflow.core.keys import Keys
 from audioflow.core.recording import locked_recording
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import enqueue
+from audioflow.core.streams.queues import enqueue
 from audioflow.core.wav import CANONICAL_HEADER_SIZE, AudioFormat, canonical_header
 from audioflow.workers.simulate import load_speech
 from bench.common import Unmeasured

@@ -26,7 +26,7 @@ from audioflow.cli import up
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import backlog
+from audioflow.core.streams.queues import backlog
 from bench.common import Unmeasured
 from bench.concat_stage import Audio, Meeting
 from tests.integration.stack import Stack

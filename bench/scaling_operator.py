@@ -21,7 +21,7 @@ import redis
 
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy, recommended
-from audioflow.core.streams import ensure_group
+from audioflow.core.streams.queues import ensure_group
 from bench.common import Unmeasured
 from tests.operator.harness import (
     DEPLOYMENTS,

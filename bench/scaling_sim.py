@@ -4,7 +4,7 @@
 The world is a model, stated here so that the figures can be judged: ``meetings`` meetings each send a
 chunk every ``period_s`` at a fixed random phase (plus a little jitter); a replica decodes one chunk at
 a time, taking a lognormal time around ``service_s``; a new replica serves after ``startup_s``; a
-removed one finishes its chunk first. The backlog the policy sees is what ``core.streams.backlog``
+removed one finishes its chunk first. The backlog the policy sees is what ``core.streams.queues.backlog``
 counts: waiting plus in service. Ticks come every ``tick_s`` from a random phase.
 """
 

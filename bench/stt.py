@@ -14,7 +14,7 @@ real-time meetings the machine sustains.
   decoding and the rest.
 - **Real-time meetings** (real-speech chunks): as many processing workers of the engine as the machine
   has cores, plus the gateway and a concat worker; N meetings each upload one 5 s chunk every 5 s,
-  their phases spread evenly. The backlog (``core.streams.backlog``) is sampled every 0.25 s; a window
+  their phases spread evenly. The backlog (``core.streams.queues.backlog``) is sampled every 0.25 s; a window
   "grows" when the least-squares trend of the backlog after its first period adds up to 2 chunks or
   more. N is searched upwards from 85 % of the limit the worker's own end-to-end RTF implies, in steps
   of 15 % of it, then bisected.

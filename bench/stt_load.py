@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audioflow.core.db.models import Segment
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.settings import Settings
-from audioflow.core.streams import backlog
+from audioflow.core.streams.queues import backlog
 from bench.common import Unmeasured
 from tests.integration.stack import Stack
 

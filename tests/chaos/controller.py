@@ -28,7 +28,7 @@ import redis
 
 from audioflow.core.events import decode_event
 from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
-from audioflow.core.streams import dead_letter_stream
+from audioflow.core.streams.queues import dead_letter_stream
 from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
 from tests.integration.checks import (
     assert_recording_events_monotonic,
@@ -228,7 +228,7 @@ class Killer(threading.Thread):
 class PendingWatch(threading.Thread):
     """Samples who holds each pending work entry, to count takeovers and the most deliveries of one.
 
-    Consumer names end in the worker's pid (``streams.consumer_name``), so a takeover is "after a
+    Consumer names end in the worker's pid (``streams.consumer.consumer_name``), so a takeover is "after a
     kill" when the previous holder is a pid the killer killed, else "from a live worker".
     """
 

@@ -26,7 +26,7 @@ import redis
 
 from audioflow.core.keys import CONCAT_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy
-from audioflow.core.streams import enqueue, ensure_group
+from audioflow.core.streams.queues import enqueue, ensure_group
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.chart.test_dashboards import DASHBOARDS, load, panels
 from tests.integration.stack import Stack, make_stack

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
-from audioflow.core.streams import dead_letter_stream
+from audioflow.core.streams.queues import dead_letter_stream
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests import services
 from tests.integration.checks import (

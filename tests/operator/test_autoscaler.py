@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy, recommended
-from audioflow.core.streams import enqueue, ensure_group
+from audioflow.core.streams.queues import enqueue, ensure_group
 from tests.operator.harness import (
     DEPLOYMENTS,
     autoscale_annotations,

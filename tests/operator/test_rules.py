@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy
-from audioflow.core.streams import enqueue, ensure_group
+from audioflow.core.streams.queues import enqueue, ensure_group
 from audioflow.core.wav import AudioFormat
 from audioflow.operator.autoscaler import AnnotationError, Autoscaler, parse_target
 from audioflow.operator.gateway import (

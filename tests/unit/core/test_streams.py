@@ -24,18 +24,15 @@ from audioflow.core.errors import (
     StorageFull,
     is_permanent,
 )
-from audioflow.core.streams import (
-    Entry,
-    Outcome,
-    StreamConsumer,
+from audioflow.core.streams.consumer import Entry, Outcome, StreamConsumer, consumer_name
+from audioflow.core.streams.queues import (
     backlog,
-    consumer_name,
     dead_letter_stream,
     enqueue,
     ensure_group,
-    install_signal_handlers,
     trim_acknowledged,
 )
+from audioflow.core.streams.signals import install_signal_handlers
 from tests import services
 
 GROUP = "workers"

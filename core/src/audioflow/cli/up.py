@@ -164,7 +164,7 @@ class Supervisor:
 def _autoscale(supervisor: Supervisor, redis_url: str, keys: Keys) -> None:
     import redis
 
-    from audioflow.core.streams import backlog
+    from audioflow.core.streams.queues import backlog
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     streams = {"processing": (keys.transcribe, PROCESSING_GROUP), "concat": (keys.concat, CONCAT_GROUP)}

@@ -9,7 +9,7 @@ Each Deployment names its work in annotations (``audioflow.io/stream`` is the fu
     audioflow.io/target-backlog: "10"         audioflow.io/scale-down-window-s: "60"
     audioflow.io/cooldown-s: "120"
 
-Every tick lists them, reads the backlog defensively (:func:`audioflow.core.streams.backlog`), asks
+Every tick lists them, reads the backlog defensively (:func:`audioflow.core.streams.queues.backlog`), asks
 the one scaling policy (:func:`audioflow.core.scaling.desired_replicas`, with a memory per Deployment)
 and patches ``deployments/scale`` only when the answer differs from ``spec.replicas``, recording an
 Event and a metric. A Deployment deleted meanwhile is skipped quietly; bad annotations are reported
@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from audioflow.core.scaling import ScalingMemory, ScalingPolicy, desired_replicas
-from audioflow.core.streams import backlog as stream_backlog
+from audioflow.core.streams.queues import backlog as stream_backlog
 from audioflow.operator import metrics
 from audioflow.operator.kube import Kube, KubeError, KubeNotFound, ObjectRef
 

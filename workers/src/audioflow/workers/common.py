@@ -14,7 +14,7 @@ from audioflow.core.db import queries
 from audioflow.core.errors import NotFound
 from audioflow.core.ids import check_meeting_id, parse_seq
 from audioflow.core.keys import Keys
-from audioflow.core.streams import Entry
+from audioflow.core.streams.consumer import Entry
 
 
 @dataclass(frozen=True)

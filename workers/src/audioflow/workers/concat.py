@@ -33,7 +33,7 @@ from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
 from audioflow.core.recording import Recording as RecordingFile
 from audioflow.core.recording import recording_lock
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import Entry, Outcome
+from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import AudioFormat, parse_wav, pcm_view
 from audioflow.workers.common import Publisher, Work, announce_if_completed, meeting_logger
 

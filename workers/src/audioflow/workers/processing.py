@@ -17,7 +17,7 @@ from audioflow.core.db.models import Meeting, Segment
 from audioflow.core.errors import ChunkMissing
 from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import Entry, Outcome
+from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import parse_wav, pcm_view
 from audioflow.workers.common import Publisher, Work, announce_if_completed, meeting_logger
 from audioflow.workers.stt import SttEngine, transcribe_chunk

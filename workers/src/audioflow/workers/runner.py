@@ -16,12 +16,8 @@ from audioflow.core.logs import MeetingLogForwarder, setup_logging
 from audioflow.core.metrics import serve_metrics
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
-from audioflow.core.streams import (
-    CONNECTION_ERRORS,
-    StreamConsumer,
-    consumer_name,
-    install_signal_handlers,
-)
+from audioflow.core.streams.consumer import CONNECTION_ERRORS, StreamConsumer, consumer_name
+from audioflow.core.streams.signals import install_signal_handlers
 from audioflow.workers import concat, processing, reconcile
 from audioflow.workers.common import Publisher
 

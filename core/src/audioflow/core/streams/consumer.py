@@ -1,16 +1,12 @@
-"""Redis Streams work queues: at-least-once delivery through consumer groups.
+"""The consumer loop: at-least-once delivery of one stream's entries through a consumer group.
 
-A producer ``enqueue``s; a worker runs one ``StreamConsumer`` per stream. The consumer reads with a
-BLOCKing ``XREADGROUP``, calls a handler that knows nothing about Redis, and ``XACK``s only after the
-handler returned ``Outcome.ACK`` (the handler commits its database work before it returns). Entries
-that stay pending longer than the lease (a crashed peer, or a ``RETRY``) are taken over with
-``XAUTOCLAIM`` and handled through the same path; after ``max_deliveries`` an entry moves to the
-stream's dead-letter stream, at once when the handler's error is ``permanent`` (the stored data
-itself is bad: retrying cannot help). Handlers must be idempotent: an entry can be handled more than once.
-
-``trim_acknowledged`` trims only what every group has finished (Redis 7 trims ignore consumer
-groups), and ``backlog`` counts a group's remaining work without trusting ``XINFO GROUPS`` ``lag``
-blindly (Redis reports it as nil after deletions).
+A worker runs one ``StreamConsumer`` per stream. The consumer reads with a BLOCKing ``XREADGROUP``,
+calls a handler that knows nothing about Redis, and ``XACK``s only after the handler returned
+``Outcome.ACK`` (the handler commits its database work before it returns). Entries that stay pending
+longer than the lease (a crashed peer, or a ``RETRY``) are taken over with ``XAUTOCLAIM`` and handled
+through the same path; after ``max_deliveries`` an entry moves to the stream's dead-letter stream, at
+once when the handler's error is ``permanent`` (the stored data itself is bad: retrying cannot help).
+Handlers must be idempotent: an entry can be handled more than once.
 """
 
 from __future__ import annotations
@@ -20,13 +16,11 @@ import enum
 import logging
 import os
 import random
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import redis
@@ -37,28 +31,15 @@ from redis.typing import EncodableT, FieldT
 
 from audioflow.core.errors import is_permanent
 from audioflow.core.metrics import STREAM_ENTRIES, STREAM_HANDLE_SECONDS, STREAM_RECLAIMED, WORKER_BUSY
+from audioflow.core.streams.queues import dead_letter_stream, decoded, ensure_group, trim_acknowledged
 
-__all__ = [
-    "Entry",
-    "Handler",
-    "Outcome",
-    "StreamConsumer",
-    "backlog",
-    "consumer_name",
-    "dead_letter_stream",
-    "enqueue",
-    "ensure_group",
-    "install_signal_handlers",
-    "trim_acknowledged",
-]
+__all__ = ["CONNECTION_ERRORS", "Entry", "Handler", "Outcome", "StreamConsumer", "consumer_name"]
 
 log = logging.getLogger(__name__)
 
 #: Errors after which the consumer backs off and reconnects instead of crashing.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 
-_MAX_SEQ = 2**64 - 1
-_RANGE_PAGE = 1000
 #: XAUTOCLAIM calls (COUNT 1 each, following the cursor) per reclaim(): claim just before handling,
 #: so that a claimed entry never waits behind others long enough to look idle again.
 _CLAIMS_PER_RECLAIM = 10
@@ -82,100 +63,6 @@ Handler = Callable[[Entry], Outcome]
 def consumer_name(component: str) -> str:
     """A consumer name unique per process: ``{component}-{hostname}-{pid}``."""
     return f"{component}-{socket.gethostname()}-{os.getpid()}"
-
-
-def dead_letter_stream(stream: str) -> str:
-    return f"{stream}:dead"
-
-
-def enqueue(client: redis.Redis, stream: str, fields: Mapping[str, str | int]) -> str:
-    """XADD ``fields`` (values as strings) and return the new entry's id. No MAXLEN: trimming is
-    ``trim_acknowledged``'s job, which never drops unfinished work."""
-    return _str(client.xadd(stream, {key: str(value) for key, value in fields.items()}))
-
-
-def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
-    """Create ``group`` at id 0 (it reads the whole stream), creating the stream if needed.
-    An existing group is left as it is; any other error propagates."""
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if not str(exc).startswith("BUSYGROUP"):
-            raise
-
-
-def trim_acknowledged(client: redis.Redis, stream: str) -> int:
-    """Remove the entries every group has finished; return how many were removed.
-
-    The floor is, over all groups, the lowest of the group's oldest pending id and the id right
-    after its last-delivered-id; ``XTRIM MINID`` (exact) removes only entries below it, so no
-    pending or undelivered entry is ever dropped. A stream without groups is left alone.
-    (Trimming only delivered entries also keeps Redis 7.0's ``lag`` correct; trimming undelivered
-    ones makes 7.0 over-count it, redis/redis#13957.)
-    """
-    groups = _groups(client, stream)
-    if not groups:
-        return 0
-    floor: str | None = None
-    for info in groups:
-        bound = _next_id(_str(info["last-delivered-id"]))
-        oldest = client.xpending(stream, _str(info["name"])).get("min")
-        if oldest is not None:
-            bound = min(bound, _str(oldest), key=_id_key)
-        floor = bound if floor is None else min(floor, bound, key=_id_key)
-    assert floor is not None
-    return int(client.xtrim(stream, minid=floor, approximate=False))
-
-
-def backlog(client: redis.Redis, stream: str, group: str) -> int:
-    """Entries ``group`` still has to finish: undelivered plus pending (delivered, not acked).
-
-    Undelivered comes from ``XINFO GROUPS`` ``lag`` when Redis reports it as an integer and it can
-    be trusted. When the stream's first entry lies past the group's last-delivered-id, every entry
-    left is undelivered and ``XLEN`` is exact (Redis 7.0 over-counts ``lag`` after such a trim).
-    When ``lag`` is nil (after deletions, or a group created at an arbitrary id) or exceeds ``XLEN``,
-    the entries after last-delivered-id are counted with ``XRANGE``, a page at a time (O(backlog)).
-    A missing stream has a backlog of 0. A missing group counts every entry in the stream, because
-    ``ensure_group`` creates groups at id 0 and the group will have to read them all.
-    """
-    groups = _groups(client, stream)
-    if groups is None:
-        return 0
-    info = next((g for g in groups if _str(g["name"]) == group), None)
-    if info is None:
-        return int(client.xlen(stream))
-    pending = int(info["pending"])
-    last_delivered = _str(info["last-delivered-id"])
-    lag = info.get("lag")
-    if isinstance(lag, int) and lag >= 0:
-        length = int(client.xlen(stream))
-        head = client.xrange(stream, "-", "+", count=1)
-        if head and _id_key(_str(head[0][0])) > _id_key(last_delivered):
-            # Everything left is undelivered. (Trimming undelivered entries also makes Redis 7.0
-            # over-count lag here, redis/redis#13957.)
-            return length + pending
-        if lag <= length:
-            return lag + pending
-    return _count_after(client, stream, last_delivered) + pending
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop`` (the consumer finishes its entry and returns); a second
-    signal raises SystemExit at once. Call from the main thread."""
-    received = 0
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal received
-        received += 1
-        name = signal.Signals(signum).name
-        if received > 1:
-            log.warning("%s again: exiting now", name)
-            raise SystemExit(128 + signum)
-        log.info("%s: finishing the entry in hand, then stopping (send it again to exit now)", name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
 
 
 class StreamConsumer:
@@ -319,10 +206,10 @@ class StreamConsumer:
             reply = self.client.xautoclaim(
                 self.stream, self.group, self.consumer, self.lease_ms, start_id=self._claim_cursor, count=1
             )
-            self._claim_cursor = _str(reply[0])  # "0-0" when the scan is complete: start over next time
-            deleted = [_str(i) for i in reply[2]] if len(reply) > 2 else []
+            self._claim_cursor = decoded(reply[0])  # "0-0" when the scan is complete: start over next time
+            deleted = [decoded(i) for i in reply[2]] if len(reply) > 2 else []
             for raw_id, raw_fields in reply[1]:
-                entry_id = _str(raw_id)
+                entry_id = decoded(raw_id)
                 if raw_fields is None:  # Redis 6.2 returns deleted entries as nil and keeps them
                     self.client.xack(self.stream, self.group, entry_id)
                     deleted.append(entry_id)
@@ -582,15 +469,11 @@ class _Backoff:
         self.attempts = 0
 
 
-def _str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _fields(raw: object) -> dict[str, str]:
     if isinstance(raw, Mapping):
-        return {_str(k): _str(v) for k, v in raw.items()}
+        return {decoded(k): decoded(v) for k, v in raw.items()}
     if isinstance(raw, list | tuple):  # a flat [k1, v1, k2, v2, ...] reply
-        return {_str(raw[i]): _str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+        return {decoded(raw[i]): decoded(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
     return {}
 
 
@@ -599,41 +482,7 @@ def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     if not reply:
         return []
     batches: Iterable[Any] = reply.values() if isinstance(reply, Mapping) else (item[1] for item in reply)
-    return [(_str(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _next_id(entry_id: str) -> str:
-    ms, seq = _id_key(entry_id)
-    return f"{ms + 1}-0" if seq >= _MAX_SEQ else f"{ms}-{seq + 1}"
-
-
-def _groups(client: redis.Redis, stream: str) -> list[dict[str, Any]] | None:
-    """XINFO GROUPS, or None when the stream does not exist."""
-    try:
-        return client.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc):
-            return None
-        raise
-
-
-def _count_after(client: redis.Redis, stream: str, last_id: str) -> int:
-    """Entries with an id above ``last_id``, counted page by page."""
-    count = 0
-    start = f"({last_id}"
-    while True:
-        page = client.xrange(stream, start, "+", count=_RANGE_PAGE)
-        if not page:
-            return count
-        count += len(page)
-        if len(page) < _RANGE_PAGE:
-            return count
-        start = f"({_str(page[-1][0])}"
+    return [(decoded(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
 
 
 def _log_context(entry: Entry) -> dict[str, object]:
