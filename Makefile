@@ -123,6 +123,13 @@ test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Brow
 bench: install speech-corpora ## Benchmarks on 127.0.0.1 (about 20 min on 2 cores): writes bench/RESULTS.md and bench/plots/
 	$(UV) run python -m bench
 
+.PHONY: bench-ingest
+bench-ingest: install services wrk ## Ingest at 64 senders with wrk (seed-work baseline, JSON webhook, PUT; fsync off and on; 1 and 2 gateway processes; about 4 min): prints a Markdown table
+	$(UV) run python -m bench.ingest_wrk --fsync off,on --workers 1,2
+
+.PHONY: wrk
+wrk: ; @test -x /usr/bin/wrk || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } ## Debian's wrk HTTP load generator, for bench-ingest
+
 .PHONY: chaos
 chaos: install ## Full chaos run: 3 meetings x 300 chunks while a worker is SIGKILLed every 2 s; records docs/chaos.md
 	$(UV) run python -m tests.chaos

@@ -1,0 +1,290 @@
+"""Ingest at 64 concurrent senders, driven by wrk: ``python -m bench.ingest_wrk``.
+
+The seed comparison's method (issue 14): wrk, one thread, 64 connections, a warm-up, then a timed run,
+each request a new (meeting, seq) over 64 meetings. Measured, one after the other on the same services:
+
+- **baseline**: the seed's webhook work in Python (``bench.seed_baseline``: upsert + XADD + SELECT +
+  log PUBLISH per request, a bare ASGI app on uvicorn), with the same JSON bodies;
+- **webhook**: ``POST /webhooks/chunk`` ``{meetingId, seq, url}``, the gateway fetching a 32 KB WAV from a
+  ``file:`` URL under ``AUDIOFLOW_INGEST_ROOT``;
+- **put**: ``PUT /v1/meetings/{id}/chunks/{seq}`` with the same WAV as body;
+
+for ``AUDIOFLOW_FSYNC`` off and on and 1 or N gateway processes (``audioflow api --workers N``). Every
+request is signed in advance (the Lua script cycles through the file; the signatures' tolerance is 5
+minutes, so the file is written just before its run). The CPU the loaded processes (gateway or baseline,
+children included) used during the timed run, divided by the requests, is their CPU per chunk. wrk runs
+on the same 2 cores; its own CPU is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]  # no stubs in the dev tools
+
+from audioflow.core.signing import sign, sign_chunk
+from bench.common import BENCH_DIR, BenchConfig, Unmeasured, md_table
+from bench.env import bench_stack
+from tests import machine as where
+from tests.factories import tone_pcm, wav_bytes
+from tests.services import free_port, local_or_embedded, wait_for_port
+
+CHUNK = wav_bytes(tone_pcm(1.0))  # 1 s at 16 kHz mono 16-bit: 32,044 bytes, the seed comparison's size
+LUA = BENCH_DIR / "wrk_ingest.lua"
+MEETINGS = 64
+LINES = 120_000  # requests signed per run: more than the fastest run sends, so none repeats
+
+
+@dataclass(frozen=True)
+class Run:
+    what: str  # baseline | webhook | put
+    fsync: bool
+    workers: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    created: int  # 201 (or the baseline's 200)
+    other: int  # any other answer, socket errors included
+    server_cpu_ms: float  # per request
+    wrk_cpu_ms: float  # per request
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def write_requests(path: Path, what: str, secret: str, prefix: str, chunk_url: str) -> None:
+    """``LINES`` signed requests, request i for meeting ``i % 64`` and seq ``i // 64``."""
+    with path.open("w") as out:
+        for i in range(LINES):
+            meeting, seq = f"{prefix}-{i % MEETINGS}", i // MEETINGS
+            msg_id = f"msg_{prefix}_{i}"
+            if what == "put":
+                signed = sign_chunk(secret, meeting, seq, CHUNK, msg_id=msg_id)
+                line = ["PUT", f"/v1/meetings/{meeting}/chunks/{seq}", "audio/wav", "@"]
+            else:
+                body = json.dumps({"meetingId": meeting, "seq": seq, "url": chunk_url}, separators=(",", ":"))
+                signed = sign(secret, body.encode(), msg_id=msg_id)
+                path_ = "/webhook/chunk" if what == "baseline" else "/webhooks/chunk"
+                line = ["POST", path_, "application/json", body]
+            method, target, ctype, body_ = line
+            out.write(
+                "\t".join(
+                    [method, target, ctype, signed.webhook_id, str(signed.timestamp), signed.signature, body_]
+                )
+                + "\n"
+            )
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+    return total
+
+
+def wrk(
+    url: str, requests_file: Path, chunk_file: Path, first: int, last: int, seconds: float, c: int
+) -> dict[str, float]:
+    """One wrk run over lines (first, last] of the file; its JSON summary plus its own CPU seconds."""
+    cmd = [
+        "wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url,
+        "--", str(requests_file), str(first), str(last), str(chunk_file),
+    ]  # fmt: skip
+    before = psutil.Process().cpu_times()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    after = psutil.Process().cpu_times()
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise Unmeasured(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]} {done.stdout[-300:]}")
+    summary: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    summary["wrk_cpu_s"] = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
+    return summary
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=60)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _profiled(into: Path | None, pid: int, name: str, seconds: float) -> Iterator[None]:
+    """With ``into``: py-spy samples the server (children included) meanwhile, into collapsed stacks."""
+    if into is None:
+        yield
+        return
+    into.mkdir(parents=True, exist_ok=True)
+    cmd = ["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw", "-r", "200"]
+    spy = subprocess.Popen([*cmd, "-d", f"{seconds:.0f}", "-p", str(pid), "-o", str(into / f"{name}.txt")])
+    try:
+        yield
+    finally:
+        spy.wait(30)
+
+
+def measure(
+    cfg: BenchConfig,
+    what: str,
+    *,
+    fsync: bool,
+    workers: int,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    profile: Path | None = None,
+) -> Run:
+    # Every sender's upload is received at once (the default cap, 16, answers the rest 503 uploads_busy).
+    env = {
+        "AUDIOFLOW_FSYNC": "true" if fsync else "false",
+        "AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT": str(connections),
+    }
+    with tempfile.TemporaryDirectory(prefix="afbench-wrk-") as tmp, bench_stack(cfg, "wrk", **env) as stack:
+        work = Path(tmp)
+        ingest_root = work / "ingest"
+        ingest_root.mkdir()
+        chunk_file = ingest_root / "chunk.wav"
+        chunk_file.write_bytes(CHUNK)
+        port = free_port()
+        env = {**stack.env, "AUDIOFLOW_INGEST_ROOT": str(ingest_root)}
+        if what == "baseline":
+            args = [sys.executable, "-m", "bench.seed_baseline", "--port", str(port)]
+        else:
+            args = [sys.executable, "-m", "audioflow.cli", "api", "--port", str(port)]
+            if workers > 1:
+                args += ["--workers", str(workers)]
+        requests_file = work / "requests.tsv"
+        with process(args, env, work / "server.log", port) as proc:
+            prefix = f"{what[:2]}{uuid.uuid4().hex[:6]}"
+            write_requests(requests_file, what, stack.secret, prefix, chunk_file.as_uri())
+            url = f"http://127.0.0.1:{port}"
+            warm = wrk(url, requests_file, chunk_file, 0, LINES // 5, warmup, connections)
+            start = int(warm["requests"]) + connections  # past what the warm-up sent, in-flight ones too
+            if warm["cother"] or warm["socket_errors"]:
+                raise Unmeasured(f"{what}: the warm-up got {warm}; see {work / 'server.log'}")
+            cpu0 = _cpu([proc.pid])
+            with _profiled(profile, proc.pid, f"{what}-fsync{int(fsync)}-x{workers}", seconds):
+                timed = wrk(url, requests_file, chunk_file, start, LINES, seconds, connections)
+            cpu1 = _cpu([proc.pid])
+            if timed["cother"] or timed["socket_errors"]:
+                log = (work / "server.log").read_text()[-2000:]
+                raise Unmeasured(f"{what}: answers other than 2xx: {timed}\n{log}")
+        n = int(timed["requests"])
+        return Run(
+            what,
+            fsync,
+            workers,
+            n,
+            timed["duration_us"] / 1e6,
+            timed["p50_us"] / 1000,
+            timed["p99_us"] / 1000,
+            int(timed["c201"] if what != "baseline" else timed["c200"]),
+            int(timed["cother"] + timed["socket_errors"]),
+            (cpu1 - cpu0) / n * 1000,
+            timed["wrk_cpu_s"] / n * 1000,
+        )
+
+
+def table(runs: list[Run]) -> str:
+    rows = []
+    for r in runs:
+        base = next((b for b in runs if b.what == "baseline" and b.fsync == r.fsync), None)
+        rows.append(
+            [
+                r.what,
+                "on" if r.fsync else "off",
+                r.workers,
+                f"{r.rate:,.0f}",
+                f"{r.p50_ms:.1f}",
+                f"{r.p99_ms:.1f}",
+                f"{r.server_cpu_ms:.2f}",
+                f"{r.wrk_cpu_ms:.3f}",
+                f"{r.rate / base.rate:.2f}" if base else "-",
+                f"{r.created:,}",
+                r.other,
+            ]
+        )
+    return md_table(
+        [
+            "what", "fsync", "processes", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "wrk CPU ms/req",
+            "req/s / baseline", "new chunks", "other answers",
+        ],
+        rows,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest_wrk", description=__doc__.splitlines()[0])
+    parser.add_argument("--what", default="baseline,webhook,put", help="of baseline, webhook, put")
+    parser.add_argument("--fsync", default="off", help="off, on, or off,on")
+    parser.add_argument("--workers", default="1", help="gateway processes, e.g. 1,2")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    parser.add_argument("--profile", type=Path, help="py-spy the servers into this folder (slows them)")
+    args = parser.parse_args(argv)
+    runs: list[Run] = []
+    load0 = os.getloadavg()
+    started = where.now()
+    with local_or_embedded() as (redis_url, postgres_url, notes):
+        cfg = BenchConfig(redis_url=redis_url, postgres_url=postgres_url)
+        for fsync in [f == "on" for f in args.fsync.split(",")]:
+            for what in args.what.split(","):
+                for workers in [int(w) for w in args.workers.split(",")] if what != "baseline" else [1]:
+                    run = measure(
+                        cfg,
+                        what,
+                        fsync=fsync,
+                        workers=workers,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        connections=args.connections,
+                        profile=args.profile,
+                    )
+                    runs.append(run)
+                    print(f"{run} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                    time.sleep(1)
+    load1 = os.getloadavg()
+    text = (
+        f"{started}, wrk -t1 -c{args.connections}, {args.warmup:g} s warm-up then {args.seconds:g} s; "
+        f"{'; '.join(notes)}; load average {' / '.join(f'{x:.2f}' for x in load0)} at start, "
+        f"{' / '.join(f'{x:.2f}' for x in load1)} at the end.\n\n{table(runs)}\n"
+    )
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

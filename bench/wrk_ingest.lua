@@ -1,0 +1,57 @@
+-- wrk script for bench/ingest_wrk.py: replays pre-signed requests from a file, one per line:
+-- method, path, content type, webhook-id, webhook-timestamp, webhook-signature, body (tab-separated;
+-- a body of "@" is the chunk file's bytes). Arguments: the file, the first and last line to use, the
+-- chunk file. Answers are counted by status (201 new, 200 duplicate, anything else) for done().
+local reqs = {}
+local chunk = ""
+local at = 0
+c201, c200, cother = 0, 0, 0
+
+function init(args)
+  local f = assert(io.open(args[4], "rb"))
+  chunk = f:read("*a")
+  f:close()
+  local first, last = tonumber(args[2]), tonumber(args[3])
+  local n = 0
+  for line in io.lines(args[1]) do
+    n = n + 1
+    if n > first and n <= last then
+      local m, p, ct, id, ts, sig, body = line:match(
+        "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+      reqs[#reqs + 1] = {m, p, ct, id, ts, sig, body}
+    end
+  end
+end
+
+function request()
+  at = at + 1
+  if at > #reqs then at = 1 end -- wrapped: the gateway answers these 200 (duplicates), counted apart
+  local r = reqs[at]
+  local body = r[7]
+  if body == "@" then body = chunk end
+  return wrk.format(r[1], r[2], {
+    ["Content-Type"] = r[3], ["webhook-id"] = r[4], ["webhook-timestamp"] = r[5], ["webhook-signature"] = r[6],
+  }, body)
+end
+
+function response(status, headers, body)
+  if status == 201 then c201 = c201 + 1
+  elseif status == 200 then c200 = c200 + 1
+  else cother = cother + 1 end
+end
+
+local threads = {}
+function setup(thread) threads[#threads + 1] = thread end
+
+function done(summary, latency, requests)
+  local a, b, c = 0, 0, 0
+  for _, t in ipairs(threads) do
+    a, b, c = a + t:get("c201"), b + t:get("c200"), c + t:get("cother")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"c201": %d, "c200": %d, "cother": %d, "socket_errors": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    a, b, c, e.connect + e.read + e.write + e.timeout))
+end
