@@ -11,13 +11,9 @@ import pytest
 
 from audioflow.core.settings import Settings
 from audioflow.operator.gateway import GatewayUnavailable
-from audioflow.operator.handlers import (
-    SimulatorSecretMissing,
-    finalize_meeting,
-    mirror_status,
-    reconcile_meeting,
-)
+from audioflow.operator.meeting import finalize_meeting, mirror_status, reconcile_meeting
 from audioflow.operator.model import FormatConflict, InvalidSpec
+from audioflow.operator.simulator import SimulatorSecretMissing
 from tests.operator.fakes import FakeGatewayServer, FakeKube
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("no_env")]

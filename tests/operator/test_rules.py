@@ -31,7 +31,7 @@ from audioflow.operator.model import (
     set_condition,
     status_from_meeting,
 )
-from audioflow.operator.simulate import build_job, job_state, simulate_args
+from audioflow.operator.simulator_job import build_job, job_state, simulate_args
 from tests.operator.fakes import FakeGatewayServer, FakeKube
 
 

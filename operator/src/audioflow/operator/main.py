@@ -20,7 +20,7 @@ import kopf
 import redis
 
 from audioflow.core.settings import Settings
-from audioflow.operator import handlers, kube
+from audioflow.operator import kube, meeting, simulator
 from audioflow.operator.autoscaler import Autoscaler
 from audioflow.operator.gateway import Gateway, GatewayError, GatewayUnavailable
 from audioflow.operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS
@@ -51,7 +51,7 @@ async def _adapted(
     except (GatewayError, FormatConflict) as exc:
         RECONCILE_ERRORS.labels(handler, exc.reason).inc()
         raise kopf.TemporaryError(str(exc), delay=retry_delay * 6) from exc
-    except (handlers.SimulatorSecretMissing, kube.KubeError) as exc:
+    except (simulator.SimulatorSecretMissing, kube.KubeError) as exc:
         RECONCILE_ERRORS.labels(handler, type(exc).__name__).inc()
         raise kopf.TemporaryError(str(exc), delay=retry_delay) from exc
     except Exception as exc:
@@ -156,7 +156,7 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         async with _adapted("reconcile", conf.retry_delay_s, memo.kube, body):
-            await handlers.reconcile_meeting(
+            await meeting.reconcile_meeting(
                 body=body,
                 spec=spec,
                 status=status,
@@ -178,7 +178,7 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         async with _adapted("status", conf.retry_delay_s, memo.kube, body):
-            await handlers.mirror_status(
+            await meeting.mirror_status(
                 body=body,
                 spec=spec,
                 status=status,
@@ -199,7 +199,7 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         async with _adapted("delete", conf.retry_delay_s, memo.kube, body):
-            await handlers.finalize_meeting(
+            await meeting.finalize_meeting(
                 body=body,
                 spec=spec,
                 gateway=memo.gateway,

@@ -1,6 +1,6 @@
 """The simulator Job of a Meeting with ``spec.simulate``: fake-zoom (``audioflow simulate``) sending
-the bundled speech, signed with the gateway's webhook secret, to this meeting. A pure builder; the
-handler adopts the Job (owner reference to the Meeting) and creates it."""
+the bundled speech, signed with the gateway's webhook secret, to this meeting. A pure builder;
+``simulator.py`` adopts the Job (owner reference to the Meeting) and creates it."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """What the operator does for a Meeting: plain async functions with named parameters, testable
 without kopf. ``main.py`` adapts kopf's calls to them and maps their typed errors to kopf's retries.
 
-- :func:`reconcile_meeting` (create, resume, spec update): register the meeting with the gateway,
-  resolve the webhook Secret and start the simulator Job when ``spec.simulate`` asks for one.
+- :func:`reconcile_meeting` (create, resume, spec update): register the meeting with the gateway and
+  start the simulator Job when ``spec.simulate`` asks for one (``simulator.py``).
 - :func:`mirror_status` (timer): copy the gateway's progress into ``status``, follow the simulator
-  Job (ending the meeting when it succeeded), apply ``retention.afterSeconds``.
+  Job (``simulator.py``), apply ``retention.afterSeconds``.
 - :func:`finalize_meeting` (deletion): stop the simulator and apply ``retention.policy``.
 
 Everything is idempotent. Failures become conditions in ``status.conditions`` and, when a condition
@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 from collections.abc import Mapping, MutableMapping
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from audioflow.core.settings import Settings
 from audioflow.operator.gateway import (
@@ -31,72 +28,23 @@ from audioflow.operator.gateway import (
 )
 from audioflow.operator.kube import Kube, KubeNotFound, ObjectRef
 from audioflow.operator.model import (
-    API_VERSION,
     COMPLETED,
     FINISHED,
     GATEWAY_REACHABLE,
-    KIND,
     REGISTERED,
     SIMULATED,
     FormatConflict,
     InvalidSpec,
     MeetingSpec,
-    SecretRef,
     condition_status,
     job_name,
     now_iso,
     parse_iso,
     same_format,
-    set_condition,
     status_from_meeting,
 )
-from audioflow.operator.simulate import build_job, job_state
-
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-
-class SimulatorSecretMissing(Exception):
-    """The webhook Secret the simulator needs does not exist (yet), or lacks the key."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class StatusUpdate:
-    """Accumulates status fields and conditions; tells which conditions changed since ``status``."""
-
-    def __init__(self, status: Mapping[str, Any], generation: int | None, now: str) -> None:
-        self.before: list[Mapping[str, Any]] = list(status.get("conditions") or [])
-        self.conditions: list[dict[str, Any]] = [dict(c) for c in self.before]
-        self.fields: dict[str, Any] = {}
-        self.generation = generation
-        self.now = now
-
-    def condition(self, type: str, ok: bool | None, reason: str, message: str = "") -> bool:
-        """Set a condition; True when its status differs from the stored one (a transition)."""
-        self.conditions = set_condition(
-            self.conditions, type, ok, reason, message, now=self.now, generation=self.generation
-        )
-        return condition_status(self.before, type) != condition_status(self.conditions, type)
-
-    def apply(self, patch: MutableMapping[str, Any]) -> None:
-        status = patch.setdefault("status", {})
-        status.update(self.fields)
-        if self.conditions != [dict(c) for c in self.before]:
-            status["conditions"] = self.conditions
-
-
-def _identity(body: Mapping[str, Any]) -> tuple[str, str, int | None, ObjectRef]:
-    meta = body.get("metadata") or {}
-    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
-    generation = meta.get("generation")
-    return (
-        name,
-        namespace,
-        generation if isinstance(generation, int) else None,
-        ObjectRef.of(body, API_VERSION, KIND),
-    )
+from audioflow.operator.resource import Logger, StatusUpdate, identity
+from audioflow.operator.simulator import follow_simulator, start_simulator
 
 
 async def _register(spec: MeetingSpec, gateway: Gateway) -> tuple[dict[str, Any], bool]:
@@ -130,65 +78,6 @@ async def _gateway_failed(
         await kube.record_event(ref, type="Warning", reason=exc.reason, message=str(exc))
 
 
-def _secret_ref(spec: MeetingSpec, settings: Settings) -> SecretRef:
-    if spec.webhook_secret is not None:
-        return spec.webhook_secret
-    if settings.webhook_secret_name:
-        return SecretRef(settings.webhook_secret_name, settings.webhook_secret_key)
-    raise InvalidSpec(
-        "spec.simulate needs spec.webhookSecretRef "
-        "(the operator has no default: AUDIOFLOW_WEBHOOK_SECRET_NAME is unset)"
-    )
-
-
-async def _start_simulator(
-    *,
-    body: Mapping[str, Any],
-    spec: MeetingSpec,
-    kube: Kube,
-    settings: Settings,
-    update: StatusUpdate,
-    logger: Logger,
-) -> None:
-    name, namespace, _, ref = _identity(body)
-    try:
-        secret = _secret_ref(spec, settings)
-        try:
-            keys = await kube.secret_keys(namespace, secret.name)
-        except KubeNotFound:
-            raise SimulatorSecretMissing(
-                f"Secret {secret.name!r} (spec.webhookSecretRef) does not exist", "SecretNotFound"
-            ) from None
-        if secret.key not in keys:
-            raise SimulatorSecretMissing(
-                f"Secret {secret.name!r} has no key {secret.key!r}", "SecretKeyNotFound"
-            )
-    except (InvalidSpec, SimulatorSecretMissing) as exc:
-        reason = exc.reason
-        if update.condition(SIMULATED, False, reason, str(exc)):
-            await kube.record_event(ref, type="Warning", reason=reason, message=str(exc))
-        raise
-    job = build_job(
-        meeting_name=name,
-        spec=spec,
-        secret=secret,
-        gateway_url=settings.gateway_url,
-        image=settings.simulator_image,
-    )
-    kopf.adopt(job, owner=kopf.Body(cast(kopf.RawBody, dict(body))))
-    if await kube.create_job(namespace, job):
-        logger.info("simulator Job %s started", job["metadata"]["name"])
-        await kube.record_event(
-            ref,
-            type="Normal",
-            reason="SimulatorStarted",
-            message=f"Job {job['metadata']['name']} sends simulated audio to meeting {spec.meeting_id}",
-        )
-    update.fields["simulatorJob"] = job["metadata"]["name"]
-    if condition_status(update.conditions, SIMULATED) != "True":
-        update.condition(SIMULATED, False, "JobRunning", "the simulator Job is running")
-
-
 async def reconcile_meeting(
     *,
     body: Mapping[str, Any],
@@ -201,7 +90,7 @@ async def reconcile_meeting(
     logger: Logger,
 ) -> None:
     """Create/resume/update: make the gateway know the meeting; start the simulator if asked."""
-    name, _, generation, ref = _identity(body)
+    name, _, generation, ref = identity(body)
     update = StatusUpdate(status, generation, now_iso())
     try:
         try:
@@ -233,7 +122,7 @@ async def reconcile_meeting(
         )
         simulated = condition_status(update.before, SIMULATED) == "True"
         if meeting.simulate is not None and not simulated and update.fields["phase"] not in FINISHED:
-            await _start_simulator(
+            await start_simulator(
                 body=body, spec=meeting, kube=kube, settings=settings, update=update, logger=logger
             )
         if generation is not None:
@@ -256,7 +145,7 @@ async def mirror_status(
 ) -> None:
     """Timer: the gateway's progress into ``status``; follow the simulator; apply the TTL.
     A gateway that cannot be reached is a condition, not an error: the next tick tries again."""
-    name, namespace, generation, ref = _identity(body)
+    name, namespace, generation, ref = identity(body)
     moment = now or datetime.datetime.now(datetime.UTC)
     update = StatusUpdate(status, generation, now_iso(moment))
     try:
@@ -282,30 +171,19 @@ async def mirror_status(
             REGISTERED, True, "Registered", f"meeting {meeting.meeting_id} is known to the gateway"
         )
         url = gateway.recording_url(meeting.meeting_id, settings.public_url)
-        fields = status_from_meeting(info, url)
         if meeting.simulate is not None:
-            job = await kube.get_job(namespace, job_name(name))
-            state = job_state(job)
-            if state == "Succeeded":
-                if update.condition(SIMULATED, True, "JobSucceeded", "the simulator sent every chunk"):
-                    await kube.record_event(
-                        ref, type="Normal", reason="SimulatorSucceeded", message="the simulator Job succeeded"
-                    )
-                if info.get("ended_at") is None and fields["phase"] not in FINISHED:
-                    info = await gateway.end_meeting(meeting.meeting_id)
-                    fields = status_from_meeting(info, url)
-                    logger.info("simulation done: meeting %s ended", meeting.meeting_id)
-                    await kube.record_event(
-                        ref, type="Normal", reason="Ended", message="the simulation is done: meeting ended"
-                    )
-            elif state == "Failed":
-                message = "the simulator Job failed (see its pods' logs)"
-                if update.condition(SIMULATED, False, "JobFailed", message):
-                    await kube.record_event(ref, type="Warning", reason="SimulatorFailed", message=message)
-            elif state == "Running":
-                update.condition(SIMULATED, False, "JobRunning", "the simulator Job is running")
-            else:
-                update.condition(SIMULATED, None, "JobNotFound", f"no Job {job_name(name)}")
+            fields = await follow_simulator(
+                body=body,
+                spec=meeting,
+                info=info,
+                url=url,
+                gateway=gateway,
+                kube=kube,
+                update=update,
+                logger=logger,
+            )
+        else:
+            fields = status_from_meeting(info, url)
     except (GatewayError, FormatConflict) as exc:
         await _gateway_failed(exc, update, kube, ref, logger)
         update.apply(patch)
@@ -360,7 +238,7 @@ async def finalize_meeting(
     meeting: rows, files, events). A gateway that stays down past ``AUDIOFLOW_FINALIZER_TIMEOUT_S``
     (``elapsed_s`` counts from the first attempt) is given up on, with a warning, so that the
     resource (and its namespace) can still go away."""
-    name, namespace, _, ref = _identity(body)
+    name, namespace, _, ref = identity(body)
     try:
         meeting = MeetingSpec.parse(spec, name)
     except InvalidSpec:
