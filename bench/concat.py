@@ -2,7 +2,7 @@
 
 Three ways of appending one chunk (1 s or 10 s of 16 kHz mono 16-bit) to a recording of a given length:
 
-- **appender**: ``Recording.append`` in this process (``locked_recording``, ``fsync=True`` as in
+- **appender**: ``RecordingFile.append`` in this process (``locked_recording``, ``fsync=True`` as in
   production): the write of the PCM, the index record and the header patch, with their fdatasyncs;
 - **concat worker**: a real ``audioflow worker concat`` process on PostgreSQL and Redis, from the
   work entry's XADD to its ``recording.extended`` event (database reads, lock, open, append, mirror,
@@ -230,9 +230,9 @@ def _report(cfg: BenchConfig, points: list[Point], lengths: Sequence[float]) -> 
             f"just after it (the "
             f'"÷ {ref}" columns: median at this length / median of the reference, so disk and CPU '
             f"contention from the shared machine cancel out); {cfg.repeats} appends by the naive baseline.",
-            "How the long recordings were made: grown by real `Recording.append` calls with fsync off, one "
-            "index entry per chunk as a real meeting has, then one `os.sync`; 10 h is a real 1.15 GB file, "
-            "and the database holds one `chunks` row per chunk (36,000 at 10 h in 1 s chunks). The "
+            "How the long recordings were made: grown by real `RecordingFile.append` calls with fsync off, "
+            "one index entry per chunk as a real meeting has, then one `os.sync`; 10 h is a real 1.15 GB "
+            "file, and the database holds one `chunks` row per chunk (36,000 at 10 h in 1 s chunks). The "
             "`recordings` row is set to what the file holds, as the worker would have left it; the "
             "worker's first pair of appends at each length is a warm-up, not timed. The page "
             "cache holds the whole recording (the machine has RAM to spare), so the naive baseline reads "

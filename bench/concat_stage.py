@@ -1,7 +1,7 @@
 """Staging for the concat section: recordings grown to a length fast, chunks put where the gateway would,
 the naive rewrite-the-whole-file append, and the kernel's I/O counters of a process.
 
-A long recording is grown with the appender's own API (``Recording.append``, one entry per chunk, the
+A long recording is grown with the appender's own API (``RecordingFile.append``, one entry per chunk, the
 same index a real meeting has) with ``fsync=False``, then flushed once with ``os.sync``: 36,000 real
 appends of 1 s build 10 h (1.15 GB) in a few seconds. The database gets one ``chunks`` row per seq by a
 bulk insert, and its ``recordings`` row says what the file holds, so the worker sees what it would

@@ -27,7 +27,7 @@ from audioflow.core.recording import (
     INDEX_MAGIC,
     RECORD_SIZE,
     Entry,
-    Recording,
+    RecordingFile,
     index_path,
     lock_path,
     locked_recording,
@@ -64,7 +64,7 @@ def wav(tmp_path: Path) -> Path:
 
 
 def test_new_recording_is_an_empty_canonical_wav(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 0
         assert rec.held_through == -1
         assert rec.data_length == 0
@@ -81,7 +81,7 @@ def test_new_recording_is_an_empty_canonical_wav(wav: Path) -> None:
 
 def test_append_in_order_matches_reference(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(6)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         for seq, pcm in enumerate(pcms):
             entry = rec.append(seq, pcm)
             assert entry == Entry(seq=seq, offset=sum(map(len, pcms[:seq])), length=len(pcm), kind="chunk")
@@ -108,7 +108,7 @@ def test_append_in_order_matches_reference(wav: Path) -> None:
 
 
 def test_index_format_is_fixed_width_text(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, b"\x01\x00" * 16000)
         rec.append_silence(1, 8000)
     lines = index_path(wav).read_bytes().splitlines(keepends=True)
@@ -122,11 +122,11 @@ def test_index_format_is_fixed_width_text(wav: Path) -> None:
 
 def test_reopen_continues_and_reads_entries_from_disk(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(5)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         for seq in range(3):
             rec.append(seq, pcms[seq])
         before = rec.entries
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 3
         assert rec.data_length == sum(map(len, pcms[:3]))
         assert rec.entry(2) == before[2]  # read straight from the index
@@ -140,14 +140,14 @@ def test_reopen_continues_and_reads_entries_from_disk(wav: Path) -> None:
 def test_accepts_memoryviews_of_any_item_size(wav: Path) -> None:
     samples = array.array("h", range(-500, 500))
     source = reference([samples.tobytes()])
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, memoryview(samples))
         rec.append(1, pcm_view(source, parse_wav(source)))
     assert wav.read_bytes() == reference([samples.tobytes()] * 2)
 
 
 def test_reappend_of_a_held_seq_changes_nothing(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         for seq in range(3):
             rec.append(seq, chunk_pcm(seq))
         before = files(wav)
@@ -156,13 +156,13 @@ def test_reappend_of_a_held_seq_changes_nothing(wav: Path) -> None:
         assert rec.append_silence(2, 10) is None
         assert rec.next_seq == 3
         assert files(wav) == before
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.append(2, chunk_pcm(2)) is None
     assert files(wav) == before
 
 
 def test_out_of_order_append_is_refused(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         with pytest.raises(ValueError, match="next must be 0"):
             rec.append(1, chunk_pcm(1))
         rec.append(0, chunk_pcm(0))
@@ -183,7 +183,7 @@ def test_out_of_order_append_is_refused(wav: Path) -> None:
     ],
 )
 def test_bad_appends_are_refused(wav: Path, seq: int, pcm: bytes, needle: str) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         with pytest.raises(ValueError, match=needle):
             rec.append(seq, pcm)
         with pytest.raises(ValueError, match="positive number of frames"):
@@ -192,7 +192,7 @@ def test_bad_appends_are_refused(wav: Path, seq: int, pcm: bytes, needle: str) -
 
 
 def test_closed_recording_refuses_use(wav: Path) -> None:
-    rec = Recording.open(wav, FMT)
+    rec = RecordingFile.open(wav, FMT)
     rec.close()
     rec.close()  # idempotent
     assert rec.closed
@@ -202,11 +202,11 @@ def test_closed_recording_refuses_use(wav: Path) -> None:
 
 
 def test_format_mismatch_on_reopen(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0))
     before = files(wav)
     with pytest.raises(FormatMismatch) as caught:
-        Recording.open(wav, AudioFormat(16000, 2, 16))
+        RecordingFile.open(wav, AudioFormat(16000, 2, 16))
     assert caught.value.code == "format_mismatch"
     assert "16000 Hz, 1 channel, 16-bit PCM" in caught.value.message
     assert "16000 Hz, 2 channels, 16-bit PCM" in caught.value.message
@@ -217,21 +217,21 @@ def test_format_mismatch_on_reopen(wav: Path) -> None:
 
 
 def test_silence_entries(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0, 10))
         entry = rec.append_silence(1, 160)
         assert entry == Entry(seq=1, offset=20, length=320, kind="silence")
         rec.append(2, chunk_pcm(2, 10))
         assert [e.kind for e in rec.entries] == ["chunk", "silence", "chunk"]
     assert wav.read_bytes() == reference([chunk_pcm(0, 10), b"\x00" * 320, chunk_pcm(2, 10)])
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.entry(1) == entry
 
 
 def test_silence_in_8bit_is_0x80(tmp_path: Path) -> None:
     fmt = AudioFormat(8000, 2, 8)
     path = tmp_path / "r8.wav"
-    with Recording.open(path, fmt) as rec:
+    with RecordingFile.open(path, fmt) as rec:
         rec.append_silence(0, 3)
         rec.append(1, b"\x01\x02")
     assert path.read_bytes() == reference([b"\x80" * 6, b"\x01\x02"], fmt)
@@ -242,7 +242,7 @@ def test_silence_in_8bit_is_0x80(tmp_path: Path) -> None:
 
 def test_recording_full_writes_nothing(wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recording_module, "MAX_DATA_LENGTH", 100)
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, b"\x00" * 64)
         before = files(wav)
         with pytest.raises(RecordingFull) as caught:
@@ -264,13 +264,13 @@ def test_recording_full_writes_nothing(wav: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_recovery_cuts_pcm_written_before_its_index_record(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(3)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
         rec.append(1, pcms[1])
     good = files(wav)
     with wav.open("ab") as f:  # the crash: seq 2's PCM is on disk, its index record is not
         f.write(pcms[2][:-6])
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 2
         assert rec.recovered
         assert "cut" in rec.recovered[0]
@@ -281,7 +281,7 @@ def test_recovery_cuts_pcm_written_before_its_index_record(wav: Path) -> None:
 
 def test_recovery_repatches_a_header_that_covers_unindexed_audio(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(2)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
     good = files(wav)
     with wav.open("r+b") as f:  # PCM written and header patched, index record lost
@@ -289,7 +289,7 @@ def test_recovery_repatches_a_header_that_covers_unindexed_audio(wav: Path) -> N
         f.write(pcms[1])
         f.seek(0)
         f.write(canonical_header(FMT, len(pcms[0]) + len(pcms[1])))
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 1
         assert len(rec.recovered) == 2
     assert files(wav) == good
@@ -297,13 +297,13 @@ def test_recovery_repatches_a_header_that_covers_unindexed_audio(wav: Path) -> N
 
 def test_recovery_patches_a_header_left_behind(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(3)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         for seq, pcm in enumerate(pcms):
             rec.append(seq, pcm)
     with wav.open("r+b") as f:  # crash after the index record, before the header patch
         f.write(canonical_header(FMT, len(pcms[0])))
     assert snapshot_length(wav) == (FMT, 44 + len(pcms[0]))  # readers still see a consistent prefix
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 3
         assert rec.recovered == (f"re-patched the header data size from {len(pcms[0])} to {rec.data_length}",)
     assert wav.read_bytes() == reference(pcms)
@@ -312,15 +312,15 @@ def test_recovery_patches_a_header_left_behind(wav: Path) -> None:
 @pytest.mark.parametrize("torn", [1, 20, RECORD_SIZE - 1])
 def test_recovery_cuts_a_torn_index_record(wav: Path, torn: int) -> None:
     pcms = [chunk_pcm(seq) for seq in range(3)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
         rec.append(1, pcms[1])
     good = files(wav)
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(2, pcms[2])
     idx = index_path(wav)
     os.truncate(idx, len(good[1]) + torn)  # seq 2's record only partly written
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 2
         assert any("torn index record" in note for note in rec.recovered)
         assert files(wav) == good
@@ -330,57 +330,57 @@ def test_recovery_cuts_a_torn_index_record(wav: Path, torn: int) -> None:
 
 def test_recovery_cuts_zero_filled_index_records(wav: Path) -> None:
     pcms = [chunk_pcm(seq) for seq in range(2)]
-    with Recording.open(wav, FMT, fsync=False) as rec:
+    with RecordingFile.open(wav, FMT, fsync=False) as rec:
         rec.append(0, pcms[0])
     good = files(wav)
     with index_path(wav).open("ab") as f:  # power loss: the size grew, the blocks never arrived
         f.write(b"\x00" * (RECORD_SIZE * 2 + 7))
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.next_seq == 1
         assert len(rec.recovered) == 3
         assert files(wav) == good
 
 
 def test_wav_shorter_than_index_is_corrupt(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0, 100))
     os.truncate(wav, 44 + 100)
     with pytest.raises(RecordingCorrupt, match="indexed audio is missing"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
 
 
 def test_missing_index_with_audio_is_corrupt(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0))
     index_path(wav).unlink()
     with pytest.raises(RecordingCorrupt, match=r"index .* is missing"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
 
 
 def test_missing_wav_with_entries_is_corrupt(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0))
     wav.unlink()
     with pytest.raises(RecordingCorrupt, match="is missing but its index"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
 
 
 def test_crash_between_creating_the_wav_and_its_index(wav: Path) -> None:
     wav.parent.mkdir(parents=True)
     wav.write_bytes(canonical_header(FMT, 0))
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0))
     assert wav.read_bytes() == reference([chunk_pcm(0)])
 
 
 def test_garbage_index_is_corrupt(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         for seq in range(3):
             rec.append(seq, chunk_pcm(seq))
     idx = index_path(wav)
     records = idx.read_bytes()
     idx.write_bytes(records[:RECORD_SIZE] + b"X" * RECORD_SIZE + records[2 * RECORD_SIZE :])
-    with Recording.open(wav, FMT) as rec:  # opening only checks the last record ...
+    with RecordingFile.open(wav, FMT) as rec:  # opening only checks the last record ...
         assert rec.next_seq == 3
         with pytest.raises(RecordingCorrupt, match="record 1 is not a valid entry for seq 0"):
             rec.entry(0)
@@ -388,25 +388,25 @@ def test_garbage_index_is_corrupt(wav: Path) -> None:
             _ = rec.entries  # ... reading every entry checks them all
     idx.write_bytes(records[:-RECORD_SIZE] + b"Y" * RECORD_SIZE)
     with pytest.raises(RecordingCorrupt, match="record 3"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
     idx.write_bytes(b"not an index\n")
     with pytest.raises(RecordingCorrupt, match="not an audioflow recording index"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
 
 
 def test_bad_wav_header_is_corrupt(wav: Path) -> None:
-    with Recording.open(wav, FMT):
+    with RecordingFile.open(wav, FMT):
         pass
     wav.write_bytes(b"RIFF" + b"\x00" * 40)
     with pytest.raises(RecordingCorrupt, match="canonical header"):
-        Recording.open(wav, FMT)
+        RecordingFile.open(wav, FMT)
     with pytest.raises(RecordingCorrupt, match="canonical header"):
         snapshot_length(wav)
 
 
 def test_failed_write_is_rolled_back(wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pcms = [chunk_pcm(seq) for seq in range(2)]
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
         before = files(wav)
         real = recording_module._pwrite_all
@@ -433,7 +433,7 @@ def test_failed_write_is_rolled_back(wav: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_snapshot_length_never_exceeds_the_file(wav: Path) -> None:
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, chunk_pcm(0, 100))
     with wav.open("ab") as f:  # a writer mid-append: unindexed bytes past the header's size
         f.write(b"\x01" * 51)
@@ -464,7 +464,7 @@ def test_any_delivery_order_yields_the_reference(case: tuple[list[bytes], list[i
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.wav"
         waiting: dict[int, bytes] = {}
-        rec = Recording.open(path, FMT, fsync=False)
+        rec = RecordingFile.open(path, FMT, fsync=False)
         try:
             for seq, reopen in zip(order, reopen_after, strict=True):
                 if rec.holds(seq):
@@ -478,7 +478,7 @@ def test_any_delivery_order_yields_the_reference(case: tuple[list[bytes], list[i
                 assert path.read_bytes() == reference(pcms[: rec.next_seq])
                 if reopen:
                     rec.close()
-                    rec = Recording.open(path, FMT, fsync=False)
+                    rec = RecordingFile.open(path, FMT, fsync=False)
         finally:
             rec.close()
         assert not waiting
@@ -520,7 +520,7 @@ def test_processes_sharing_a_recording_never_corrupt_it(wav: Path) -> None:
     assert sum(counts) == PROCESS_SEQS
     assert min(counts) > 0, counts  # they did take turns
     assert wav.read_bytes() == reference([chunk_pcm(seq) for seq in range(PROCESS_SEQS)])
-    with Recording.open(wav, FMT) as rec:
+    with RecordingFile.open(wav, FMT) as rec:
         assert rec.recovered == ()
         assert [e.seq for e in rec.entries] == list(range(PROCESS_SEQS))
 
@@ -605,5 +605,5 @@ def test_without_create_parent_a_missing_folder_is_never_created(tmp_path: Path)
     with pytest.raises(FileNotFoundError), recording_lock(path, create_parent=False):
         pass
     with pytest.raises(FileNotFoundError):
-        Recording.open(path, FMT, create_parent=False)
+        RecordingFile.open(path, FMT, create_parent=False)
     assert not path.parent.exists()

@@ -24,12 +24,12 @@ An append is O(chunk) and never rewrites the file, in this order:
 3. patch the RIFF size (offset 4) and ``data`` size (offset 40) in place.
 
 The header is patched last so that it never covers bytes a crash could still take back: readers that
-trust it see only committed audio. The header itself is made durable on :meth:`Recording.close` and
-repaired on open if a crash lost it. :meth:`Recording.open` recovers from a crash at any step: PCM
+trust it see only committed audio. The header itself is made durable on :meth:`RecordingFile.close` and
+repaired on open if a crash lost it. :meth:`RecordingFile.open` recovers from a crash at any step: PCM
 past the last index record is cut off, a torn (partial) or zero-filled last index record is cut off,
 and the header sizes are re-patched from the index.
 
-A :class:`Recording` has a single writer at a time and is not thread-safe; processes that share one
+A :class:`RecordingFile` has a single writer at a time and is not thread-safe; processes that share one
 recording go through :func:`locked_recording`.
 """
 
@@ -62,7 +62,7 @@ __all__ = [
     "RECORD_SIZE",
     "Entry",
     "Kind",
-    "Recording",
+    "RecordingFile",
     "index_path",
     "lock_path",
     "locked_recording",
@@ -168,7 +168,7 @@ def _create_atomically(path: Path, content: bytes, *, fsync: bool) -> None:
         _fsync_dir(path.parent)
 
 
-class Recording:
+class RecordingFile:
     """An open append-only recording. Build one with :meth:`open` (or :func:`locked_recording`)."""
 
     def __init__(
@@ -202,7 +202,7 @@ class Recording:
     @classmethod
     def open(
         cls, path: Path, fmt: AudioFormat, *, fsync: bool = True, create_parent: bool = True
-    ) -> Recording:
+    ) -> RecordingFile:
         """Open the recording at ``path``, creating it (empty) if missing and recovering from a crash.
 
         Raises :class:`FormatMismatch` if an existing recording has another format, and
@@ -238,7 +238,9 @@ class Recording:
             raise
 
     @classmethod
-    def _recover(cls, path: Path, fmt: AudioFormat, wav_fd: int, idx_fd: int, *, fsync: bool) -> Recording:
+    def _recover(
+        cls, path: Path, fmt: AudioFormat, wav_fd: int, idx_fd: int, *, fsync: bool
+    ) -> RecordingFile:
         idx = index_path(path)
         try:
             found, declared = read_canonical_header(_pread_exact(wav_fd, _HEADER_SIZE, 0))
@@ -489,7 +491,7 @@ class Recording:
             os.close(self._wav_fd)
             os.close(self._idx_fd)
 
-    def __enter__(self) -> Recording:
+    def __enter__(self) -> RecordingFile:
         return self
 
     def __exit__(
@@ -502,7 +504,9 @@ class Recording:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"held_through={self.held_through}"
-        return f"<Recording {str(self.path)!r} {self.format.describe()} {state} bytes={self._data_length}>"
+        return (
+            f"<RecordingFile {str(self.path)!r} {self.format.describe()} {state} bytes={self._data_length}>"
+        )
 
 
 def _acquire(fd: int, where: Path, timeout_s: float) -> None:
@@ -563,12 +567,12 @@ def recording_lock(path: Path, *, timeout_s: float = 30.0, create_parent: bool =
 @contextlib.contextmanager
 def locked_recording(
     path: Path, fmt: AudioFormat, *, fsync: bool = True, timeout_s: float = 30.0, create_parent: bool = True
-) -> Iterator[Recording]:
+) -> Iterator[RecordingFile]:
     """Open the recording at ``path`` while holding its lock (see :func:`recording_lock`); the next holder
     after a holder that died recovers the files on open."""
     with (
         recording_lock(path, timeout_s=timeout_s, create_parent=create_parent),
-        Recording.open(path, fmt, fsync=fsync, create_parent=create_parent) as recording,
+        RecordingFile.open(path, fmt, fsync=fsync, create_parent=create_parent) as recording,
     ):
         yield recording
 

@@ -16,6 +16,7 @@ asked at most every ``alive_check_s``), and the meeting's folder is never create
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,14 +31,14 @@ from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Chunk, Gap, Meeting, Recording
 from audioflow.core.errors import RecordingFull
 from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
-from audioflow.core.recording import Recording as RecordingFile
-from audioflow.core.recording import recording_lock
+from audioflow.core.recording import RecordingFile, recording_lock
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import AudioFormat, parse_wav, pcm_view
-from audioflow.workers.common import Publisher, Work, announce_if_completed, meeting_logger
+from audioflow.workers.publisher import Publisher, announce_if_completed
+from audioflow.workers.work import Work
 
-log = meeting_logger("concat")
+log = logging.getLogger(__name__)
 
 RECORDING_MARK = "recording"  # the concatenated_through last announced
 

@@ -6,6 +6,7 @@ words cut at the chunk edge are neither lost nor doubled; see ``stt.transcribe_c
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import sqlalchemy.exc
@@ -19,10 +20,11 @@ from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import parse_wav, pcm_view
-from audioflow.workers.common import Publisher, Work, announce_if_completed, meeting_logger
+from audioflow.workers.publisher import Publisher, announce_if_completed
 from audioflow.workers.stt import SttEngine, transcribe_chunk
+from audioflow.workers.work import Work
 
-log = meeting_logger("processing")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import CONNECTION_ERRORS, StreamConsumer, consumer_name
 from audioflow.core.streams.signals import install_signal_handlers
 from audioflow.workers import concat, processing, reconcile
-from audioflow.workers.common import Publisher
+from audioflow.workers.publisher import Publisher
 
 log = logging.getLogger("audioflow.workers")
 

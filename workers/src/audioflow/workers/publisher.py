@@ -1,8 +1,7 @@
-"""What both workers need: decoded work entries, event publishing, and the completion announcement."""
+"""How both workers speak to a meeting's page: its events, and the announcement that it completed."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,28 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound
-from audioflow.core.ids import check_meeting_id, parse_seq
 from audioflow.core.keys import Keys
-from audioflow.core.streams.consumer import Entry
-
-
-@dataclass(frozen=True)
-class Work:
-    meeting_id: str
-    seq: int
-    generation: str | None = None  # which meeting of that id (None: an entry from before generations)
-
-    @classmethod
-    def of(cls, entry: Entry) -> Work:
-        """Decode and re-validate a work entry (it came from our own gateway, but a stream is no proof)."""
-        generation = entry.fields.get("generation") or None
-        if generation is not None and not generation.isdigit():
-            raise ValueError(f"work entry generation {generation[:40]!r} is not a number")
-        return cls(
-            check_meeting_id(entry.fields.get("meeting_id", "")),
-            parse_seq(entry.fields.get("seq", "")),
-            generation,
-        )
 
 
 @dataclass
@@ -101,7 +79,3 @@ def announce_if_completed(
             return
     if status.ended_at is not None and status.phase in ("completed", "failed"):
         publish(meeting_id, "meeting.phase", {"phase": status.phase}, generation=generation)
-
-
-def meeting_logger(name: str) -> logging.Logger:
-    return logging.getLogger(f"audioflow.workers.{name}")
