@@ -14,7 +14,7 @@ from audioflow.core.settings import Settings
 from audioflow.workers.simulate import load_speech, reference_text
 from audioflow.workers.stt import load_engine, to_engine_pcm
 from audioflow.workers.stt.wer import word_error_rate
-from audioflow.workers.stt.whisper import WhisperEngine, packaged_model, resolve_model
+from audioflow.workers.stt.whisper import WhisperEngine, packaged_model, resolve_model, trim_padding
 
 RATE = 16000
 
@@ -124,3 +124,15 @@ def test_a_word_whisper_writes_in_pieces_is_one_word(engine: WhisperEngine) -> N
     # Whisper gives "www" ".asterisk" ".org" and "ill" "-disposed" as separate words (here the latter).
     words = [w.text for w in engine.transcribe(_stretch(49.5, 54.5))]
     assert not [w for w in words if w[0] in ".-"], words
+
+
+def test_only_the_padding_beyond_the_window_is_cut() -> None:
+    heard = np.full((80, 700), -0.5, dtype=np.float32)
+    heard[:, 300:400] = 0.0  # a quiet stretch inside is still audio: only trailing all-zero frames go
+    padded = np.pad(heard, ((0, 0), (0, 3000 - 700)))
+    assert trim_padding(padded, 1500).shape == (80, 1500)  # 7 s heard: a 15 s window
+    long = np.pad(np.full((80, 2201), -0.5, dtype=np.float32), ((0, 0), (0, 799)))
+    assert trim_padding(long, 1500).shape == (80, 2202)  # 22 s heard: all of it, to an even count
+    assert trim_padding(padded, 3000).shape == (80, 3000)  # Whisper's own window
+    assert trim_padding(np.zeros((80, 3000), dtype=np.float32), 1500).shape == (80, 1500)
+    np.testing.assert_array_equal(trim_padding(padded, 1500)[:, :700], heard)
