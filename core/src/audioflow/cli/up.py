@@ -164,9 +164,10 @@ class Supervisor:
 def _autoscale(supervisor: Supervisor, redis_url: str, keys: Keys) -> None:
     import redis
 
+    from audioflow.core.redis_client import redis_client
     from audioflow.core.streams.queues import backlog
 
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, socket_timeout=None)
     streams = {"processing": (keys.transcribe, PROCESSING_GROUP), "concat": (keys.concat, CONCAT_GROUP)}
     memory = {kind: ScalingMemory() for kind in streams}
     while not supervisor.stopping.wait(TICK_S):

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
-import redis
 
+from audioflow.core.redis_client import redis_client
 from audioflow.core.settings import Settings
 from audioflow.operator import kube, meeting, simulator
 from audioflow.operator.autoscaler import Autoscaler
@@ -96,7 +96,7 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
         token = conf.admin_token.get_secret_value() if conf.admin_token else None
         memo.gateway = Gateway(conf.gateway_url, token, timeout=conf.gateway_timeout_s)
         memo.kube = await kube.Kube.from_environment()
-        memo.redis = redis.Redis.from_url(conf.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        memo.redis = redis_client(conf.redis_url, socket_timeout=10, socket_connect_timeout=5)
         memo.autoscaler = Autoscaler(memo.kube, memo.redis, namespace)
         memo.autoscaling = asyncio.create_task(
             memo.autoscaler.run(conf.autoscale_interval_s), name="audioflow autoscaler"

@@ -63,19 +63,14 @@ def _queued(client: redis.Redis, stream: str, since: datetime) -> set[tuple[str,
     low = f"{int(since.timestamp() * 1000)}-0"
     for _ in range(SCAN_LIMIT // SCAN_PAGE):
         page: Any = client.xrange(stream, min=low, count=SCAN_PAGE)
-        for _entry_id, raw in page:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+        for _entry_id, fields in page:
             seq = fields.get("seq", "")
             if seq.isdigit():
                 found.add((fields.get("meeting_id", ""), int(seq)))
         if len(page) < SCAN_PAGE:
             return found
-        low = f"({_text(page[-1][0])}"
+        low = f"({page[-1][0]}"
     return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def reconcile(

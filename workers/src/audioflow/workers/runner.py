@@ -8,12 +8,11 @@ import threading
 from collections.abc import Callable
 from typing import Literal
 
-import redis
-
 from audioflow.core.db.engine import UNAVAILABLE_ERRORS, make_engine, make_sessionmaker
 from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
 from audioflow.core.logs import MeetingLogForwarder, setup_logging
 from audioflow.core.metrics import serve_metrics
+from audioflow.core.redis_client import redis_client
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import CONNECTION_ERRORS, StreamConsumer, consumer_name
@@ -53,13 +52,7 @@ def run_worker(kind: Kind, settings: Settings) -> None:
     serve_metrics(settings.metrics_port)
     engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
     sessions = make_sessionmaker(engine)
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=30,
-        socket_connect_timeout=2,
-        health_check_interval=15,
-    )
+    client = redis_client(settings.redis_url, socket_timeout=30)
     keys = Keys(settings.redis_prefix)
     publish = Publisher(client, keys, settings.events_maxlen)
     logging.getLogger().addHandler(MeetingLogForwarder(kind, publish.log))

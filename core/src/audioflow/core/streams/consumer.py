@@ -31,7 +31,7 @@ from redis.typing import EncodableT, FieldT
 
 from audioflow.core.errors import is_permanent
 from audioflow.core.metrics import STREAM_ENTRIES, STREAM_HANDLE_SECONDS, STREAM_RECLAIMED, WORKER_BUSY
-from audioflow.core.streams.queues import dead_letter_stream, decoded, ensure_group, trim_acknowledged
+from audioflow.core.streams.queues import dead_letter_stream, ensure_group, trim_acknowledged
 
 __all__ = ["CONNECTION_ERRORS", "Entry", "Handler", "Outcome", "StreamConsumer", "consumer_name"]
 
@@ -95,7 +95,10 @@ class StreamConsumer:
             raise ValueError("max_deliveries must be at least 1")
         if block_ms <= 0:
             raise ValueError("block_ms must be positive (0 would block forever)")
-        socket_timeout = getattr(client.connection_pool, "connection_kwargs", {}).get("socket_timeout")
+        options = getattr(client.connection_pool, "connection_kwargs", {})
+        if not options.get("decode_responses"):
+            raise ValueError("the client must decode replies (see audioflow.core.redis_client)")
+        socket_timeout = options.get("socket_timeout")
         if socket_timeout is not None and block_ms / 1000 >= float(socket_timeout):
             raise ValueError(
                 f"block_ms={block_ms} must be shorter than the client's socket_timeout={socket_timeout} s"
@@ -206,10 +209,10 @@ class StreamConsumer:
             reply = self.client.xautoclaim(
                 self.stream, self.group, self.consumer, self.lease_ms, start_id=self._claim_cursor, count=1
             )
-            self._claim_cursor = decoded(reply[0])  # "0-0" when the scan is complete: start over next time
-            deleted = [decoded(i) for i in reply[2]] if len(reply) > 2 else []
+            self._claim_cursor = str(reply[0])  # "0-0" when the scan is complete: start over next time
+            deleted = [str(i) for i in reply[2]] if len(reply) > 2 else []
             for raw_id, raw_fields in reply[1]:
-                entry_id = decoded(raw_id)
+                entry_id = str(raw_id)
                 if raw_fields is None:  # Redis 6.2 returns deleted entries as nil and keeps them
                     self.client.xack(self.stream, self.group, entry_id)
                     deleted.append(entry_id)
@@ -471,9 +474,9 @@ class _Backoff:
 
 def _fields(raw: object) -> dict[str, str]:
     if isinstance(raw, Mapping):
-        return {decoded(k): decoded(v) for k, v in raw.items()}
+        return {str(k): str(v) for k, v in raw.items()}
     if isinstance(raw, list | tuple):  # a flat [k1, v1, k2, v2, ...] reply
-        return {decoded(raw[i]): decoded(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+        return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
     return {}
 
 
@@ -482,7 +485,7 @@ def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     if not reply:
         return []
     batches: Iterable[Any] = reply.values() if isinstance(reply, Mapping) else (item[1] for item in reply)
-    return [(decoded(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
+    return [(str(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
 
 
 def _log_context(entry: Entry) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 ``trim_acknowledged`` trims only what every group has finished (Redis 7 trims ignore consumer
 groups), and ``backlog`` counts a group's remaining work without trusting ``XINFO GROUPS`` ``lag``
-blindly (Redis reports it as nil after deletions).
+blindly (Redis reports it as nil after deletions). Clients decode replies (``core.redis_client``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-__all__ = ["backlog", "dead_letter_stream", "decoded", "enqueue", "ensure_group", "trim_acknowledged"]
+__all__ = ["backlog", "dead_letter_stream", "enqueue", "ensure_group", "trim_acknowledged"]
 
 _MAX_SEQ = 2**64 - 1
 _RANGE_PAGE = 1000
@@ -26,7 +26,7 @@ def dead_letter_stream(stream: str) -> str:
 def enqueue(client: redis.Redis, stream: str, fields: Mapping[str, str | int]) -> str:
     """XADD ``fields`` (values as strings) and return the new entry's id. No MAXLEN: trimming is
     ``trim_acknowledged``'s job, which never drops unfinished work."""
-    return decoded(client.xadd(stream, {key: str(value) for key, value in fields.items()}))
+    return str(client.xadd(stream, {key: str(value) for key, value in fields.items()}))
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -53,10 +53,10 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> int:
         return 0
     floor: str | None = None
     for info in groups:
-        bound = _next_id(decoded(info["last-delivered-id"]))
-        oldest = client.xpending(stream, decoded(info["name"])).get("min")
+        bound = _next_id(str(info["last-delivered-id"]))
+        oldest = client.xpending(stream, str(info["name"])).get("min")
         if oldest is not None:
-            bound = min(bound, decoded(oldest), key=_id_key)
+            bound = min(bound, str(oldest), key=_id_key)
         floor = bound if floor is None else min(floor, bound, key=_id_key)
     assert floor is not None
     return int(client.xtrim(stream, minid=floor, approximate=False))
@@ -76,26 +76,22 @@ def backlog(client: redis.Redis, stream: str, group: str) -> int:
     groups = _groups(client, stream)
     if groups is None:
         return 0
-    info = next((g for g in groups if decoded(g["name"]) == group), None)
+    info = next((g for g in groups if str(g["name"]) == group), None)
     if info is None:
         return int(client.xlen(stream))
     pending = int(info["pending"])
-    last_delivered = decoded(info["last-delivered-id"])
+    last_delivered = str(info["last-delivered-id"])
     lag = info.get("lag")
     if isinstance(lag, int) and lag >= 0:
         length = int(client.xlen(stream))
         head = client.xrange(stream, "-", "+", count=1)
-        if head and _id_key(decoded(head[0][0])) > _id_key(last_delivered):
+        if head and _id_key(str(head[0][0])) > _id_key(last_delivered):
             # Everything left is undelivered. (Trimming undelivered entries also makes Redis 7.0
             # over-count lag here, redis/redis#13957.)
             return length + pending
         if lag <= length:
             return lag + pending
     return _count_after(client, stream, last_delivered) + pending
-
-
-def decoded(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -129,4 +125,4 @@ def _count_after(client: redis.Redis, stream: str, last_id: str) -> int:
         count += len(page)
         if len(page) < _RANGE_PAGE:
             return count
-        start = f"({decoded(page[-1][0])}"
+        start = f"({page[-1][0]!s}"
