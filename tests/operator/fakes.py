@@ -88,6 +88,7 @@ class FakeKube:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     scaled: list[tuple[str, int]] = field(default_factory=list)
     vanished: set[str] = field(default_factory=set)  # deployments deleted between list and patch
+    applies_scale: bool = False  # a scale also changes the listed Deployment's spec.replicas
 
     async def record_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
         self.events.append((ref.name, type, reason, message))
@@ -124,3 +125,7 @@ class FakeKube:
         if name in self.vanished:
             raise KubeNotFound(404, "NotFound", f"deployments.apps {name!r} not found")
         self.scaled.append((name, replicas))
+        if self.applies_scale:
+            for deployment in self.deployments:
+                if deployment["metadata"]["name"] == name:
+                    deployment["spec"]["replicas"] = replicas

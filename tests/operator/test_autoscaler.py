@@ -1,4 +1,5 @@
-"""Worker autoscaling: real kopf against kmock's emulator, backlog put into real Redis Streams."""
+"""Worker autoscaling: real kopf against kmock's emulator, backlog put into real Redis Streams; scaling over
+time is followed pass by pass on an injected clock."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from prometheus_client import REGISTRY
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy, recommended
 from audioflow.core.streams.queues import enqueue, ensure_group
+from audioflow.operator.autoscaler import Autoscaler
+from tests.operator.fakes import FakeKube
 from tests.operator.harness import (
     DEPLOYMENTS,
+    NAMESPACE,
     autoscale_annotations,
     create,
     deployment_body,
@@ -86,32 +90,44 @@ async def test_backlog_scales_the_deployment_to_the_computed_size(
 
 
 async def test_steady_backlog_scales_once_then_down_after_it_drains(
-    emulator: Any, redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+    redis_client: redis.Redis, redis_prefix: str
 ) -> None:
+    """Pass by pass on an injected clock (0.5 s between polls, as the operator's interval here), so
+    the scale-down window and the cooldown pass without waiting for them."""
     stream = Keys(redis_prefix).transcribe
     policy = ScalingPolicy(
         min_replicas=1, max_replicas=8, target_backlog=10, scale_down_window_s=1, cooldown_s=1
     )
     backlog_into(redis_client, stream, 25)
-    await create(
-        emulator, DEPLOYMENTS, deployment_body("processing", 1, autoscale_annotations(stream, policy))
+    kube = FakeKube(
+        deployments=[deployment_body("processing", 1, autoscale_annotations(stream, policy))],
+        applies_scale=True,
     )
-    conf = operator_settings(redis_server_url, redis_prefix)
-    async with running_operator(conf):
-        await eventually("scaled up", lambda: replicas(emulator, "processing") == 3, within=5)
-        await asyncio.sleep(6 * conf.autoscale_interval_s)  # six more polls of the same backlog
-        assert scale_patches(emulator, "processing") == [3]  # no flapping
-        assert replicas(emulator, "processing") == 3
+    now = 0.0
+    scaler = Autoscaler(kube, redis_client, NAMESPACE, clock=lambda: now)  # type: ignore[arg-type]
 
-        # The workers finish: acknowledged and deleted, the backlog is 0; after the scale-down window
-        # and the cooldown the Deployment goes back to its minimum, once.
-        entries: Any = redis_client.xreadgroup(PROCESSING_GROUP, "worker-1", {stream: ">"}, count=100)
-        ids = [entry_id for _, batch in entries for entry_id, _ in batch]
-        redis_client.xack(stream, PROCESSING_GROUP, *ids)
-        redis_client.xdel(stream, *ids)
-        await eventually("scaled down", lambda: replicas(emulator, "processing") == 1, within=8)
-        await asyncio.sleep(3 * conf.autoscale_interval_s)
-        assert scale_patches(emulator, "processing") == [3, 1]
+    async def polls(count: int) -> None:
+        nonlocal now
+        for _ in range(count):
+            await scaler.tick()
+            now += 0.5
+
+    await polls(1)
+    assert kube.scaled == [("processing", 3)]
+    await polls(6)  # six more polls of the same backlog
+    assert kube.scaled == [("processing", 3)]  # no flapping
+    assert kube.deployments[0]["spec"]["replicas"] == 3
+
+    # The workers finish: acknowledged and deleted, the backlog is 0; after the scale-down window
+    # and the cooldown the Deployment goes back to its minimum, once.
+    entries: Any = redis_client.xreadgroup(PROCESSING_GROUP, "worker-1", {stream: ">"}, count=100)
+    ids = [entry_id for _, batch in entries for entry_id, _ in batch]
+    redis_client.xack(stream, PROCESSING_GROUP, *ids)
+    redis_client.xdel(stream, *ids)
+    await polls(int((policy.scale_down_window_s + policy.cooldown_s) / 0.5) + 1)
+    assert kube.deployments[0]["spec"]["replicas"] == 1
+    await polls(3)
+    assert kube.scaled == [("processing", 3), ("processing", 1)]
 
 
 async def test_bad_annotations_are_reported_once_and_left_alone(
