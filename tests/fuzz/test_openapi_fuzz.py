@@ -37,6 +37,7 @@ from audioflow.api.app import create_app
 from audioflow.api.schemas import ErrorEnvelope, EventPublic
 from audioflow.core.settings import Settings
 from audioflow.core.signing import chunk_target, generate_secret, sign
+from tests.factories import fmt_body, riff, riff_chunk
 from tests.fuzz.conftest import DEEP, LIVE, MAX_CHUNK_BYTES, PENDING, World
 
 pytestmark = pytest.mark.integration
@@ -74,14 +75,10 @@ _LAST_UPLOAD: dict[str, tuple[dict[str, str], bytes]] = {}  # per database: the 
 # WAV bodies for ``audio/wav`` -------------------------------------------------------------------------
 
 
-def riff(tag: int, channels: int, rate: int, bits: int, data: bytes, extra: bytes = b"") -> bytes:
-    """A RIFF/WAVE file built here, independently of the gateway's parser."""
-    align = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits)
-    chunks = (
-        extra + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    )
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+def pcm_wav(channels: int, rate: int, bits: int, data: bytes, extra: bytes = b"") -> bytes:
+    """A RIFF/WAVE file built here, independently of the gateway's parser; ``extra`` chunks come first."""
+    fmt = riff_chunk(b"fmt ", fmt_body(1, channels, rate, bits))
+    return riff(extra, fmt, riff_chunk(b"data", data, pad=False))
 
 
 @st.composite
@@ -92,7 +89,7 @@ def valid_wavs(draw: st.DrawFn) -> bytes:
     frames = draw(st.integers(1, 400))
     data = draw(st.binary(min_size=frames * channels * bits // 8, max_size=frames * channels * bits // 8))
     extra = draw(st.sampled_from([b"", b"LIST\x04\x00\x00\x00INFO", b"JUNK\x03\x00\x00\x00abc\x00"]))
-    return riff(1, channels, rate, bits, data, extra)
+    return pcm_wav(channels, rate, bits, data, extra)
 
 
 @st.composite
@@ -111,7 +108,7 @@ def broken_wavs(draw: st.DrawFn) -> bytes:
     return good[:40] + struct.pack("<I", draw(st.sampled_from([0, 1, 2**31, 2**32 - 1]))) + good[44:]
 
 
-OVERSIZE = riff(1, 1, 16000, 16, bytes(MAX_CHUNK_BYTES))
+OVERSIZE = pcm_wav(1, 16000, 16, bytes(MAX_CHUNK_BYTES))
 WAV_BODIES = st.one_of(
     *[valid_wavs()] * 6, broken_wavs(), broken_wavs(), st.binary(max_size=64), st.just(OVERSIZE)
 )

@@ -34,7 +34,7 @@ from audioflow.core.keys import Keys
 from audioflow.core.signing import chunk_target, generate_secret, sign
 from audioflow.core.wav import AudioFormat
 from tests import services
-from tests.factories import SPEECH_FORMAT, extensible_wav, tone_pcm, wav_bytes
+from tests.factories import SPEECH_FORMAT, extensible_wav, fmt_body, riff, riff_chunk, tone_pcm, wav_bytes
 from tests.integration.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
@@ -62,21 +62,11 @@ PCM24 = AudioFormat(16000, 1, 24)
 def ieee_float_wav() -> bytes:
     """A plain (format tag 3) 32-bit float WAV."""
     pcm = struct.pack("<1600f", *([0.25] * 1600))
-    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm
-    return b"RIFF" + struct.pack("<I", len(body)) + body
+    return riff(riff_chunk(b"fmt ", fmt_body(3, 1, 16000, 32)), riff_chunk(b"data", pcm))
 
 
-def riff(*chunks: tuple[bytes, bytes], declared: dict[bytes, int] | None = None) -> bytes:
-    """A RIFF/WAVE file from (id, body) chunks; ``declared`` makes a chunk header lie about its size."""
-    body = b"WAVE" + b"".join(
-        cid + struct.pack("<I", (declared or {}).get(cid, len(data))) + data for cid, data in chunks
-    )
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-PCM16_FMT = (b"fmt ", struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16))
-ONE_SECOND = (b"data", bytes(32000))
+PCM16_FMT = riff_chunk(b"fmt ", fmt_body())
+ONE_SECOND = riff_chunk(b"data", bytes(32000))
 
 
 def pcm24_extensible() -> bytes:
@@ -557,25 +547,28 @@ CASES: list[Case] = [
     Case("wav-truncated-header", lambda w: w.put("m1", 1, GOOD[:30]), 400, "truncated_header", "truncated"),
     Case("wav-truncated-data", lambda w: w.put("m1", 1, GOOD[:-100]), 400, "truncated_data", "declares"),
     Case(
-        "wav-zero-length-data", lambda w: w.put("m1", 1, riff(PCM16_FMT, (b"data", b""))), 400, "empty_data"
+        "wav-zero-length-data",
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, riff_chunk(b"data", b""))),
+        400,
+        "empty_data",
     ),
     Case(
         "wav-data-size-streaming-0xffffffff",
-        lambda w: w.put("m1", 1, riff(PCM16_FMT, ONE_SECOND, declared={b"data": 0xFFFFFFFF})),
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, riff_chunk(b"data", bytes(32000), declared=0xFFFFFFFF))),
         400,
         "empty_data",
         "unknown length",
     ),
     Case(
         "wav-fmt-size-lies",
-        lambda w: w.put("m1", 1, riff(PCM16_FMT, ONE_SECOND, declared={b"fmt ": 100_000})),
+        lambda w: w.put("m1", 1, riff(riff_chunk(b"fmt ", fmt_body(), declared=100_000), ONE_SECOND)),
         400,
         "truncated_header",
         "declares 100000",
     ),
     Case(
         "wav-partial-frame",
-        lambda w: w.put("m1", 1, riff(PCM16_FMT, (b"data", bytes(32001)))),
+        lambda w: w.put("m1", 1, riff(PCM16_FMT, riff_chunk(b"data", bytes(32001), pad=False))),
         400,
         "partial_frame",
         "multiple",

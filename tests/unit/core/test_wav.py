@@ -25,6 +25,7 @@ from audioflow.core.wav import (
     read_canonical_header,
     streaming_header,
 )
+from tests.factories import fmt_body, riff, riff_chunk
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -44,30 +45,6 @@ def wave_file(fmt: AudioFormat, pcm: bytes) -> bytes:
         writer.setframerate(fmt.sample_rate)
         writer.writeframes(pcm)
     return buffer.getvalue()
-
-
-def chunk(chunk_id: bytes, body: bytes) -> bytes:
-    """A RIFF chunk with its pad byte when the body is odd-sized."""
-    return struct.pack("<4sI", chunk_id, len(body)) + body + (b"\x00" if len(body) % 2 else b"")
-
-
-def riff(*chunks: bytes, form: bytes = b"WAVE") -> bytes:
-    body = form + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def fmt_body(
-    tag: int = 1,
-    channels: int = 1,
-    rate: int = 16000,
-    bits: int = 16,
-    *,
-    block_align: int | None = None,
-    byte_rate: int | None = None,
-) -> bytes:
-    align = channels * bits // 8 if block_align is None else block_align
-    rate_bytes = rate * align if byte_rate is None else byte_rate
-    return struct.pack("<HHIIHH", tag, channels, rate, rate_bytes, align, bits)
 
 
 def extensible_body(
@@ -97,7 +74,7 @@ def extensible_body(
 
 F16 = AudioFormat(16000, 1, 16)
 PCM320 = pcm_bytes(320)
-GOOD = riff(chunk(b"fmt ", fmt_body()), chunk(b"data", PCM320))
+GOOD = riff(riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", PCM320))
 
 
 # -- AudioFormat and WavInfo ----------------------------------------------------------------------------
@@ -171,7 +148,7 @@ def test_odd_sized_8bit_data_with_and_without_pad_byte() -> None:
     fmt = AudioFormat(8000, 1, 8)
     pcm = pcm_bytes(101)
     unpadded = wave_file(fmt, pcm)  # Python's wave writes no pad byte after odd-sized data
-    padded = riff(chunk(b"fmt ", fmt_body(bits=8, rate=8000)), chunk(b"data", pcm))
+    padded = riff(riff_chunk(b"fmt ", fmt_body(bits=8, rate=8000)), riff_chunk(b"data", pcm))
     assert len(padded) == 44 + 101 + 1
     for data in (unpadded, padded):
         info = parse_wav(data)
@@ -203,12 +180,12 @@ def test_pcm_view_refuses_short_buffer() -> None:
 
 def test_list_chunk_before_data_and_odd_chunk_padding() -> None:
     data = riff(
-        chunk(b"fmt ", fmt_body()),
-        chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 5) + b"sox\x00\x00" + b"\x00"),
-        chunk(b"JUNK", b"abc"),  # odd size: one pad byte follows
-        chunk(b"fact", struct.pack("<I", 160)),
-        chunk(b"data", PCM320),
-        chunk(b"LIST", b"trailing metadata is ignored"),
+        riff_chunk(b"fmt ", fmt_body()),
+        riff_chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 5) + b"sox\x00\x00" + b"\x00"),
+        riff_chunk(b"JUNK", b"abc"),  # odd size: one pad byte follows
+        riff_chunk(b"fact", struct.pack("<I", 160)),
+        riff_chunk(b"data", PCM320),
+        riff_chunk(b"LIST", b"trailing metadata is ignored"),
     )
     info = parse_wav(data)
     assert info.format == F16
@@ -217,7 +194,7 @@ def test_list_chunk_before_data_and_odd_chunk_padding() -> None:
 
 
 def test_unknown_chunk_before_fmt_is_skipped() -> None:
-    data = riff(chunk(b"JUNK", b"x" * 27), chunk(b"fmt ", fmt_body()), chunk(b"data", PCM320))
+    data = riff(riff_chunk(b"JUNK", b"x" * 27), riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", PCM320))
     assert parse_wav(data).format == F16
 
 
@@ -228,13 +205,13 @@ def test_riff_size_is_not_trusted() -> None:
 
 
 def test_fmt_chunk_longer_than_16_bytes() -> None:
-    data = riff(chunk(b"fmt ", fmt_body() + b"\x00\x00"), chunk(b"data", PCM320))
+    data = riff(riff_chunk(b"fmt ", fmt_body() + b"\x00\x00"), riff_chunk(b"data", PCM320))
     assert parse_wav(data).format == F16
 
 
 def test_extensible_24bit_pcm_accepted() -> None:
     pcm = pcm_bytes(6 * 50)
-    data = riff(chunk(b"fmt ", extensible_body()), chunk(b"data", pcm))
+    data = riff(riff_chunk(b"fmt ", extensible_body()), riff_chunk(b"data", pcm))
     info = parse_wav(data)
     assert info.format == AudioFormat(48000, 2, 24)
     assert info.format.bits == 24
@@ -242,12 +219,12 @@ def test_extensible_24bit_pcm_accepted() -> None:
 
 
 def test_extensible_with_fewer_valid_bits_uses_container_size() -> None:
-    data = riff(chunk(b"fmt ", extensible_body(valid_bits=20)), chunk(b"data", pcm_bytes(60)))
+    data = riff(riff_chunk(b"fmt ", extensible_body(valid_bits=20)), riff_chunk(b"data", pcm_bytes(60)))
     assert parse_wav(data).format.bits == 24
 
 
 def test_extensible_zero_valid_bits_accepted() -> None:
-    data = riff(chunk(b"fmt ", extensible_body(valid_bits=0)), chunk(b"data", pcm_bytes(60)))
+    data = riff(riff_chunk(b"fmt ", extensible_body(valid_bits=0)), riff_chunk(b"data", pcm_bytes(60)))
     assert parse_wav(data).format.bits == 24
 
 
@@ -257,140 +234,153 @@ REFUSALS: list[tuple[str, bytes, str, str]] = [
     ("empty body", b"", "not_wav", "empty"),
     ("ogg file", b"OggS" + b"\x00" * 60, "not_wav", "expected 'RIFF' at byte 0"),
     ("RF64", b"RF64" + GOOD[4:], "not_wav", "RF64"),
-    ("avi", riff(chunk(b"avih", b"\x00" * 8), form=b"AVI "), "not_wave", "'AVI '"),
+    ("avi", riff(riff_chunk(b"avih", b"\x00" * 8), form=b"AVI "), "not_wave", "'AVI '"),
     ("three bytes", b"RIF", "truncated_header", "truncated header"),
     ("no form type", b"RIFF\x24\x00\x00\x00WA", "truncated_header", "truncated header"),
     ("cut in fmt chunk", GOOD[:30], "truncated_header", "declares 16 bytes"),
     ("cut in chunk header", GOOD[:16], "truncated_header", "chunk header at byte 12"),
     ("no chunks at all", riff(), "missing_fmt", "no fmt chunk"),
-    ("only a LIST chunk", riff(chunk(b"LIST", b"INFO")), "missing_fmt", "no fmt chunk"),
+    ("only a LIST chunk", riff(riff_chunk(b"LIST", b"INFO")), "missing_fmt", "no fmt chunk"),
     (
         "data before fmt",
-        riff(chunk(b"data", PCM320), chunk(b"fmt ", fmt_body())),
+        riff(riff_chunk(b"data", PCM320), riff_chunk(b"fmt ", fmt_body())),
         "data_before_fmt",
         "before fmt",
     ),
     (
         "fmt of 14 bytes",
-        riff(chunk(b"fmt ", fmt_body()[:14]), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body()[:14]), riff_chunk(b"data", PCM320)),
         "fmt_too_short",
         "14 bytes",
     ),
     (
         "two fmt chunks",
-        riff(chunk(b"fmt ", fmt_body()), chunk(b"fmt ", fmt_body()), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", PCM320)),
         "duplicate_fmt",
         "duplicate fmt",
     ),
     (
         "IEEE float",
-        riff(chunk(b"fmt ", fmt_body(tag=3, bits=32)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(tag=3, bits=32)), riff_chunk(b"data", PCM320)),
         "unsupported_encoding",
         "unsupported audio encoding: IEEE float (format tag 3); send integer PCM",
     ),
     (
         "MP3",
         riff(
-            chunk(b"fmt ", fmt_body(tag=0x55, bits=0, block_align=1, byte_rate=4000)), chunk(b"data", PCM320)
+            riff_chunk(b"fmt ", fmt_body(tag=0x55, bits=0, block_align=1, byte_rate=4000)),
+            riff_chunk(b"data", PCM320),
         ),
         "unsupported_encoding",
         "MP3 (format tag 85)",
     ),
     (
         "IMA ADPCM",
-        riff(chunk(b"fmt ", fmt_body(tag=0x11, bits=4, block_align=256)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(tag=0x11, bits=4, block_align=256)), riff_chunk(b"data", PCM320)),
         "unsupported_encoding",
         "IMA ADPCM",
     ),
     (
         "A-law",
-        riff(chunk(b"fmt ", fmt_body(tag=6, bits=8)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(tag=6, bits=8)), riff_chunk(b"data", PCM320)),
         "unsupported_encoding",
         "A-law",
     ),
     (
         "mu-law",
-        riff(chunk(b"fmt ", fmt_body(tag=7, bits=8)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(tag=7, bits=8)), riff_chunk(b"data", PCM320)),
         "unsupported_encoding",
         "mu-law",
     ),
     (
         "unknown tag",
-        riff(chunk(b"fmt ", fmt_body(tag=0x1234)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(tag=0x1234)), riff_chunk(b"data", PCM320)),
         "unsupported_encoding",
         "format tag 0x1234",
     ),
     (
         "extensible float",
-        riff(chunk(b"fmt ", extensible_body(bits=32, guid=FLOAT_GUID)), chunk(b"data", PCM320[:256])),
+        riff(
+            riff_chunk(b"fmt ", extensible_body(bits=32, guid=FLOAT_GUID)), riff_chunk(b"data", PCM320[:256])
+        ),
         "unsupported_encoding",
         "IEEE float",
     ),
     (
         "extensible unknown subformat",
-        riff(chunk(b"fmt ", extensible_body(guid=AMBISONIC_GUID)), chunk(b"data", PCM320[:300])),
+        riff(riff_chunk(b"fmt ", extensible_body(guid=AMBISONIC_GUID)), riff_chunk(b"data", PCM320[:300])),
         "unsupported_encoding",
         "SubFormat GUID",
     ),
     (
         "extensible chunk of 18 bytes",
-        riff(chunk(b"fmt ", extensible_body()[:18]), chunk(b"data", PCM320[:300])),
+        riff(riff_chunk(b"fmt ", extensible_body()[:18]), riff_chunk(b"data", PCM320[:300])),
         "fmt_too_short",
         "needs 40 bytes",
     ),
     (
         "extensible cbSize 0",
-        riff(chunk(b"fmt ", extensible_body(cb_size=0)), chunk(b"data", PCM320[:300])),
+        riff(riff_chunk(b"fmt ", extensible_body(cb_size=0)), riff_chunk(b"data", PCM320[:300])),
         "fmt_too_short",
         "cbSize",
     ),
     (
         "extensible valid bits above container",
-        riff(chunk(b"fmt ", extensible_body(valid_bits=32)), chunk(b"data", PCM320[:300])),
+        riff(riff_chunk(b"fmt ", extensible_body(valid_bits=32)), riff_chunk(b"data", PCM320[:300])),
         "inconsistent_header",
         "32 valid bits per sample in a 24-bit container",
     ),
     (
         "block_align lies",
-        riff(chunk(b"fmt ", fmt_body(block_align=4, byte_rate=32000)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(block_align=4, byte_rate=32000)), riff_chunk(b"data", PCM320)),
         "inconsistent_header",
         "header lies: block_align is 4",
     ),
     (
         "byte_rate lies",
-        riff(chunk(b"fmt ", fmt_body(byte_rate=16000)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(byte_rate=16000)), riff_chunk(b"data", PCM320)),
         "inconsistent_header",
         "header lies: byte_rate is 16000",
     ),
-    ("12-bit", riff(chunk(b"fmt ", fmt_body(bits=12)), chunk(b"data", PCM320)), "unsupported_bits", "12"),
-    ("64-bit", riff(chunk(b"fmt ", fmt_body(bits=64)), chunk(b"data", PCM320)), "unsupported_bits", "64"),
+    (
+        "12-bit",
+        riff(riff_chunk(b"fmt ", fmt_body(bits=12)), riff_chunk(b"data", PCM320)),
+        "unsupported_bits",
+        "12",
+    ),
+    (
+        "64-bit",
+        riff(riff_chunk(b"fmt ", fmt_body(bits=64)), riff_chunk(b"data", PCM320)),
+        "unsupported_bits",
+        "64",
+    ),
     (
         "0 channels",
-        riff(chunk(b"fmt ", fmt_body(channels=0)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(channels=0)), riff_chunk(b"data", PCM320)),
         "unsupported_channels",
         "0",
     ),
     (
         "9 channels",
-        riff(chunk(b"fmt ", fmt_body(channels=9)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(channels=9)), riff_chunk(b"data", PCM320)),
         "unsupported_channels",
         "9",
     ),
     (
         "4 kHz",
-        riff(chunk(b"fmt ", fmt_body(rate=4000)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(rate=4000)), riff_chunk(b"data", PCM320)),
         "unsupported_sample_rate",
         "4000 Hz",
     ),
     (
         "384 kHz",
-        riff(chunk(b"fmt ", fmt_body(rate=384000)), chunk(b"data", PCM320)),
+        riff(riff_chunk(b"fmt ", fmt_body(rate=384000)), riff_chunk(b"data", PCM320)),
         "unsupported_sample_rate",
         "384000 Hz",
     ),
     (
         "data declares more than present",
-        riff(chunk(b"fmt ", fmt_body())) + struct.pack("<4sI", b"data", 3200) + PCM320[:100],
+        riff(riff_chunk(b"fmt ", fmt_body())) + struct.pack("<4sI", b"data", 3200) + PCM320[:100],
         "truncated_data",
         "declares 3200 bytes but only 100 are present",
     ),
@@ -400,17 +390,22 @@ REFUSALS: list[tuple[str, bytes, str, str]] = [
         "empty_data",
         "unknown length",
     ),
-    ("zero data", riff(chunk(b"fmt ", fmt_body()), chunk(b"data", b"")), "empty_data", "no audio data"),
+    (
+        "zero data",
+        riff(riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", b"")),
+        "empty_data",
+        "no audio data",
+    ),
     (
         "partial frame",
-        riff(chunk(b"fmt ", fmt_body()), chunk(b"data", PCM320[:7])),
+        riff(riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", PCM320[:7])),
         "partial_frame",
         "7 data bytes is not a multiple of the 2-byte frame",
     ),
-    ("no data chunk", riff(chunk(b"fmt ", fmt_body())), "no_data_chunk", "no data chunk"),
+    ("no data chunk", riff(riff_chunk(b"fmt ", fmt_body())), "no_data_chunk", "no data chunk"),
     (
         "LIST chunk past the end",
-        riff(chunk(b"fmt ", fmt_body())) + struct.pack("<4sI", b"LIST", 1000) + b"INFO",
+        riff(riff_chunk(b"fmt ", fmt_body())) + struct.pack("<4sI", b"LIST", 1000) + b"INFO",
         "truncated_header",
         "'LIST' chunk at byte 36 declares 1000 bytes",
     ),
@@ -496,9 +491,18 @@ def test_read_canonical_header_round_trip() -> None:
         (canonical_header(F16, 320)[:43], "truncated_header"),
         (b"RIFX" + canonical_header(F16, 320)[4:], "not_wav"),
         (streaming_header(F16), "not_canonical"),
-        (riff(chunk(b"LIST", b"INFO"), chunk(b"fmt ", fmt_body()), chunk(b"data", PCM320)), "not_canonical"),
-        (riff(chunk(b"fmt ", fmt_body(tag=3, bits=32)), chunk(b"data", PCM320)), "unsupported_encoding"),
-        (riff(chunk(b"fmt ", fmt_body(byte_rate=1)), chunk(b"data", PCM320)), "inconsistent_header"),
+        (
+            riff(riff_chunk(b"LIST", b"INFO"), riff_chunk(b"fmt ", fmt_body()), riff_chunk(b"data", PCM320)),
+            "not_canonical",
+        ),
+        (
+            riff(riff_chunk(b"fmt ", fmt_body(tag=3, bits=32)), riff_chunk(b"data", PCM320)),
+            "unsupported_encoding",
+        ),
+        (
+            riff(riff_chunk(b"fmt ", fmt_body(byte_rate=1)), riff_chunk(b"data", PCM320)),
+            "inconsistent_header",
+        ),
     ],
 )
 def test_read_canonical_header_refuses(head: bytes, code: str) -> None:
@@ -598,13 +602,17 @@ _CHUNK_IDS = st.sampled_from([b"fmt ", b"data", b"LIST", b"JUNK", b"fact", b"\x0
     )
 )
 def test_random_chunk_lists_only_raise_invalid_wav(chunks: list[tuple[bytes, bytes]]) -> None:
-    _parse_or_invalid(riff(*(chunk(cid, body) for cid, body in chunks)))
+    _parse_or_invalid(riff(*(riff_chunk(cid, body) for cid, body in chunks)))
 
 
 _VALID_FILES = [
     GOOD,
     wave_file(AudioFormat(8000, 1, 8), pcm_bytes(33)),
-    riff(chunk(b"fmt ", extensible_body()), chunk(b"LIST", b"INFOabc"), chunk(b"data", pcm_bytes(60))),
+    riff(
+        riff_chunk(b"fmt ", extensible_body()),
+        riff_chunk(b"LIST", b"INFOabc"),
+        riff_chunk(b"data", pcm_bytes(60)),
+    ),
 ]
 
 
