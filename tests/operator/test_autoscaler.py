@@ -131,21 +131,22 @@ async def test_steady_backlog_scales_once_then_down_after_it_drains(
 
 
 async def test_bad_annotations_are_reported_once_and_left_alone(
-    emulator: Any, redis_client: redis.Redis, redis_server_url: str, redis_prefix: str
+    redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     stream = Keys(redis_prefix).transcribe
     backlog_into(redis_client, stream, 50)
     bad = autoscale_annotations(stream, ScalingPolicy())
     bad["audioflow.io/max-replicas"] = "lots"
-    await create(emulator, DEPLOYMENTS, deployment_body("broken", 2, bad))
     good = autoscale_annotations(stream, ScalingPolicy(min_replicas=1, max_replicas=3, target_backlog=10))
-    await create(emulator, DEPLOYMENTS, deployment_body("fine", 1, good))
-    conf = operator_settings(redis_server_url, redis_prefix)
-    async with running_operator(conf):
-        await eventually("the good Deployment scaled", lambda: replicas(emulator, "fine") == 3, within=5)
-        await asyncio.sleep(4 * conf.autoscale_interval_s)
-        warnings = [e for e in events_for(emulator, "broken") if e["type"] == "Warning"]
-        assert [e["reason"] for e in warnings] == ["BadAutoscaleAnnotations"]
-        assert "audioflow.io/max-replicas: 'lots' is not a whole number" in warnings[0]["message"]
-        assert scale_patches(emulator, "broken") == []
-        assert replicas(emulator, "broken") == 2
+    kube = FakeKube(
+        deployments=[deployment_body("broken", 2, bad), deployment_body("fine", 1, good)], applies_scale=True
+    )
+    clock = iter(0.5 * tick for tick in range(100))
+    scaler = Autoscaler(kube, redis_client, NAMESPACE, clock=lambda: next(clock))  # type: ignore[arg-type]
+    for _ in range(5):  # the first poll and four more
+        await scaler.tick()
+    assert kube.scaled == [("fine", 3)]
+    warnings = [(name, reason, message) for name, type_, reason, message in kube.events if type_ == "Warning"]
+    assert [(name, reason) for name, reason, _ in warnings] == [("broken", "BadAutoscaleAnnotations")]
+    assert "audioflow.io/max-replicas: 'lots' is not a whole number" in warnings[0][2]
+    assert kube.deployments[0]["spec"]["replicas"] == 2
