@@ -103,7 +103,8 @@ def render(
         md_table(["", ""], list(versions.items())),
         "## How to reproduce",
         "`make bench` (that is `uv run python -m bench`; `--tiny` for the smoke sizes, "
-        "`--only ingest,memory` for some sections, `--repeats N`, `--out DIR`). It targets 127.0.0.1 only: "
+        "`--only ingest,memory` for some sections, `--repeats N`, `--out DIR`; `--only S --update` "
+        "re-measures sections S and replaces them here, each saying when). It targets 127.0.0.1 only: "
         + "; ".join(notes)
         + ". Each stack gets a fresh PostgreSQL database and its own Redis key prefix.",
         "## Summary",
