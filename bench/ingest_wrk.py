@@ -58,6 +58,7 @@ class Run:
     created: int  # 201 (or the baseline's 200)
     other: int  # any other answer, socket errors included
     server_cpu_ms: float  # per request
+    server_sys_ms: float  # of which in the kernel
     wrk_cpu_ms: float  # per request
 
     @property
@@ -88,16 +89,17 @@ def write_requests(path: Path, what: str, secret: str, prefix: str, chunk_url: s
             )
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
+def _cpu(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes and their children."""
+    user = system = 0.0
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc = psutil.Process(pid)
             for p in [proc, *proc.children(recursive=True)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     t = p.cpu_times()
-                    total += t.user + t.system
-    return total
+                    user, system = user + t.user, system + t.system
+    return user, system
 
 
 def wrk(
@@ -115,6 +117,13 @@ def wrk(
     if done.returncode != 0 or line is None:
         raise Unmeasured(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]} {done.stdout[-300:]}")
     summary: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    other = next((x for x in done.stdout.splitlines() if x.startswith("WRKOTHER ")), "").removeprefix(
+        "WRKOTHER "
+    )
+    if summary["cother"]:
+        print(
+            f"wrk: {summary['cother']:.0f} answers neither 201 nor 200, the first: {other}", file=sys.stderr
+        )
     summary["wrk_cpu_s"] = (
         after.children_user + after.children_system - before.children_user - before.children_system
     )
@@ -144,7 +153,7 @@ def _profiled(into: Path | None, pid: int, name: str, seconds: float) -> Iterato
         yield
         return
     into.mkdir(parents=True, exist_ok=True)
-    cmd = ["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw", "-r", "200"]
+    cmd = ["py-spy", "record", "--subprocesses", "--gil", "--format", "raw", "-r", "200"]
     spy = subprocess.Popen([*cmd, "-d", f"{seconds:.0f}", "-p", str(pid), "-o", str(into / f"{name}.txt")])
     try:
         yield
@@ -162,6 +171,7 @@ def measure(
     warmup: float,
     connections: int,
     profile: Path | None = None,
+    src: Path | None = None,
 ) -> Run:
     # Every sender's upload is received at once (the default cap, 16, answers the rest 503 uploads_busy).
     env = {
@@ -176,6 +186,8 @@ def measure(
         chunk_file.write_bytes(CHUNK)
         port = free_port()
         env = {**stack.env, "AUDIOFLOW_INGEST_ROOT": str(ingest_root)}
+        if src is not None:  # the gateway's code from another tree (say, an older commit's)
+            env["PYTHONPATH"] = f"{src / 'api' / 'src'}{os.pathsep}{src / 'core' / 'src'}"
         if what == "baseline":
             args = [sys.executable, "-m", "bench.seed_baseline", "--port", str(port)]
         else:
@@ -200,7 +212,7 @@ def measure(
                 raise Unmeasured(f"{what}: answers other than 2xx: {timed}\n{log}")
         n = int(timed["requests"])
         return Run(
-            what,
+            what if src is None else f"{what} ({src.name})",
             fsync,
             workers,
             n,
@@ -209,7 +221,8 @@ def measure(
             timed["p99_us"] / 1000,
             int(timed["c201"] if what != "baseline" else timed["c200"]),
             int(timed["cother"] + timed["socket_errors"]),
-            (cpu1 - cpu0) / n * 1000,
+            (sum(cpu1) - sum(cpu0)) / n * 1000,
+            (cpu1[1] - cpu0[1]) / n * 1000,
             timed["wrk_cpu_s"] / n * 1000,
         )
 
@@ -226,7 +239,7 @@ def table(runs: list[Run]) -> str:
                 f"{r.rate:,.0f}",
                 f"{r.p50_ms:.1f}",
                 f"{r.p99_ms:.1f}",
-                f"{r.server_cpu_ms:.2f}",
+                f"{r.server_cpu_ms:.2f} ({r.server_sys_ms:.2f})",
                 f"{r.wrk_cpu_ms:.3f}",
                 f"{r.rate / base.rate:.2f}" if base else "-",
                 f"{r.created:,}",
@@ -235,8 +248,8 @@ def table(runs: list[Run]) -> str:
         )
     return md_table(
         [
-            "what", "fsync", "processes", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "wrk CPU ms/req",
-            "req/s / baseline", "new chunks", "other answers",
+            "what", "fsync", "processes", "req/s", "p50 ms", "p99 ms", "server CPU ms/req (kernel)",
+            "wrk CPU ms/req", "req/s / baseline", "new chunks", "other answers",
         ],
         rows,
     )  # fmt: skip
@@ -252,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     parser.add_argument("--profile", type=Path, help="py-spy the servers into this folder (slows them)")
+    parser.add_argument(
+        "--also-src",
+        type=Path,
+        help="also measure the gateway from this tree (e.g. `git archive` of an older commit), run by run",
+    )
     args = parser.parse_args(argv)
     runs: list[Run] = []
     load0 = os.getloadavg()
@@ -261,19 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         for fsync in [f == "on" for f in args.fsync.split(",")]:
             for what in args.what.split(","):
                 for workers in [int(w) for w in args.workers.split(",")] if what != "baseline" else [1]:
-                    run = measure(
-                        cfg,
-                        what,
-                        fsync=fsync,
-                        workers=workers,
-                        seconds=args.seconds,
-                        warmup=args.warmup,
-                        connections=args.connections,
-                        profile=args.profile,
-                    )
-                    runs.append(run)
-                    print(f"{run} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                    time.sleep(1)
+                    trees = [None] if what == "baseline" or args.also_src is None else [args.also_src, None]
+                    for src in trees:
+                        run = measure(
+                            cfg,
+                            what,
+                            fsync=fsync,
+                            workers=workers,
+                            seconds=args.seconds,
+                            warmup=args.warmup,
+                            connections=args.connections,
+                            profile=args.profile,
+                            src=src,
+                        )
+                        runs.append(run)
+                        print(f"{run} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                        time.sleep(1)
     load1 = os.getloadavg()
     text = (
         f"{started}, wrk -t1 -c{args.connections}, {args.warmup:g} s warm-up then {args.seconds:g} s; "

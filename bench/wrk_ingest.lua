@@ -6,6 +6,7 @@ local reqs = {}
 local chunk = ""
 local at = 0
 c201, c200, cother = 0, 0, 0
+first_other = "" -- the first answer that was neither, for the report
 
 function init(args)
   local f = assert(io.open(args[4], "rb"))
@@ -37,17 +38,22 @@ end
 function response(status, headers, body)
   if status == 201 then c201 = c201 + 1
   elseif status == 200 then c200 = c200 + 1
-  else cother = cother + 1 end
+  else
+    cother = cother + 1
+    if first_other == "" then first_other = status .. " " .. string.sub(body, 1, 200) end
+  end
 end
 
 local threads = {}
 function setup(thread) threads[#threads + 1] = thread end
 
 function done(summary, latency, requests)
-  local a, b, c = 0, 0, 0
+  local a, b, c, other = 0, 0, 0, ""
   for _, t in ipairs(threads) do
     a, b, c = a + t:get("c201"), b + t:get("c200"), c + t:get("cother")
+    if other == "" then other = t:get("first_other") end
   end
+  io.write("WRKOTHER " .. other .. "\n")
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.guards import BodyGuard, SecurityHeaders
-from audioflow.api.ingest import check_signature_headers
+from audioflow.api.ingest import LOG_COMPONENT, check_signature_headers
 from audioflow.api.routes import (
     audio,
     events,
@@ -42,7 +42,12 @@ FRONTEND = Path(__file__).with_name("static")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
+        engine = make_engine(
+            settings.effective_database_url,
+            fsync=settings.fsync,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+        )
         sync_redis = redis.Redis.from_url(
             settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
         )
@@ -78,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # The gateway's lines about a meeting reach that meeting's page as ``log`` events too.
         forwarder = MeetingLogForwarder(
-            "api",
+            LOG_COMPONENT,
             lambda meeting_id, data, generation: publish(
                 sync_redis,
                 app.state.ctx.keys,

@@ -5,7 +5,8 @@
 Sizes are bounded while reading, whatever the server claims, and so is time: a download that has not
 finished ``AUDIOFLOW_DOWNLOAD_TIMEOUT_S`` after it started fails, however steadily bytes trickle in.
 Downloads run in a pool of their own (:data:`MAX_DOWNLOADS` at once; beyond that ``503``), so slow
-URLs never take the threads that request handling, readiness and the reader API share.
+URLs never take the threads that request handling, readiness and the reader API share; ``file:`` reads
+are local and bounded, and run with the request's other work.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from starlette.concurrency import run_in_threadpool
 
 from audioflow.core.errors import BadRequest, DownloadFailed, Forbidden, PayloadTooLarge, Unavailable
 from audioflow.core.settings import Settings
@@ -138,7 +140,11 @@ class DownloadsBusy(Unavailable):
 
 
 async def fetch_chunk_async(url: str, settings: Settings) -> bytes:
-    """:func:`fetch_chunk` in the downloads' own pool, or :class:`DownloadsBusy` when it is full."""
+    """:func:`fetch_chunk` in the downloads' own pool, or :class:`DownloadsBusy` when it is full. A
+    ``file:`` URL is a bounded local read, not a download that can stall: it takes no download slot, so
+    64 senders of ``file:`` URLs are not answered 503 past the eighth."""
+    if _scheme(url) == "file":
+        return await run_in_threadpool(_read_file, url, settings)
     if not _slots.acquire(blocking=False):
         raise DownloadsBusy(f"{MAX_DOWNLOADS} chunk URLs are being fetched already; retry later")
     try:
@@ -147,11 +153,15 @@ async def fetch_chunk_async(url: str, settings: Settings) -> bytes:
         _slots.release()
 
 
-def fetch_chunk(url: str, settings: Settings) -> bytes:
+def _scheme(url: str) -> str:
     try:
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        return urllib.parse.urlsplit(url).scheme.lower()
     except ValueError as exc:  # e.g. "Invalid IPv6 URL"
         raise BadRequest(f"url is not a valid URL: {exc}", code="invalid_url") from None
+
+
+def fetch_chunk(url: str, settings: Settings) -> bytes:
+    scheme = _scheme(url)
     if scheme == "file":
         return _read_file(url, settings)
     if scheme in ("http", "https"):

@@ -13,12 +13,11 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Literal
 
 import sqlalchemy.exc
 from redis.typing import EncodableT, FieldT
-from sqlalchemy.orm import Session
 
 from audioflow.api.context import AppContext
 from audioflow.core import events
@@ -32,6 +31,7 @@ from audioflow.core.signing import PresentedSignature, check_headers
 from audioflow.core.wav import parse_wav
 
 log = logging.getLogger("audioflow.api.ingest")
+LOG_COMPONENT = "api"  # the gateway's name in its meetings' log events (see MeetingLogForwarder)
 
 WAV_CONTENT_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
 
@@ -76,26 +76,29 @@ def _record(
         )
     sha = hashlib.sha256(body).hexdigest()
     webhook_id = None if signature is None else signature.webhook_id
+    settings = ctx.settings
     with transaction(ctx.sessions) as session:
+        # Round trips: this read, the insert, the delivery's insert, the commit (plus the meeting's
+        # creation with its first chunk); no COUNT(*), no lookup per table.
+        view = queries.ingest_view(session, meeting_id, webhook_id)
         if signature is not None:
-            _check_not_replayed_after_deletion(session, meeting_id, signature.timestamp)
-        seen = queries.seen_delivery(session, webhook_id) if webhook_id is not None else None
-        if seen is not None and (seen.meeting_id, seen.seq, seen.sha256) != (meeting_id, seq, sha):
+            _check_not_replayed_after_deletion(meeting_id, view.deleted_at, signature.timestamp)
+        if view.seen is not None and view.seen != (meeting_id, seq, sha):
             raise Conflict(
                 f"webhook-id {webhook_id!r} was already used for another delivery", code="webhook_id_reused"
             )
-        try:
-            meeting = queries.get_meeting(session, meeting_id)
-        except NotFound:
-            if not ctx.settings.auto_create_meetings:
+        if view.format is None or view.created_at is None:
+            if not settings.auto_create_meetings:
                 raise NotFound(
                     f"meeting {meeting_id!r} does not exist (auto-create is off; POST /v1/meetings first)",
                     code="meeting_not_found",
-                ) from None
-            meeting = queries.create_meeting(session, meeting_id, info.format)
-        queries.check_format(meeting, info.format)
-        _check_seq_ahead(ctx, session, meeting_id, seq)
-        status = queries.add_chunk(
+                )
+            created_at, fmt = queries.create_meeting(session, meeting_id, info.format).created_at, info.format
+        else:
+            created_at, fmt = view.created_at, view.format
+        queries.check_format(meeting_id, fmt, info.format)
+        _check_seq_ahead(settings.max_seq_ahead, meeting_id, seq, view.highest_seq)
+        status = queries.insert_chunk(
             session,
             meeting_id,
             seq,
@@ -106,23 +109,29 @@ def _record(
         )
         if status == "created":
             # Inside the transaction, after the insert took the key: a concurrent sender of other
-            # bytes for this seq waits here and then fails on the key, so it never overwrites the file.
+            # bytes for this seq waits on the key and then finds it held, so it never overwrites the file.
             ctx.storage.put_chunk(meeting_id, seq, body)
-            needs_work, first_chunk = True, queries.chunk_count(session, meeting_id) == 1
+            needs_work, first_chunk = True, view.highest_seq < 0
         else:
             needs_work, first_chunk = _work_unfinished(ctx, meeting_id, seq), False
-        if webhook_id is not None and seen is None:
+        if webhook_id is not None and view.seen is None:
             queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
-        generation = queries.generation(meeting)
     return Accepted(
-        meeting_id, seq, status, len(body), info.duration_s, sha, needs_work, first_chunk, generation
+        meeting_id,
+        seq,
+        status,
+        len(body),
+        info.duration_s,
+        sha,
+        needs_work,
+        first_chunk,
+        queries.generation_at(created_at),
     )
 
 
-def _check_not_replayed_after_deletion(session: Session, meeting_id: str, signed_at: int) -> None:
+def _check_not_replayed_after_deletion(meeting_id: str, deleted: datetime | None, signed_at: int) -> None:
     """A delivery signed before its meeting was deleted is a replay (a producer signs afresh each
     attempt): it must not bring the meeting back, within the signature tolerance or ever."""
-    deleted = queries.deleted_at(session, meeting_id)
     if deleted is None:
         return
     deleted = deleted if deleted.tzinfo else deleted.replace(tzinfo=UTC)
@@ -134,11 +143,9 @@ def _check_not_replayed_after_deletion(session: Session, meeting_id: str, signed
         )
 
 
-def _check_seq_ahead(ctx: AppContext, session: Session, meeting_id: str, seq: int) -> None:
+def _check_seq_ahead(limit: int, meeting_id: str, seq: int, highest: int) -> None:
     """Refuse a seq so far past the highest so far that bridging the seqs between would turn a tiny
     upload into hours of silence and a row per missing seq (issue 13). A seq already held passes."""
-    limit = ctx.settings.max_seq_ahead
-    highest = queries.highest_seq(session, meeting_id)
     if seq - highest <= limit:
         return
     if highest < 0:
@@ -174,26 +181,31 @@ def accept_chunk(
         try:
             accepted = _record(ctx, meeting_id, seq, body, signature)
             break
-        except sqlalchemy.exc.IntegrityError:
-            # A concurrent request created the same meeting, chunk or delivery first: look again.
-            if attempt == 2:
+        except (sqlalchemy.exc.IntegrityError, Conflict) as exc:
+            # A concurrent request created the same meeting, chunk or delivery first (a meeting's first
+            # chunks race to create it: the loser finds it created after its read): look again.
+            retry = not isinstance(exc, Conflict) or exc.code == "meeting_exists"
+            if attempt == 2 or not retry:
                 raise
+    line = f"chunk {accepted.status} ({accepted.bytes} bytes, {accepted.duration_s:.2f} s)"
+    # The page's log event for this line rides in the work's Redis pipeline, not a write of its own.
+    in_pipeline = accepted.needs_work and log.isEnabledFor(logging.INFO)
     if accepted.needs_work:
-        _enqueue(ctx, accepted)
+        _enqueue(ctx, accepted, line if in_pipeline else None)
     CHUNKS_INGESTED.labels(accepted.status).inc()
     if accepted.status == "created":
         INGEST_BYTES.inc(accepted.bytes)
-    log.info(
-        "chunk %s (%d bytes, %.2f s)",
-        accepted.status,
-        accepted.bytes,
-        accepted.duration_s,
-        extra={"meeting_id": meeting_id, "seq": seq, "generation": accepted.generation},
-    )
+    extra = {
+        "meeting_id": meeting_id,
+        "seq": seq,
+        "generation": accepted.generation,
+        "published": in_pipeline,
+    }
+    log.info("%s", line, extra=extra)
     return accepted
 
 
-def _enqueue(ctx: AppContext, accepted: Accepted) -> None:
+def _enqueue(ctx: AppContext, accepted: Accepted, log_line: str | None) -> None:
     work: dict[FieldT, EncodableT] = {
         "meeting_id": accepted.meeting_id,
         "seq": accepted.seq,
@@ -215,4 +227,16 @@ def _enqueue(ctx: AppContext, accepted: Accepted) -> None:
             pipe.eval(*publish("meeting.phase", {"phase": "live"}))
         data = {"seq": accepted.seq, "bytes": accepted.bytes, "duration_s": accepted.duration_s}
         pipe.eval(*publish("chunk.received", data))
+    if log_line is not None:
+        line = {"level": "info", "component": LOG_COMPONENT, "message": log_line, "seq": accepted.seq}
+        pipe.eval(
+            *events.publish_args(
+                ctx.keys,
+                accepted.meeting_id,
+                "log",
+                line,
+                generation=accepted.generation,
+                maxlen=ctx.settings.events_maxlen,
+            )
+        )
     pipe.execute()

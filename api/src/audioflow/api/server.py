@@ -12,8 +12,12 @@ when every connection is busy with a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import resource
+import signal
+import socket
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -98,14 +102,76 @@ def _raise_file_limit(max_connections: int) -> int:
     return max_connections
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve on ``host:port``; with ``workers`` > 1, that many processes accept on one listening socket
+    (bound here, then inherited by forked children, each with its own app, pools and connection cap)."""
     max_connections = _raise_file_limit(settings.max_connections)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        http=guarded_protocol(settings.header_timeout_s, max_connections),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
+    if workers <= 1:
+        _server(settings, max_connections, host, port).run()
+        return
+    if settings.metrics_port:
+        raise SystemExit(
+            "AUDIOFLOW_METRICS_PORT is one port for one process: with more than one gateway process "
+            "(AUDIOFLOW_API_WORKERS, --workers), leave it unset or run one process per pod"
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=2048)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the child: nothing but serving, then leave without the parent's cleanup
+            code = 1
+            try:
+                _server(settings, max_connections, host, port).run(sockets=[listener])
+                code = 0
+            except BaseException:
+                log.exception("gateway process %d failed", os.getpid())
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listener.close()
+    log.info("gateway: %d processes on %s:%d", workers, host, port)
+    _supervise(children)
+
+
+def _server(settings: Settings, max_connections: int, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            http=guarded_protocol(settings.header_timeout_s, max_connections),
+            loop="uvloop",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
     )
+
+
+def _supervise(children: list[int]) -> None:
+    """Pass SIGTERM and SIGINT on to the children and wait for them. A child that exits while no stop was
+    asked for stops the others and the parent exits 1, so whatever runs it restarts the whole gateway."""
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    failed = False
+    while children:
+        pid, status = os.wait()
+        if pid not in children:
+            continue
+        children.remove(pid)
+        if not stopping:
+            log.error("gateway process %d exited (status %d); stopping the others", pid, status)
+            failed = True
+            stop(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)

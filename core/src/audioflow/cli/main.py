@@ -24,7 +24,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings()
     setup_logging("api", fmt=settings.log_format, level=settings.log_level)
-    serve(settings, args.host, args.port)
+    serve(settings, args.host, args.port, args.workers or settings.api_workers)
     return 0
 
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the gateway (FastAPI)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
+    api.add_argument(
+        "--workers", type=int, help="gateway processes sharing the port (default: AUDIOFLOW_API_WORKERS, 1)"
+    )
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="run a worker")

@@ -250,7 +250,11 @@ def run_up(args: argparse.Namespace) -> int:
 
         upgrade(settings.effective_database_url)
         say(f"database {settings.effective_database_url.split('@')[-1]} is migrated")
-        api = supervisor.spawn("api", ["api", "--host", args.host, "--port", str(args.port)])
+        # One gateway process per core unless AUDIOFLOW_API_WORKERS says otherwise (the workers scale apart).
+        processes = env.get("AUDIOFLOW_API_WORKERS") or str(min(8, len(os.sched_getaffinity(0))))
+        api = supervisor.spawn(
+            "api", ["api", "--host", args.host, "--port", str(args.port), "--workers", processes]
+        )
         _wait_port(args.port, api, "the gateway")
         for kind in ("processing", "concat"):
             supervisor.scale(kind, POLICIES[kind].min_replicas)

@@ -95,7 +95,9 @@ class MeetingLogForwarder(logging.Handler):
     """Forwards records that name a meeting to that meeting's event stream as ``log`` events, so the
     page shows them. ``publish(meeting_id, data, generation)`` must not log (it would recurse). A record
     may name the meeting's generation (``extra={"generation": ...}``): then it is dropped if that meeting
-    was deleted; without one it only ever joins an event stream that exists (see ``events.publish``)."""
+    was deleted; without one it only ever joins an event stream that exists (see ``events.publish``). A
+    record with ``extra={"published": True}`` was already published by its writer (in a pipeline of its
+    own work) and is skipped."""
 
     def __init__(
         self,
@@ -109,7 +111,7 @@ class MeetingLogForwarder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         meeting_id = getattr(record, "meeting_id", None)
-        if not meeting_id:
+        if not meeting_id or getattr(record, "published", False):
             return
         generation = getattr(record, "generation", None)
         try:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     )
     download_timeout_s: float = Field(10.0, validation_alias=_env("AUDIOFLOW_DOWNLOAD_TIMEOUT_S"), gt=0)
     body_timeout_s: float = Field(60.0, validation_alias=_env("AUDIOFLOW_BODY_TIMEOUT_S"), gt=0)
+    # Gateway processes accepting on one port (``audioflow api --workers`` overrides).
+    api_workers: int = Field(1, validation_alias=_env("AUDIOFLOW_API_WORKERS"), ge=1, le=64)
+    # Database connections per gateway process, held open (none opened and closed per request); a request
+    # beyond them waits for one. PostgreSQL's max_connections must cover this times the gateway processes.
+    db_pool_size: int = Field(16, validation_alias=_env("AUDIOFLOW_DB_POOL_SIZE"), ge=1, le=1000)
     # Chunk bodies being received at once (each spooled to the data folder past 1 MiB); one more is
     # 503 uploads_busy with Retry-After, so memory and disk stay bounded whatever the number of uploads.
     max_uploads_in_flight: int = Field(

@@ -79,6 +79,8 @@ class LocalStorage:
     def _make_folders(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents; with fsync on, each new folder's parent is synced,
         so a power loss cannot unlink the first chunk of a meeting by losing its folders."""
+        if folder.is_dir():  # every chunk but a meeting's first: one stat, not one per parent
+            return
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         if self.fsync:

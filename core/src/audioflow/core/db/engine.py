@@ -9,11 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-#: The database is unreachable (down, restarting, connection dropped), as opposed to a bad statement or
-#: bad data: the gateway answers 503 and workers hold their entry and retry.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+#: The database is unreachable (down, restarting, connection dropped) or every pooled connection stayed
+#: busy past the pool's timeout, as opposed to a bad statement or bad data: the gateway answers 503 and
+#: workers hold their entry and retry.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def make_engine(url: str, *, fsync: bool = True, **kwargs: Any) -> Engine:
@@ -34,7 +36,9 @@ def make_engine(url: str, *, fsync: bool = True, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping (a round trip per checkout): a connection found dead by a statement invalidates the
+    # pool (SQLAlchemy does on a disconnect error), that request answers 503 and the next ones reconnect.
+    return create_engine(url, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

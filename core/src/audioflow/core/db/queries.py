@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
@@ -29,7 +30,11 @@ def generation(meeting: Meeting) -> str:
     """Which meeting of this id it is: its creation time in microseconds. A meeting deleted and one created
     later with the same id have different generations; work, events and files of the first are told apart
     by it (see ``events.publish``)."""
-    created = meeting.created_at
+    return generation_at(meeting.created_at)
+
+
+def generation_at(created: datetime) -> str:
+    """:func:`generation` from a meeting's ``created_at``."""
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     return str((created - _EPOCH) // timedelta(microseconds=1))
@@ -41,12 +46,6 @@ def get_live_meeting(session: Session, meeting_id: str, generation_: str | None)
     if meeting is None or (generation_ is not None and generation(meeting) != generation_):
         return None
     return meeting
-
-
-def highest_seq(session: Session, meeting_id: str) -> int:
-    """The highest seq received for the meeting, -1 if none."""
-    found = session.scalar(select(func.max(Chunk.seq)).where(Chunk.meeting_id == meeting_id))
-    return -1 if found is None else int(found)
 
 
 def get_meeting(session: Session, meeting_id: str) -> Meeting:
@@ -65,18 +64,56 @@ def create_meeting(session: Session, meeting_id: str, fmt: AudioFormat) -> Meeti
     return meeting
 
 
-def check_format(meeting: Meeting, fmt: AudioFormat) -> None:
-    expected = meeting_format(meeting)
+def check_format(meeting_id: str, expected: AudioFormat, fmt: AudioFormat) -> None:
     if fmt != expected:
         raise FormatMismatch(
-            f"chunk format ({fmt.describe()}) differs from meeting {meeting.id!r} ({expected.describe()})"
+            f"chunk format ({fmt.describe()}) differs from meeting {meeting_id!r} ({expected.describe()})"
         )
+
+
+@dataclass(frozen=True)
+class IngestView:
+    """What accepting a chunk reads before its insert, in one statement (one round trip)."""
+
+    format: AudioFormat | None  # None: no such meeting
+    created_at: datetime | None
+    deleted_at: datetime | None  # when a meeting of this id was last deleted, if it was
+    highest_seq: int  # -1 if none
+    seen: tuple[str, int, str] | None  # (meeting_id, seq, sha256) already delivered with this webhook-id
+
+
+def ingest_view(session: Session, meeting_id: str, webhook_id: str | None) -> IngestView:
+    def one(column: Any, *where: Any) -> Any:
+        return select(column).where(*where).scalar_subquery()
+
+    meeting = Meeting.id == meeting_id
+    delivery = WebhookDelivery.id == (webhook_id or "")
+    rate, channels, bits, created, deleted, highest, seen_meeting, seen_seq, seen_sha = session.execute(
+        select(
+            one(Meeting.sample_rate, meeting),
+            one(Meeting.channels, meeting),
+            one(Meeting.bits, meeting),
+            one(Meeting.created_at, meeting),
+            one(DeletedMeeting.deleted_at, DeletedMeeting.meeting_id == meeting_id),
+            one(func.max(Chunk.seq), Chunk.meeting_id == meeting_id),
+            one(WebhookDelivery.meeting_id, delivery),
+            one(WebhookDelivery.seq, delivery),
+            one(WebhookDelivery.sha256, delivery),
+        )
+    ).one()
+    return IngestView(
+        format=None if rate is None else AudioFormat(sample_rate=rate, channels=channels, bits=bits),
+        created_at=created,
+        deleted_at=deleted,
+        highest_seq=-1 if highest is None else int(highest),
+        seen=None if webhook_id is None or seen_meeting is None else (seen_meeting, seen_seq, seen_sha),
+    )
 
 
 AddResult = Literal["created", "duplicate"]
 
 
-def add_chunk(
+def insert_chunk(
     session: Session,
     meeting_id: str,
     seq: int,
@@ -86,17 +123,13 @@ def add_chunk(
     data_bytes: int,
     duration_s: float,
 ) -> AddResult:
-    """Record an accepted chunk; the same bytes again is a duplicate, other bytes a conflict."""
-    existing = session.get(Chunk, (meeting_id, seq))
-    if existing is not None:
-        if existing.sha256 == sha256:
-            return "duplicate"
-        raise Conflict(
-            f"seq {seq} of meeting {meeting_id!r} was already received with different bytes",
-            code="chunk_conflict",
-        )
-    session.add(
-        Chunk(
+    """Record an accepted chunk in one statement that tells new from held (``ON CONFLICT DO NOTHING``,
+    which waits for a concurrent insert of the key to commit or roll back); the same bytes again is a
+    duplicate, other bytes a conflict."""
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    inserted = session.execute(
+        dialect_insert(Chunk)
+        .values(
             meeting_id=meeting_id,
             seq=seq,
             sha256=sha256,
@@ -104,13 +137,18 @@ def add_chunk(
             data_bytes=data_bytes,
             duration_s=duration_s,
         )
+        .on_conflict_do_nothing(index_elements=[Chunk.meeting_id, Chunk.seq])
+        .returning(Chunk.seq)
+    ).first()
+    if inserted is not None:
+        return "created"
+    held = session.scalar(select(Chunk.sha256).where(Chunk.meeting_id == meeting_id, Chunk.seq == seq))
+    if held == sha256:
+        return "duplicate"
+    raise Conflict(
+        f"seq {seq} of meeting {meeting_id!r} was already received with different bytes",
+        code="chunk_conflict",
     )
-    session.flush()
-    return "created"
-
-
-def seen_delivery(session: Session, webhook_id: str) -> WebhookDelivery | None:
-    return session.get(WebhookDelivery, webhook_id)
 
 
 def record_delivery(session: Session, webhook_id: str, meeting_id: str, seq: int, sha256: str) -> None:
@@ -155,10 +193,6 @@ def get_segment(session: Session, meeting_id: str, seq: int) -> Segment | None:
 
 def get_recording(session: Session, meeting_id: str) -> Recording | None:
     return session.get(Recording, meeting_id)
-
-
-def chunk_count(session: Session, meeting_id: str) -> int:
-    return session.scalar(select(func.count()).where(Chunk.meeting_id == meeting_id)) or 0
 
 
 def chunks(session: Session, meeting_id: str) -> Sequence[Chunk]:
