@@ -155,7 +155,7 @@ class Meeting:
         body = canonical_header(self.fmt, len(pcm)) + pcm
         self.storage.put_chunk(self.id, seq, body)
         with transaction(self.sessions) as session:
-            queries.add_chunk(
+            queries.insert_chunk(
                 session,
                 self.id,
                 seq,
