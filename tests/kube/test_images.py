@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import pytest
 
-from audioflow.core.signing import generate_secret, sign
+from audioflow.core.signing import generate_secret, sign_chunk
 from audioflow.core.wav import canonical_header, parse_wav, pcm_view
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests import services
@@ -308,7 +308,7 @@ class Gateway:
     client: httpx.Client
 
     def put_chunk(self, meeting_id: str, seq: int, body: bytes) -> httpx.Response:
-        headers = {"content-type": "audio/wav", **sign(self.secret, body).as_dict()}
+        headers = {"content-type": "audio/wav", **sign_chunk(self.secret, meeting_id, seq, body).as_dict()}
         return self.client.put(f"/v1/meetings/{meeting_id}/chunks/{seq}", content=body, headers=headers)
 
     def get(self, path: str) -> httpx.Response:
@@ -338,6 +338,7 @@ def gateway(
             "database-url": database_url,
             "webhook-secret": secret,
             "api-token": token,
+            "admin-token": "image-admin-" + uuid.uuid4().hex,  # the chart's Secret has both scopes
         }
         overrides = {"AUDIOFLOW_REDIS_PREFIX": prefix}
         claims = {"af-audioflow-data": data_volume}

@@ -33,9 +33,12 @@ def test_missing_seq_is_bridged_with_silence_after_the_gap_timeout(
     redis_prefix: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     upgrade(database_url)
-    sessions = make_sessionmaker(make_engine(database_url))
+    engine = make_engine(database_url)
+    request.addfinalizer(engine.dispose)  # its connections closed, not left to the garbage collector
+    sessions = make_sessionmaker(engine)
     storage = LocalStorage(tmp_path, fsync=False)
     keys = Keys(redis_prefix)
     pcms = {seq: tone_pcm(1.0, seed=seq) for seq in range(6)}
