@@ -1,44 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { FakeSocket } from "./fakeSocket.test-double";
 import { liveAudioUrl } from "./api";
 import { LiveAudioConnection, liveCloseDecision, type LiveAudioState, type LiveFrom } from "./liveAudio";
-
-class FakeSocket {
-  static CONNECTING = 0;
-  static OPEN = 1;
-  static CLOSED = 3;
-  static all: FakeSocket[] = [];
-  readyState = FakeSocket.CONNECTING;
-  binaryType = "blob";
-  onopen: (() => void) | null = null;
-  onmessage: ((m: { data: ArrayBuffer | string }) => void) | null = null;
-  onerror: (() => void) | null = null;
-  onclose: ((e: { code: number; reason: string }) => void) | null = null;
-  closedWith: number | null = null;
-  constructor(readonly url: string) {
-    FakeSocket.all.push(this);
-  }
-  open() {
-    this.readyState = FakeSocket.OPEN;
-    this.onopen?.();
-  }
-  text(body: object) {
-    this.onmessage?.({ data: JSON.stringify(body) });
-  }
-  pcm(offset: number, bytes: number[]) {
-    const message = new Uint8Array(8 + bytes.length);
-    new DataView(message.buffer).setUint32(0, offset, true);
-    message.set(bytes, 8);
-    this.onmessage?.({ data: message.buffer });
-  }
-  drop(code: number, reason = "") {
-    this.readyState = FakeSocket.CLOSED;
-    this.onclose?.({ code, reason });
-  }
-  close(code = 1000) {
-    this.closedWith = code;
-    this.readyState = FakeSocket.CLOSED;
-  }
-}
 
 const FORMAT = { sample_rate: 16000, channels: 1, bits: 16 };
 const start = (offset: number, edge: number) => ({ type: "start", format: FORMAT, offset, edge });

@@ -1,39 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { FakeSocket } from "./fakeSocket.test-double";
 import { eventsUrl } from "./api";
 import { backoffMs, closeDecision, EventConnection, type ConnectionState } from "./socket";
 import type { ServerEvent } from "./types";
-
-class FakeSocket {
-  static CONNECTING = 0;
-  static OPEN = 1;
-  static CLOSING = 2;
-  static CLOSED = 3;
-  static all: FakeSocket[] = [];
-  readyState = FakeSocket.CONNECTING;
-  onopen: (() => void) | null = null;
-  onmessage: ((m: { data: string }) => void) | null = null;
-  onerror: (() => void) | null = null;
-  onclose: ((e: { code: number; reason: string }) => void) | null = null;
-  closedWith: number | null = null;
-  constructor(readonly url: string) {
-    FakeSocket.all.push(this);
-  }
-  open() {
-    this.readyState = FakeSocket.OPEN;
-    this.onopen?.();
-  }
-  send(event: object) {
-    this.onmessage?.({ data: JSON.stringify(event) });
-  }
-  drop(code: number, reason = "") {
-    this.readyState = FakeSocket.CLOSED;
-    this.onclose?.({ code, reason });
-  }
-  close(code = 1000) {
-    this.closedWith = code;
-    this.readyState = FakeSocket.CLOSED;
-  }
-}
 
 const live = () => FakeSocket.all.filter((s) => s.readyState !== FakeSocket.CLOSED);
 const event = (id: string): ServerEvent => ({
@@ -92,8 +61,8 @@ describe("EventConnection", () => {
   it("resumes with since = the last event id after a drop, with exactly one socket at a time", () => {
     const { delivered, last, states } = connect();
     last().open();
-    last().send(event("10-0"));
-    last().send(event("11-0"));
+    last().text(event("10-0"));
+    last().text(event("11-0"));
     last().drop(1011, "event source unavailable; reconnect with since");
     expect(delivered.map((e) => e.id)).toEqual(["10-0", "11-0"]); // flushed before reconnecting
     expect(states.at(-1)).toMatchObject({ status: "waiting", retryInMs: 500 });
@@ -107,7 +76,7 @@ describe("EventConnection", () => {
   it("batches events and keeps the highest id as the cursor", () => {
     const { connection, delivered, last } = connect();
     last().open();
-    for (const id of ["1-0", "2-0", "3-0"]) last().send(event(id));
+    for (const id of ["1-0", "2-0", "3-0"]) last().text(event(id));
     expect(delivered).toHaveLength(0);
     vi.advanceTimersByTime(50);
     expect(delivered).toHaveLength(3);
@@ -122,7 +91,7 @@ describe("EventConnection", () => {
   it("reports the server's error and stops on 4401", () => {
     const { last, states } = connect();
     last().open();
-    last().send({ error: { code: "invalid_token", message: "invalid bearer token" } });
+    last().text({ error: { code: "invalid_token", message: "invalid bearer token" } });
     last().drop(4401, "invalid_token");
     expect(states.at(-1)).toEqual({ status: "failed", code: "invalid_token", message: "invalid bearer token" });
     vi.advanceTimersByTime(60_000);
@@ -151,7 +120,7 @@ describe("EventConnection", () => {
   it("stop closes the socket, delivers nothing more and never reconnects", () => {
     const { connection, delivered, last } = connect();
     last().open();
-    last().send(event("1-0"));
+    last().text(event("1-0"));
     connection.stop();
     expect(last().closedWith).toBe(1000);
     vi.advanceTimersByTime(60_000);
