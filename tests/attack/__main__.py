@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import http.server
-import json
 import re
 import resource
 import sys
@@ -27,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev tools
 
 from audioflow.core.signing import sign
@@ -43,7 +40,7 @@ from tests.attack.load import (
 )
 from tests.factories import SPEECH_FORMAT, tone_pcm, wav_bytes
 from tests.integration.stack import Stack, make_stack
-from tests.integration.test_downloads import Trickle
+from tests.integration.test_downloads import post_chunk_url, trickle_server
 from tests.machine import machine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,24 +135,9 @@ def row3(stack: Stack, pid: int) -> Row:
     )
 
 
-@contextlib.contextmanager
-def _trickle_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def row7(stack: Stack, pid: int, trickle: str) -> Row:
     def fetch(seq: int) -> int:
-        body = json.dumps({"meetingId": "slow", "seq": seq, "url": f"{trickle}slow.wav"}).encode()
-        headers = {"content-type": "application/json", **sign(stack.secret, body).as_dict()}
-        with httpx.Client(base_url=stack.base_url, timeout=60) as client:
-            return client.post("/webhooks/chunk", content=body, headers=headers).status_code
+        return post_chunk_url(stack, seq, f"{trickle}slow.wav").status_code
 
     paths = ("/healthz", "/readyz", "/v1/meetings")
     with Probe(stack.port, pid, paths=paths, headers=stack.auth()) as probe:
@@ -258,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="af-attack-") as tmp,
         services.embedded_redis() as redis_url,
-        _trickle_server() as trickle,
+        trickle_server() as trickle,
     ):
         stack = make_stack(
             Path(tmp),

@@ -5,6 +5,7 @@ readiness answer at once, since downloads have their own threads. A bounded test
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -40,19 +41,27 @@ class Trickle(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def trickle_url() -> Iterator[str]:
+@contextlib.contextmanager
+def trickle_server() -> Iterator[str]:
+    """A server on 127.0.0.1 whose every URL trickles (see `Trickle`); yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/chunks/slow.wav"
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
 
 
-def _fetch(stack: Stack, seq: int, url: str) -> httpx.Response:
+@pytest.fixture
+def trickle_url() -> Iterator[str]:
+    with trickle_server() as base:
+        yield f"{base}chunks/slow.wav"
+
+
+def post_chunk_url(stack: Stack, seq: int, url: str) -> httpx.Response:
+    """A signed ``POST /webhooks/chunk`` of meeting "slow" naming ``url``."""
     body = json.dumps({"meetingId": "slow", "seq": seq, "url": url}).encode()
     headers = {"content-type": "application/json", **sign(stack.secret, body).as_dict()}
     with httpx.Client(base_url=stack.base_url, timeout=60) as client:
@@ -68,14 +77,16 @@ def test_trickling_urls_hit_the_deadline_and_the_cap_and_readers_stay_fast(
     assert stack.post("/v1/meetings", json={"id": "slow"}).status_code == 201
 
     started = time.monotonic()
-    one = _fetch(stack, 0, trickle_url)
+    one = post_chunk_url(stack, 0, trickle_url)
     took = time.monotonic() - started
     assert one.status_code == 502 and one.json()["error"]["code"] == "download_failed", one.text
     assert "AUDIOFLOW_DOWNLOAD_TIMEOUT_S" in one.json()["error"]["message"]
     assert took < TRICKLE_S / 2, f"the download lasted {took:.1f} s: no total deadline"
 
     with ThreadPoolExecutor(MAX_DOWNLOADS + 4) as pool:
-        replies = [pool.submit(_fetch, stack, seq, trickle_url) for seq in range(1, MAX_DOWNLOADS + 5)]
+        replies = [
+            pool.submit(post_chunk_url, stack, seq, trickle_url) for seq in range(1, MAX_DOWNLOADS + 5)
+        ]
         time.sleep(0.5)  # the downloads are in flight
         for path in ("/readyz", "/v1/meetings/slow"):
             began = time.monotonic()
