@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -551,6 +552,17 @@ def test_pods_roll_when_configuration_changes(rendered: list[Manifest]) -> None:
         return str(annotations["checksum/config"])
 
     assert checksums(rendered) != checksums(tools.template("--set", "global.logLevel=DEBUG"))
+
+
+def test_checksum_annotations_are_quoted_so_a_digits_only_hash_stays_a_string() -> None:
+    # A 16-hex-digit hash is all digits about once in 2,000 renders of the random Secret; unquoted, YAML
+    # reads it as a number and the API server refuses the Deployment ("cannot unmarshal number").
+    lines = [
+        line.strip() for line in tools.template_text().splitlines() if line.strip().startswith("checksum/")
+    ]
+    assert lines, "no checksum annotations rendered"
+    for line in lines:
+        assert re.fullmatch(r'checksum/\w+: "[0-9a-f]+"', line), line
 
 
 # ---- CRD ----------------------------------------------------------------------------------------------

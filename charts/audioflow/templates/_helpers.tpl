@@ -146,8 +146,8 @@ Usage: include "audioflow.podSecurityContext" (dict "context" $ "values" .Values
 
 {{/* Pod annotations that roll the pods when the configuration or the Secret changes. */}}
 {{- define "audioflow.checksums" -}}
-checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum | trunc 16 }}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum | quote }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum | trunc 16 | quote }}
 {{- end }}
 
 {{/*
