@@ -157,6 +157,14 @@ def test_stitching_rule_without_previous_chunk(
     assert [(w.start_s, w.end_s) for w in result.words] == ([] if kept is None else [kept])
 
 
+def test_the_final_chunk_keeps_the_words_after_its_trailing_cut() -> None:
+    # The last chunk of an ended meeting: no successor will hear its last word, so it keeps it.
+    engine = ScriptedFakeEngine([Word("a", 2.0, 2.5), Word("z", 5.6, 6.0)])
+    result = transcribe_chunk(engine, SILENCE_5S, MONO16, SILENCE_5S, overlap_s=1.0, edge_s=0.25, final=True)
+    assert result.text == "a z"
+    assert result.words[-1].end_s == pytest.approx(5.0)
+
+
 def test_words_keep_their_order_and_text_joins_them() -> None:
     engine = ScriptedFakeEngine([Word("a", 0.1, 0.5), Word("b", 1.2, 1.6), Word("c", 2.0, 2.4)])
     result = transcribe_chunk(engine, SILENCE_5S, MONO16, SILENCE_5S, overlap_s=1.0, edge_s=0.25)
@@ -238,7 +246,14 @@ def _stitch_all(
     for offset in range(0, len(pcm), step):
         chunk = pcm[offset : offset + step]
         result = transcribe_chunk(
-            engine, chunk, fmt, previous, overlap_s=overlap_s, edge_s=edge_s, previous_words=previous_words
+            engine,
+            chunk,
+            fmt,
+            previous,
+            overlap_s=overlap_s,
+            edge_s=edge_s,
+            previous_words=previous_words,
+            final=offset + step >= len(pcm),  # the meeting has ended after its last chunk
         )
         words.extend(result.words)
         previous, previous_words = chunk, tuple(w.text for w in result.words)

@@ -99,6 +99,9 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
             _announce(deps, work, generation, existing)
             return Outcome.ACK
         fmt = queries.meeting_format(meeting)
+        # The last chunk of an ended meeting keeps the words after its trailing cut: no successor comes.
+        # (Ended after this chunk was transcribed, those words are not recovered yet.)
+        final = meeting.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
     context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
@@ -107,7 +110,13 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
         raise ChunkMissing(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
     result = transcribe_chunk(
-        deps.engine, pcm, fmt, previous, overlap_s=deps.overlap_s, previous_words=_previous_words(deps, work)
+        deps.engine,
+        pcm,
+        fmt,
+        previous,
+        overlap_s=deps.overlap_s,
+        previous_words=_previous_words(deps, work),
+        final=final,
     )
     STT_SECONDS.labels(deps.engine.name).observe(result.decode_s)
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)

@@ -183,6 +183,12 @@ def prune_replay_records(session: Session, older_than: datetime) -> int:
     return removed
 
 
+def last_seq(session: Session, meeting_id: str) -> int:
+    """The highest stored chunk's seq, -1 when there is none."""
+    highest = session.scalar(select(func.max(Chunk.seq)).where(Chunk.meeting_id == meeting_id))
+    return -1 if highest is None else int(highest)
+
+
 def get_chunk(session: Session, meeting_id: str, seq: int) -> Chunk | None:
     return session.get(Chunk, (meeting_id, seq))
 
