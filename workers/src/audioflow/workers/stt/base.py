@@ -171,7 +171,8 @@ def transcribe_chunk(
 
     Without `previous_pcm` (first chunk, or the predecessor has not arrived) the chunk is decoded
     alone and only its own trailing cut applies. A `final` chunk (the last of an ended meeting) has no
-    trailing cut: no successor will hear its last words, so it keeps them all. `overlap_s` <= 0 turns stitching off: all words kept.
+    trailing cut: no successor will hear its last words, so it keeps them all. `overlap_s` <= 0 turns
+    stitching off: all words kept.
     Word times are relative to the start of this chunk: negative for a word begun in the overlap.
 
     With `previous_words` (what the predecessor kept, when it is already transcribed) the start is
