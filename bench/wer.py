@@ -120,10 +120,13 @@ def _decode(key: Key, tiny: bool) -> list[str]:
 def _pipeline(
     stack: Stack, meeting: str, bodies: list[bytes], engine: str, overlap_s: float, workers: int
 ) -> str:
-    """Upload every chunk first (so each finds its predecessor, as in process), then let workers run."""
+    """Upload every chunk first (so each finds its predecessor, as in process) and end the meeting (as
+    the in-process run treats its last chunk), then let workers run."""
     for seq, body in enumerate(bodies):
         if stack.send(meeting, seq, body) != 201:
             raise Unmeasured(f"the gateway refused {meeting}/{seq}")
+    if stack.post(f"/v1/meetings/{meeting}/end").status_code != 200:  # its last chunk keeps its last words
+        raise Unmeasured(f"the gateway did not end {meeting}")
     env = {"AUDIOFLOW_STT_ENGINE": engine, "AUDIOFLOW_STT_OVERLAP_S": f"{overlap_s:g}"}
     procs = [stack.start_worker("processing", env) for _ in range(workers)]
     deadline = time.monotonic() + 120 + 2 * len(bodies) * PIPELINE_CHUNK_S
