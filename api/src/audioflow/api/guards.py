@@ -140,6 +140,9 @@ class BodyGuard:
                     taken = True
                 if not await self._read(receive, spool, limit):
                     return  # the client left mid-body: nobody to answer, nothing to store
+                if taken:  # the slot bounds bodies being received; this one is in (in memory <= 1 MiB)
+                    self.uploads -= 1
+                    taken = False
             except AudioflowError as exc:
                 headers = {"Retry-After": RETRY_AFTER_S} if exc.retry else None
                 await error_response(exc.http_status, exc.code, exc.message, headers)(scope, receive, send)
