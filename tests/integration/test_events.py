@@ -38,8 +38,9 @@ def test_two_meetings_events_never_cross(stack: Stack) -> None:
     assert {e["meeting_id"] for e in beta} == {"beta"}
     assert sorted(e["data"]["seq"] for e in alpha if e["type"] == "chunk.received") == list(range(6))
     assert sorted(e["data"]["seq"] for e in beta if e["type"] == "chunk.received") == list(range(4))
-    assert sorted(e["data"]["seq"] for e in alpha if e["type"] == "chunk.transcribed") == list(range(6))
-    assert sorted(e["data"]["seq"] for e in beta if e["type"] == "chunk.transcribed") == list(range(4))
+    # (A set: the last chunk may be announced again with the words after its cut, see processing.handle.)
+    assert sorted({e["data"]["seq"] for e in alpha if e["type"] == "chunk.transcribed"}) == list(range(6))
+    assert sorted({e["data"]["seq"] for e in beta if e["type"] == "chunk.transcribed"}) == list(range(4))
     # The same ids never appear in both: each meeting's stream is its own.
     assert not {e["id"] for e in alpha} & {e["id"] for e in beta}
 

@@ -3,15 +3,20 @@ real Redis and both databases: what it keeps of a chunk depends on whether the m
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
+from audioflow.core.db.models import Recording, Segment
 from audioflow.core.keys import Keys
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import Entry, Outcome
@@ -24,37 +29,45 @@ from tests.unit.workers.test_stt import ScriptedFakeEngine
 SILENT_5S = bytes(2 * 16000 * 5)
 
 
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()  # its connections closed, not left to the garbage collector
+
+
+def _store(sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: str, seq: int) -> None:
+    """A 5 s silent chunk, stored and recorded as the gateway does."""
+    body = wav_bytes(SILENT_5S)
+    storage.put_chunk(meeting_id, seq, body)
+    with transaction(sessions) as session:
+        queries.insert_chunk(
+            session,
+            meeting_id,
+            seq,
+            sha256="0" * 64,
+            size_bytes=len(body),
+            data_bytes=len(SILENT_5S),
+            duration_s=5,
+        )
+
+
 @pytest.mark.parametrize("ended", [False, True], ids=["live", "ended"])
 def test_the_last_chunk_of_an_ended_meeting_keeps_its_last_words(
     ended: bool,
-    database_url: str,
+    sessions: sessionmaker[Session],
     redis_client: redis.Redis,
     redis_prefix: str,
     tmp_path: Path,
-    request: pytest.FixtureRequest,
 ) -> None:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    request.addfinalizer(engine.dispose)
-    sessions = make_sessionmaker(engine)
     storage = LocalStorage(tmp_path, fsync=False)
-    body = wav_bytes(SILENT_5S)
     with transaction(sessions) as session:
         meeting = queries.create_meeting(session, "tail", SPEECH_FORMAT)
         if ended:
             meeting.ended_at = datetime.now(UTC)
     for seq in (0, 1):
-        storage.put_chunk("tail", seq, body)
-        with transaction(sessions) as session:
-            queries.insert_chunk(
-                session,
-                "tail",
-                seq,
-                sha256="0" * 64,
-                size_bytes=len(body),
-                data_bytes=len(SILENT_5S),
-                duration_s=5.0,
-            )
+        _store(sessions, storage, "tail", seq)
     # A word inside the chunk, and one still being spoken at its end (after the trailing cut, which
     # silence puts 0.1 s before the end).
     scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 5.9, 6.0)])
@@ -69,3 +82,66 @@ def test_the_last_chunk_of_an_ended_meeting_keeps_its_last_words(
     # Seq 0 has a successor, which hears its last word whole: it leaves it. Seq 1 keeps it only when the
     # meeting has ended (no successor will come); live, it waits for seq 2 as every chunk does.
     assert texts == ["inside", "inside last" if ended else "inside"]
+
+
+def test_a_meeting_ended_after_its_last_chunk_was_transcribed_gets_that_chunks_tail(
+    sessions: sessionmaker[Session],
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    # Live, seq 0 leaves its last word to a successor; then the meeting ends with it (the end route
+    # queues it again): decoded again with its tail, the row replaced, announced once more, and the
+    # meeting's phase waits for it.
+    storage = LocalStorage(tmp_path, fsync=False)
+    with transaction(sessions) as session:
+        queries.create_meeting(session, "late-end", SPEECH_FORMAT)
+    _store(sessions, storage, "late-end", 0)
+    scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 4.9, 5.0)])
+    keys = Keys(redis_prefix)
+    deps = ProcessingDeps(sessions, storage, scripted, Publisher(redis_client, keys, 1000), 1.0)
+    work = Entry("0-1", {"meeting_id": "late-end", "seq": "0"}, 1)
+
+    assert handle(work, deps) is Outcome.ACK
+    with transaction(sessions) as session:
+        meeting = queries.get_meeting(session, "late-end")
+        meeting.ended_at = datetime.now(UTC)
+    with sessions() as session:
+        assert queries.meeting_status(session, "late-end").chunks_transcribed == 1
+        segment = queries.get_segment(session, "late-end", 0)
+        assert segment is not None and (segment.text, segment.tail_kept) == ("inside", False)
+
+    assert handle(work, deps) is Outcome.ACK
+    assert handle(work, deps) is Outcome.ACK  # again: nothing more to do
+    with sessions() as session:
+        segment = queries.get_segment(session, "late-end", 0)
+        assert segment is not None and (segment.text, segment.tail_kept) == ("inside last", True)
+    assert len(scripted.seconds_heard) == 2
+    published: Any = redis_client.xrange(keys.events("late-end"))
+    texts = [
+        json.loads(fields["data"])["text"] for _, fields in published if fields["type"] == "chunk.transcribed"
+    ]
+    assert texts == ["inside", "inside last"]
+
+
+def test_an_ended_meeting_is_finalizing_until_its_last_segment_has_its_tail(
+    sessions: sessionmaker[Session],
+) -> None:
+    with transaction(sessions) as session:
+        meeting = queries.create_meeting(session, "tail-phase", SPEECH_FORMAT)
+        meeting.ended_at = datetime.now(UTC)
+        queries.insert_chunk(
+            session, "tail-phase", 0, sha256="0" * 64, size_bytes=44, data_bytes=0, duration_s=0
+        )
+        session.add(Recording(meeting_id="tail-phase", concatenated_through=0))
+        session.add(
+            Segment(meeting_id="tail-phase", seq=0, engine="x", start_s=0, end_s=0, text="", decode_s=0)
+        )
+    with sessions() as session:
+        assert queries.meeting_status(session, "tail-phase").phase == "finalizing"
+    with transaction(sessions) as session:
+        segment = queries.get_segment(session, "tail-phase", 0)
+        assert segment is not None
+        segment.tail_kept = True
+    with sessions() as session:
+        assert queries.meeting_status(session, "tail-phase").phase == "completed"

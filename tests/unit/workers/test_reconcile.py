@@ -49,6 +49,48 @@ def test_only_lost_work_is_enqueued_again_and_only_once(
     engine.dispose()
 
 
+def test_an_ended_meetings_last_segment_without_its_tail_is_enqueued_again(
+    database_url: str, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """The last chunk was transcribed while the meeting was live (its tail left to a successor), and the
+    end's re-enqueue was lost with Redis: the reconciler queues it again, and only it."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    keys = Keys(redis_prefix)
+    with transaction(sessions) as session:
+        for meeting_id in ("ended", "live"):
+            meeting = queries.create_meeting(session, meeting_id, FMT)
+            meeting.ended_at = datetime.now(UTC) if meeting_id == "ended" else None
+            for seq in range(3):
+                session.add(
+                    Chunk(
+                        meeting_id=meeting_id,
+                        seq=seq,
+                        sha256="0" * 64,
+                        size_bytes=0,
+                        data_bytes=0,
+                        duration_s=1,
+                    )
+                )
+                session.add(
+                    Segment(
+                        meeting_id=meeting_id, seq=seq, engine="x", start_s=0, end_s=1, text="", decode_s=0
+                    )
+                )
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert reconcile(redis_client, keys, sessions, grace_s=30, now=lambda: later) == 1
+    entries: Any = redis_client.xrange(keys.transcribe)
+    assert [(fields["meeting_id"], fields["seq"]) for _, fields in entries] == [("ended", "2")]
+    with transaction(sessions) as session:
+        segment = queries.get_segment(session, "ended", 2)
+        assert segment is not None
+        segment.tail_kept = True
+    redis_client.delete(keys.transcribe)
+    assert reconcile(redis_client, keys, sessions, grace_s=30, now=lambda: later) == 0
+    engine.dispose()
+
+
 def test_replay_records_older_than_twice_the_tolerance_are_pruned(database_url: str) -> None:
     """webhook_deliveries and deleted_meetings used to grow forever; past twice the signature tolerance
     a delivery is refused by its timestamp, so they are forgotten then, and not before."""

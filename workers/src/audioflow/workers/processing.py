@@ -94,14 +94,14 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
         if meeting is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
             return _gone(work)
         generation = queries.generation(meeting)
-        existing = queries.get_segment(session, work.meeting_id, work.seq)
-        if existing is not None:  # a re-delivery or a duplicate upload: the work is done, but its event?
-            _announce(deps, work, generation, existing)
-            return Outcome.ACK
-        fmt = queries.meeting_format(meeting)
         # The last chunk of an ended meeting keeps the words after its trailing cut: no successor comes.
-        # (Ended after this chunk was transcribed, those words are not recovered yet.)
         final = meeting.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
+        existing = queries.get_segment(session, work.meeting_id, work.seq)
+        if existing is not None and (existing.tail_kept or existing.error is not None or not final):
+            _announce(deps, work, generation, existing)  # a re-delivery or a duplicate: done, its event?
+            return Outcome.ACK
+        # New, or transcribed before its meeting ended with it (ending enqueues it again): decode it.
+        fmt = queries.meeting_format(meeting)
     context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
@@ -121,22 +121,53 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     STT_SECONDS.labels(deps.engine.name).observe(result.decode_s)
     STT_AUDIO_SECONDS.labels(deps.engine.name).inc(result.audio_s)
     words = [asdict(word) for word in result.words]
-    segment = Segment(end_s=result.audio_s, text=result.text, words=words, decode_s=result.decode_s)
-    if not _save(deps, work, generation, segment):  # a peer transcribed it at the same moment (or the
-        with deps.sessions() as session:  # meeting was deleted)
+    segment = Segment(
+        end_s=result.audio_s,
+        text=result.text,
+        words=words,
+        decode_s=result.decode_s,
+        tail_kept=final or deps.overlap_s <= 0,
+    )
+    if existing is None and _save(deps, work, generation, segment):
+        _announce(deps, work, generation, segment)
+        log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
+    elif final and (before := _keep_tail(deps, work, generation, segment)) is not None:
+        # Its words now run to the end (a peer's or an earlier segment left them to a successor); the
+        # page replaces the row when they differ.
+        if segment.text != before:
+            _announce(deps, work, generation, segment, tail=True)
+        log.info("last chunk transcribed with its tail: %r", result.text[-80:], extra=context)
+    else:  # a peer transcribed it at the same moment (or the meeting was deleted)
+        with deps.sessions() as session:
             stored = queries.get_segment(session, work.meeting_id, work.seq)
         if stored is not None:
             _announce(deps, work, generation, stored)
         return Outcome.ACK
-    _announce(deps, work, generation, segment)
-    log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
     announce_if_completed(deps.sessions, deps.publish, work.meeting_id, generation)
     return Outcome.ACK
 
 
-def _announce(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> None:
-    """``chunk.transcribed`` for a stored segment, exactly once: the mark and the event are written
-    together, so a worker killed after its commit but before its event is made good by redelivery."""
+def _keep_tail(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> str | None:
+    """Replace a stored segment that left its tail to a successor with ``segment``, which holds it, and
+    return the text it had; None if there is none such (a peer did it first) or the meeting is gone."""
+    with transaction(deps.sessions) as session:
+        if queries.get_live_meeting(session, work.meeting_id, generation) is None:
+            return None
+        stored = session.get(Segment, (work.meeting_id, work.seq), with_for_update=True)
+        if stored is None or stored.tail_kept:
+            return None
+        before = stored.text
+        stored.text, stored.words, stored.end_s = segment.text, segment.words, segment.end_s
+        stored.decode_s, stored.tail_kept = segment.decode_s, True
+        return before
+
+
+def _announce(
+    deps: ProcessingDeps, work: Work, generation: str, segment: Segment, *, tail: bool = False
+) -> None:
+    """``chunk.transcribed`` for a stored segment, exactly once (and once more when the last chunk's tail
+    is added; the page replaces the row): the mark and the event are written together, so a worker
+    killed after its commit but before its event is made good by redelivery."""
     if segment.error is not None:
         return  # failures are announced as chunk.failed
     data = {
@@ -151,7 +182,7 @@ def _announce(deps: ProcessingDeps, work: Work, generation: str, segment: Segmen
         "chunk.transcribed",
         data,
         generation=generation,
-        mark=f"transcribed:{work.seq}",
+        mark=f"transcribed-tail:{work.seq}" if tail else f"transcribed:{work.seq}",
         once=True,
     )
 

@@ -1,19 +1,19 @@
 """The reconciler: work that Redis lost is enqueued again from what the database says is unfinished.
 
-Redis holds the work queues; the database holds what was accepted. A Redis that restarts empty (or from
-an older snapshot) loses queued entries, and nothing else would ever bring those chunks' transcripts
-back. So every ``AUDIOFLOW_RECONCILE_INTERVAL_S`` a concat worker (one in the cluster per interval, by
-a Redis lock) takes the stored chunks of live meetings without a transcript segment that arrived more
-than one interval ago (younger ones may still be on their way into the stream), at most ``BATCH``,
-oldest first; reads the transcribe stream from a little before the oldest of them; and enqueues again
-each one whose entry is not there. The recording needs no help: the concat worker's gap sweep advances
-every meeting whose chunks are ahead of its recording straight from the database. The same pass prunes
-the records that tell replays apart (``webhook_deliveries``, ``deleted_meetings``) once they are older
-than twice the signature tolerance.
+Redis holds the work queues; the database holds what was accepted. A Redis that restarts empty (or from an
+older snapshot) loses queued entries, and nothing else would ever bring those chunks' transcripts back. So
+every ``AUDIOFLOW_RECONCILE_INTERVAL_S`` a concat worker (one in the cluster per interval, by a Redis
+lock) takes the stored chunks of live meetings without a transcript segment (or, for an ended meeting's
+last chunk, with a segment still lacking its tail) that arrived more than one interval ago (younger ones
+may still be on their way into the stream), at most ``BATCH``, oldest first; reads the transcribe stream
+from a little before the oldest of them; and enqueues again each one whose entry is not there. The
+recording needs no help: the concat worker's gap sweep advances every meeting whose chunks are ahead of
+its recording straight from the database. The same pass prunes the records that tell replays apart
+(``webhook_deliveries``, ``deleted_meetings``) once they are older than twice the signature tolerance.
 
 Idempotent: the handler is idempotent on ``(meeting_id, seq)`` and a chunk whose entry is still in the
-stream (undelivered or pending) is left alone, so an entry added twice by a race costs one skipped
-decode, never a second segment.
+stream (undelivered or pending) is left alone, so an entry added twice by a race costs one skipped decode,
+never a second segment.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
@@ -43,14 +43,20 @@ Missing = tuple[str, int, str]  # meeting id, seq, generation
 
 
 def untranscribed(sessions: sessionmaker[Session], older_than: datetime) -> list[tuple[Missing, datetime]]:
-    """Chunks of live meetings with no segment, received before ``older_than``: oldest first, at most
-    ``BATCH``. One anti-join on the segments' primary key."""
+    """Chunks of live meetings with no segment, and last chunks of ended meetings whose segment still
+    lacks its tail (``Segment.tail_kept``), received before ``older_than``: oldest first, at most
+    ``BATCH``. One outer join on the segments' primary key."""
+    later = aliased(Chunk)
+    is_last = ~exists().where(later.meeting_id == Chunk.meeting_id, later.seq > Chunk.seq)
+    tail_missing = and_(
+        Meeting.ended_at.is_not(None), Segment.error.is_(None), Segment.tail_kept.is_(False), is_last
+    )
     with sessions() as session:
         rows = session.execute(
             select(Chunk.meeting_id, Chunk.seq, Chunk.received_at, Meeting)
             .join(Meeting, Meeting.id == Chunk.meeting_id)
             .outerjoin(Segment, and_(Segment.meeting_id == Chunk.meeting_id, Segment.seq == Chunk.seq))
-            .where(Segment.seq.is_(None), Chunk.received_at < older_than)
+            .where(or_(Segment.seq.is_(None), tail_missing), Chunk.received_at < older_than)
             .order_by(Chunk.received_at)
             .limit(BATCH)
         ).all()

@@ -20,6 +20,7 @@ from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
+from audioflow.core.streams.queues import enqueue
 from audioflow.core.wav import AudioFormat
 
 log = logging.getLogger("audioflow.api.meetings")
@@ -102,11 +103,29 @@ async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     def end() -> tuple[MeetingPublic, str]:
         with transaction(ctx.sessions) as session:
             meeting = queries.get_meeting(session, meeting_id)
-            if meeting.ended_at is None:
+            newly = meeting.ended_at is None
+            if newly:
                 meeting.ended_at = datetime.now(UTC)
+            last = queries.last_seq(session, meeting_id)
+            generation = queries.generation(meeting)
+        if newly and last >= 0:
+            _transcribe_last_again(ctx, meeting_id, last, generation)
         return _changed(ctx, meeting_id)
 
     return await _announced(ctx, await run_in_threadpool(end))
+
+
+def _transcribe_last_again(ctx: AppContext, meeting_id: str, seq: int, generation: str) -> None:
+    """The last chunk may have been transcribed while the meeting was live, leaving the words after its
+    trailing cut to a successor that now never comes: queue it again (the worker decodes it with its
+    tail, or finds that done). Always, not only when its segment is stored: a worker may be decoding it
+    right now. Redis down: the reconciler queues it later; the meeting stays finalizing until then."""
+    try:
+        enqueue(
+            ctx.redis, ctx.keys.transcribe, {"meeting_id": meeting_id, "seq": seq, "generation": generation}
+        )
+    except redis.exceptions.RedisError as exc:
+        log.warning("last chunk not queued again: %s", exc, extra={"meeting_id": meeting_id, "seq": seq})
 
 
 @router.delete("/{meeting_id}", status_code=204, dependencies=[AdminAuth])

@@ -6,7 +6,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -82,6 +95,10 @@ class Segment(Base):
     decode_s: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The words after the chunk's trailing cut are in (it was decoded as the last chunk of an ended
+    #: meeting, or without stitching). Otherwise they are its successor's; an ended meeting whose last
+    #: segment lacks them is not completed until it is decoded again (see ``processing.handle``).
+    tail_kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
 
 
 class Recording(Base):

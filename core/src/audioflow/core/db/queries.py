@@ -292,6 +292,17 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
             func.count(Segment.seq).filter(Segment.error.is_not(None)),
         ).where(Segment.meeting_id == meeting_id)
     ).one()
+    # The last chunk of an ended meeting settles only once it holds its tail (see Segment.tail_kept).
+    tail_pending = meeting.ended_at is not None and bool(
+        session.scalar(
+            select(func.count()).where(
+                Segment.meeting_id == meeting_id,
+                Segment.seq == highest,
+                Segment.error.is_(None),
+                Segment.tail_kept.is_(False),
+            )
+        )
+    )
     recording = get_recording(session, meeting_id)
     through = recording.concatenated_through if recording else -1
     gap_seqs = tuple(gap.seq for gap in gaps(session, meeting_id))
@@ -309,7 +320,7 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
         phase=derive_phase(
             ended=meeting.ended_at is not None,
             received=received,
-            settled=transcribed + failed,
+            settled=transcribed + failed - tail_pending,
             concatenated_through=through,
             highest_seq=highest,
             failed=bool(recording and recording.failed_reason),
