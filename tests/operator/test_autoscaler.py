@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from audioflow.core.keys import PROCESSING_GROUP, Keys
 from audioflow.core.scaling import ScalingPolicy, recommended
 from audioflow.core.streams.queues import enqueue, ensure_group
+from audioflow.core.work_item import WorkItem
 from audioflow.operator.autoscaler import Autoscaler
 from tests.operator.fakes import FakeKube
 from tests.operator.harness import (
@@ -48,7 +49,7 @@ def scale_patches(kmock: Any, name: str) -> list[int]:
 def backlog_into(client: redis.Redis, stream: str, entries: int) -> None:
     ensure_group(client, stream, PROCESSING_GROUP)
     for seq in range(entries):
-        enqueue(client, stream, {"meeting_id": "m-autoscale", "seq": seq})
+        enqueue(client, stream, WorkItem("m-autoscale", seq).fields())
 
 
 async def test_backlog_scales_the_deployment_to_the_computed_size(

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import sqlalchemy.exc
-from redis.typing import EncodableT, FieldT
 
 from audioflow.api.context import AppContext
 from audioflow.core import events
@@ -29,6 +28,7 @@ from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
 from audioflow.core.signing import PresentedSignature, check_headers
 from audioflow.core.wav import parse_wav
+from audioflow.core.work_item import WorkItem
 
 log = logging.getLogger("audioflow.api.ingest")
 LOG_COMPONENT = "api"  # the gateway's name in its meetings' log events (see MeetingLogForwarder)
@@ -206,15 +206,11 @@ def accept_chunk(
 
 
 def _enqueue(ctx: AppContext, accepted: Accepted, log_line: str | None) -> None:
-    work: dict[FieldT, EncodableT] = {
-        "meeting_id": accepted.meeting_id,
-        "seq": accepted.seq,
-        "generation": accepted.generation,  # workers drop it if this meeting was deleted meanwhile
-    }
+    work = WorkItem(accepted.meeting_id, accepted.seq, accepted.generation)
     keys = ctx.keys
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.xadd(keys.transcribe, work)
-    pipe.xadd(keys.concat, work)
+    work.add_to(pipe, keys.transcribe)
+    work.add_to(pipe, keys.concat)
     if accepted.status == "created":
         publish = functools.partial(
             events.publish_args,
