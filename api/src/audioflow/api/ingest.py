@@ -23,6 +23,7 @@ from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.errors import ChunkTooLong, Conflict, Forbidden, NotFound, SeqTooFarAhead
+from audioflow.core.event_payloads import ChunkReceived, LogLine, MeetingPhase
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
@@ -220,11 +221,11 @@ def _enqueue(ctx: AppContext, accepted: Accepted, log_line: str | None) -> None:
             maxlen=ctx.settings.events_maxlen,
         )
         if accepted.first_chunk:
-            pipe.eval(*publish("meeting.phase", {"phase": "live"}))
-        data = {"seq": accepted.seq, "bytes": accepted.bytes, "duration_s": accepted.duration_s}
+            pipe.eval(*publish("meeting.phase", MeetingPhase(phase="live")))
+        data = ChunkReceived(seq=accepted.seq, bytes=accepted.bytes, duration_s=accepted.duration_s)
         pipe.eval(*publish("chunk.received", data))
     if log_line is not None:
-        line = {"level": "info", "component": LOG_COMPONENT, "message": log_line, "seq": accepted.seq}
+        line = LogLine(level="info", component=LOG_COMPONENT, message=log_line, seq=accepted.seq)
         pipe.eval(
             *events.publish_args(
                 ctx.keys,

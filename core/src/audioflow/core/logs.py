@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from audioflow.core.event_payloads import LogLine
+
 CONTEXT_FIELDS = ("meeting_id", "seq")
 
 # Credentials that can appear in a line a library writes: uvicorn logs a WebSocket's path with its query
@@ -102,7 +104,7 @@ class MeetingLogForwarder(logging.Handler):
     def __init__(
         self,
         component: str,
-        publish: Callable[[str, dict[str, Any], str | None], object],
+        publish: Callable[[str, LogLine, str | None], object],
         level: int = logging.INFO,
     ):
         super().__init__(level)
@@ -117,12 +119,12 @@ class MeetingLogForwarder(logging.Handler):
         try:
             self.publish(
                 meeting_id,
-                {
-                    "level": record.levelname.lower(),
-                    "component": self.component,
-                    "message": record.getMessage(),
-                    "seq": getattr(record, "seq", None),
-                },
+                LogLine(
+                    level=record.levelname.lower(),
+                    component=self.component,
+                    message=record.getMessage(),
+                    seq=getattr(record, "seq", None),
+                ),
                 None if generation is None else str(generation),
             )
         except Exception:  # a log line must never break the work it describes

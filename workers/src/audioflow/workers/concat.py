@@ -30,6 +30,7 @@ from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Chunk, Gap, Meeting, Recording
 from audioflow.core.errors import RecordingFull
+from audioflow.core.event_payloads import ChunkFailed, RecordingExtended
 from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
 from audioflow.core.recording import RecordingFile, recording_lock
 from audioflow.core.storage import LocalStorage
@@ -244,13 +245,13 @@ def _advance_locked(
         deps.publish.marked(
             meeting_id,
             "recording.extended",
-            {
-                "concatenated_through": rec.held_through,
-                "duration_s": round(rec.duration_s, 3),
-                "bytes": rec.file_length,
-                "appended": added,
-                "gaps": [seq for seq, _ in bridged],
-            },
+            RecordingExtended(
+                concatenated_through=rec.held_through,
+                duration_s=round(rec.duration_s, 3),
+                bytes=rec.file_length,
+                appended=added,
+                gaps=[seq for seq, _ in bridged],
+            ),
             generation=generation,
             mark=RECORDING_MARK,
             value=str(rec.held_through),
@@ -307,7 +308,7 @@ def _fail(deps: ConcatDeps, meeting_id: str, generation: str, code: str, reason:
     deps.publish.marked(
         meeting_id,
         "chunk.failed",
-        {"stage": "concat", "code": code, "reason": reason},
+        ChunkFailed(stage="concat", code=code, reason=reason),
         generation=generation,
         mark="failed:recording",
         once=True,  # two workers that both hit the limit announce it once

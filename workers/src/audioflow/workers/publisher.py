@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound
+from audioflow.core.event_payloads import MeetingPhase
 from audioflow.core.keys import Keys
 
 
@@ -25,13 +27,13 @@ class Publisher:
     maxlen: int
 
     def __call__(
-        self, meeting_id: str, type_: events.EventType, data: dict[str, Any], *, generation: str
+        self, meeting_id: str, type_: events.EventType, data: Mapping[str, Any], *, generation: str
     ) -> None:
         events.publish(
             self.client, self.keys, meeting_id, type_, data, generation=generation, maxlen=self.maxlen
         )
 
-    def log(self, meeting_id: str, data: dict[str, Any], generation: str | None) -> None:
+    def log(self, meeting_id: str, data: Mapping[str, Any], generation: str | None) -> None:
         """A forwarded log line (see ``MeetingLogForwarder``)."""
         events.publish(
             self.client, self.keys, meeting_id, "log", data, generation=generation, maxlen=self.maxlen
@@ -41,7 +43,7 @@ class Publisher:
         self,
         meeting_id: str,
         type_: events.EventType,
-        data: dict[str, Any],
+        data: Mapping[str, Any],
         *,
         generation: str,
         mark: str,
@@ -78,4 +80,4 @@ def announce_if_completed(
         except NotFound:
             return
     if status.ended_at is not None and status.phase in ("completed", "failed"):
-        publish(meeting_id, "meeting.phase", {"phase": status.phase}, generation=generation)
+        publish(meeting_id, "meeting.phase", MeetingPhase(phase=status.phase), generation=generation)
