@@ -18,6 +18,7 @@ never a second segment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Chunk, Meeting, Segment
 from audioflow.core.keys import Keys
+from audioflow.core.work_item import WorkItem
 
 log = logging.getLogger("audioflow.workers.reconcile")
 
@@ -70,9 +72,9 @@ def _queued(client: redis.Redis, stream: str, since: datetime) -> set[tuple[str,
     for _ in range(SCAN_LIMIT // SCAN_PAGE):
         page: Any = client.xrange(stream, min=low, count=SCAN_PAGE)
         for _entry_id, fields in page:
-            seq = fields.get("seq", "")
-            if seq.isdigit():
-                found.add((fields.get("meeting_id", ""), int(seq)))
+            with contextlib.suppress(ValueError):  # not a work item: not ours to count
+                item = WorkItem.decode(fields)
+                found.add((item.meeting_id, item.seq))
         if len(page) < SCAN_PAGE:
             return found
         low = f"({page[-1][0]}"
@@ -100,7 +102,7 @@ def reconcile(
     if missing:
         pipe = client.pipeline(transaction=False)
         for meeting_id, seq, generation in missing:
-            pipe.xadd(keys.transcribe, {"meeting_id": meeting_id, "seq": seq, "generation": generation})
+            WorkItem(meeting_id, seq, generation).add_to(pipe, keys.transcribe)
         pipe.execute()
         log.warning(
             "reconcile: %d stored chunk(s) had no transcription queued (Redis lost them); enqueued again",

@@ -20,8 +20,8 @@ from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
-from audioflow.core.streams.queues import enqueue
 from audioflow.core.wav import AudioFormat
+from audioflow.core.work_item import WorkItem
 
 log = logging.getLogger("audioflow.api.meetings")
 router = APIRouter(
@@ -121,9 +121,7 @@ def _transcribe_last_again(ctx: AppContext, meeting_id: str, seq: int, generatio
     tail, or finds that done). Always, not only when its segment is stored: a worker may be decoding it
     right now. Redis down: the reconciler queues it later; the meeting stays finalizing until then."""
     try:
-        enqueue(
-            ctx.redis, ctx.keys.transcribe, {"meeting_id": meeting_id, "seq": seq, "generation": generation}
-        )
+        WorkItem(meeting_id, seq, generation).add_to(ctx.redis, ctx.keys.transcribe)
     except redis.exceptions.RedisError as exc:
         log.warning("last chunk not queued again: %s", exc, extra={"meeting_id": meeting_id, "seq": seq})
 
