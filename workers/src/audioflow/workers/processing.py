@@ -16,6 +16,7 @@ from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting, Segment
 from audioflow.core.errors import ChunkMissing
+from audioflow.core.event_payloads import ChunkFailed, ChunkTranscribed
 from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
 from audioflow.core.storage import LocalStorage
 from audioflow.core.streams.consumer import Entry, Outcome
@@ -170,13 +171,13 @@ def _announce(
     killed after its commit but before its event is made good by redelivery."""
     if segment.error is not None:
         return  # failures are announced as chunk.failed
-    data = {
-        "seq": work.seq,
-        "text": segment.text,
-        "words": segment.words,
-        "duration_s": segment.end_s,
-        "start_s": _chunk_start(deps, work),
-    }
+    data = ChunkTranscribed(
+        seq=work.seq,
+        text=segment.text,
+        words=segment.words,
+        duration_s=segment.end_s,
+        start_s=_chunk_start(deps, work),
+    )
     deps.publish.marked(
         work.meeting_id,
         "chunk.transcribed",
@@ -210,7 +211,7 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     deps.publish.marked(
         work.meeting_id,
         "chunk.failed",
-        {"seq": work.seq, "stage": "transcribe", "reason": reason[:500]},
+        ChunkFailed(seq=work.seq, stage="transcribe", reason=reason[:500]),
         generation=generation,
         mark=f"failed:{work.seq}",
         once=True,  # a dead-lettering repeated after a crash announces once

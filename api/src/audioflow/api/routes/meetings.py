@@ -20,6 +20,7 @@ from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
+from audioflow.core.event_payloads import MeetingPhase
 from audioflow.core.wav import AudioFormat
 from audioflow.core.work_item import WorkItem
 
@@ -53,7 +54,7 @@ async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> Mee
             ctx.keys,
             status.id,
             "meeting.phase",
-            {"phase": status.phase},
+            MeetingPhase(phase=status.phase),
             generation=generation,
             maxlen=ctx.settings.events_maxlen,
         )
