@@ -21,7 +21,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audioflow.core import recording as recording_module
 from audioflow.core.errors import FormatMismatch, RecordingCorrupt, RecordingFull
 from audioflow.core.recording import (
     INDEX_MAGIC,
@@ -34,6 +33,8 @@ from audioflow.core.recording import (
     recording_lock,
     snapshot_length,
 )
+from audioflow.core.recording import file as recording_file
+from audioflow.core.recording import fileio as recording_fileio
 from audioflow.core.wav import AudioFormat, canonical_header, parse_wav, pcm_view
 
 FMT = AudioFormat(16000, 1, 16)
@@ -241,7 +242,7 @@ def test_silence_in_8bit_is_0x80(tmp_path: Path) -> None:
 
 
 def test_recording_full_writes_nothing(wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recording_module, "MAX_DATA_LENGTH", 100)
+    monkeypatch.setattr(recording_file, "MAX_DATA_LENGTH", 100)
     with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, b"\x00" * 64)
         before = files(wav)
@@ -409,7 +410,7 @@ def test_failed_write_is_rolled_back(wav: Path, monkeypatch: pytest.MonkeyPatch)
     with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
         before = files(wav)
-        real = recording_module._pwrite_all
+        real = recording_fileio.pwrite_all
         calls = 0
 
         def failing(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -419,12 +420,12 @@ def test_failed_write_is_rolled_back(wav: Path, monkeypatch: pytest.MonkeyPatch)
                 raise OSError(28, "No space left on device")
             real(fd, data, offset)
 
-        monkeypatch.setattr(recording_module, "_pwrite_all", failing)
+        monkeypatch.setattr(recording_file, "pwrite_all", failing)
         with pytest.raises(OSError, match="No space"):
             rec.append(1, pcms[1])
         assert files(wav) == before
         assert rec.next_seq == 1
-        monkeypatch.setattr(recording_module, "_pwrite_all", real)
+        monkeypatch.setattr(recording_file, "pwrite_all", real)
         rec.append(1, pcms[1])
     assert wav.read_bytes() == reference(pcms)
 

@@ -1,171 +1,29 @@
-"""The append-only meeting recording on disk: one growing canonical WAV plus a sidecar index.
-
-Files, for a recording at ``path`` (say ``recording.wav``):
-
-- ``recording.wav``: a canonical 44-byte WAV header, then the PCM of seq 0, 1, 2, ... back to back.
-  Its RIFF and ``data`` sizes always describe a prefix of the file that is fully written and indexed,
-  so a reader may serve ``44 + data size`` bytes at any moment (:func:`snapshot_length`).
-- ``recording.wav.idx``: the index, which is authoritative. Fixed-size ASCII records of
-  :data:`RECORD_SIZE` (41) bytes, so it can be read with ``cat`` and addressed by seq without a scan::
-
-      audioflow-recording-index v1            \\n      <- record 0: magic, padded to 40 bytes + newline
-      0000000000 0000000000 0000032000 chunk  \\n      <- record k+1 describes seq k:
-      0000000001 0000032000 0000032000 silence\\n         seq, byte offset of its PCM within the data,
-                                                         length in bytes, kind ("chunk" or "silence")
-
-  Seqs are held contiguously from 0: record ``k+1`` is seq ``k`` and its offset is the sum of the
-  lengths before it.
-- ``recording.wav.lock``: an empty file that :func:`locked_recording` ``flock``\\s.
-
-An append is O(chunk) and never rewrites the file, in this order:
-
-1. write the PCM at the end of the WAV (``fdatasync`` when ``fsync=True``);
-2. write the index record (``fdatasync`` when ``fsync=True``): this is the commit point;
-3. patch the RIFF size (offset 4) and ``data`` size (offset 40) in place.
-
-The header is patched last so that it never covers bytes a crash could still take back: readers that
-trust it see only committed audio. The header itself is made durable on :meth:`RecordingFile.close` and
-repaired on open if a crash lost it. :meth:`RecordingFile.open` recovers from a crash at any step: PCM
-past the last index record is cut off, a torn (partial) or zero-filled last index record is cut off,
-and the header sizes are re-patched from the index.
-
-A :class:`RecordingFile` has a single writer at a time and is not thread-safe; processes that share one
-recording go through :func:`locked_recording`.
-"""
+"""The open recording: appends, recovery after a crash, and reads of its index (see the package's
+docstring for the files and the order of an append)."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
-import re
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, TypeAlias
 
 from audioflow.core.errors import FormatMismatch, InvalidWav, RecordingCorrupt, RecordingFull
-from audioflow.core.wav import (
-    CANONICAL_HEADER_SIZE,
-    MAX_DATA_LENGTH,
-    AudioFormat,
-    canonical_header,
-    read_canonical_header,
+from audioflow.core.recording.fileio import create_atomically, pread_exact, pwrite_all
+from audioflow.core.recording.index import (
+    HEADER_SIZE,
+    INDEX_MAGIC,
+    RECORD_SIZE,
+    Entry,
+    Kind,
+    decode_record,
+    encode_record,
+    index_path,
 )
+from audioflow.core.wav import MAX_DATA_LENGTH, AudioFormat, canonical_header, read_canonical_header
 
-__all__ = [
-    "INDEX_SUFFIX",
-    "LOCK_SUFFIX",
-    "RECORD_SIZE",
-    "Entry",
-    "Kind",
-    "RecordingFile",
-    "index_path",
-    "lock_path",
-    "locked_recording",
-    "recording_lock",
-    "same_file",
-    "snapshot_length",
-]
-
-logger = logging.getLogger(__name__)
-
-Kind: TypeAlias = Literal["chunk", "silence"]
-
-INDEX_SUFFIX: Final = ".idx"
-LOCK_SUFFIX: Final = ".lock"
-RECORD_SIZE: Final = 41
-INDEX_MAGIC: Final = b"audioflow-recording-index v1".ljust(RECORD_SIZE - 1) + b"\n"
-_RECORD = re.compile(rb"([0-9]{10}) ([0-9]{10}) ([0-9]{10}) (chunk  |silence)\n")
-_HEADER_SIZE: Final = CANONICAL_HEADER_SIZE
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One held seq: its PCM is ``length`` bytes at ``offset`` within the WAV's data."""
-
-    seq: int
-    offset: int
-    length: int
-    kind: Kind
-
-    @property
-    def end(self) -> int:
-        """Offset within the data just past this entry's PCM."""
-        return self.offset + self.length
-
-
-def index_path(path: Path) -> Path:
-    """The sidecar index of the recording at ``path``."""
-    return path.with_name(path.name + INDEX_SUFFIX)
-
-
-def lock_path(path: Path) -> Path:
-    """The lock file :func:`locked_recording` uses for the recording at ``path``."""
-    return path.with_name(path.name + LOCK_SUFFIX)
-
-
-def _encode_record(entry: Entry) -> bytes:
-    line = f"{entry.seq:010d} {entry.offset:010d} {entry.length:010d} {entry.kind:<7}\n".encode("ascii")
-    assert len(line) == RECORD_SIZE
-    return line
-
-
-def _decode_record(raw: bytes) -> Entry | None:
-    match = _RECORD.fullmatch(raw)
-    if match is None:
-        return None
-    kind: Kind = "chunk" if match.group(4) == b"chunk  " else "silence"
-    return Entry(int(match.group(1)), int(match.group(2)), int(match.group(3)), kind)
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _pread_exact(fd: int, size: int, offset: int) -> bytes:
-    """Read ``size`` bytes at ``offset``; fewer only at end of file."""
-    parts: list[bytes] = []
-    while size > 0:
-        part = os.pread(fd, size, offset)
-        if not part:
-            break
-        parts.append(part)
-        size -= len(part)
-        offset += len(part)
-    return b"".join(parts)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _create_atomically(path: Path, content: bytes, *, fsync: bool) -> None:
-    """Create ``path`` holding ``content``, all or nothing (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.creating")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        _pwrite_all(fd, content, 0)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_dir(path.parent)
+logger = logging.getLogger("audioflow.core.recording")
 
 
 class RecordingFile:
@@ -216,15 +74,15 @@ class RecordingFile:
         if not path.exists():
             if idx.exists() and idx.stat().st_size > RECORD_SIZE:
                 raise RecordingCorrupt(f"recording {path} is missing but its index {idx} lists audio")
-            _create_atomically(path, canonical_header(fmt, 0), fsync=fsync)
+            create_atomically(path, canonical_header(fmt, 0), fsync=fsync)
         if not idx.exists():
             size = path.stat().st_size
-            if size > _HEADER_SIZE:
+            if size > HEADER_SIZE:
                 raise RecordingCorrupt(
-                    f"recording {path} holds {size - _HEADER_SIZE} bytes of audio "
+                    f"recording {path} holds {size - HEADER_SIZE} bytes of audio "
                     f"but its index {idx} is missing"
                 )
-            _create_atomically(idx, INDEX_MAGIC, fsync=fsync)
+            create_atomically(idx, INDEX_MAGIC, fsync=fsync)
 
         wav_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         idx_fd = -1
@@ -243,7 +101,7 @@ class RecordingFile:
     ) -> RecordingFile:
         idx = index_path(path)
         try:
-            found, declared = read_canonical_header(_pread_exact(wav_fd, _HEADER_SIZE, 0))
+            found, declared = read_canonical_header(pread_exact(wav_fd, HEADER_SIZE, 0))
         except InvalidWav as exc:
             raise RecordingCorrupt(f"recording {path} does not start with a canonical header: {exc}") from exc
         if found != fmt:
@@ -254,7 +112,7 @@ class RecordingFile:
 
         # The index: cut a torn or zero-filled tail, then trust its last record.
         idx_size = os.fstat(idx_fd).st_size
-        if _pread_exact(idx_fd, RECORD_SIZE, 0) != INDEX_MAGIC:
+        if pread_exact(idx_fd, RECORD_SIZE, 0) != INDEX_MAGIC:
             raise RecordingCorrupt(f"{idx} is not an audioflow recording index (bad first record)")
         count = (idx_size - RECORD_SIZE) // RECORD_SIZE
         torn = idx_size - RECORD_SIZE * (count + 1)
@@ -262,12 +120,12 @@ class RecordingFile:
             notes.append(f"cut a torn index record ({torn} bytes)")
         last: Entry | None = None
         while count > 0:
-            raw = _pread_exact(idx_fd, RECORD_SIZE, RECORD_SIZE * count)
+            raw = pread_exact(idx_fd, RECORD_SIZE, RECORD_SIZE * count)
             if not raw.strip(b"\0"):
                 notes.append(f"cut a zero-filled index record for seq {count - 1}")
                 count -= 1
                 continue
-            last = _decode_record(raw)
+            last = decode_record(raw)
             if last is None or last.seq != count - 1:
                 raise RecordingCorrupt(
                     f"{idx}: record {count} is not a valid entry for seq {count - 1}: {raw!r}"
@@ -281,7 +139,7 @@ class RecordingFile:
 
         # The WAV: exactly header + indexed data.
         wav_size = os.fstat(wav_fd).st_size
-        expected = _HEADER_SIZE + data_length
+        expected = HEADER_SIZE + data_length
         if wav_size < expected:
             raise RecordingCorrupt(
                 f"recording {path} is {wav_size} bytes but its index accounts for {expected} "
@@ -292,7 +150,7 @@ class RecordingFile:
             os.ftruncate(wav_fd, expected)
         if declared != data_length:
             notes.append(f"re-patched the header data size from {declared} to {data_length}")
-            _pwrite_all(wav_fd, canonical_header(fmt, data_length), 0)
+            pwrite_all(wav_fd, canonical_header(fmt, data_length), 0)
         if notes:
             logger.warning("recording %s recovered after a crash: %s", path, "; ".join(notes))
             if fsync:
@@ -329,7 +187,7 @@ class RecordingFile:
     @property
     def file_length(self) -> int:
         """Bytes of the WAV file: header plus PCM."""
-        return _HEADER_SIZE + self._data_length
+        return HEADER_SIZE + self._data_length
 
     @property
     def duration_s(self) -> float:
@@ -356,8 +214,8 @@ class RecordingFile:
         if self._entries is not None:
             return self._entries[seq]
         self._check_usable()
-        raw = _pread_exact(self._idx_fd, RECORD_SIZE, RECORD_SIZE * (seq + 1))
-        found = _decode_record(raw)
+        raw = pread_exact(self._idx_fd, RECORD_SIZE, RECORD_SIZE * (seq + 1))
+        found = decode_record(raw)
         if found is None or found.seq != seq:
             raise RecordingCorrupt(f"{self.index_path}: record {seq + 1} is not a valid entry for seq {seq}")
         return found
@@ -365,12 +223,12 @@ class RecordingFile:
     def _load_entries(self) -> list[Entry]:
         self._check_usable()
         size = RECORD_SIZE * (self._next_seq + 1)
-        raw = _pread_exact(self._idx_fd, size - RECORD_SIZE, RECORD_SIZE)
+        raw = pread_exact(self._idx_fd, size - RECORD_SIZE, RECORD_SIZE)
         entries: list[Entry] = []
         offset = 0
         for seq in range(self._next_seq):
             record = raw[seq * RECORD_SIZE : (seq + 1) * RECORD_SIZE]
-            found = _decode_record(record)
+            found = decode_record(record)
             if (
                 found is None
                 or found.seq != seq
@@ -437,13 +295,13 @@ class RecordingFile:
                 f"would take it past the WAV limit of {MAX_DATA_LENGTH} bytes"
             )
         entry = Entry(seq=seq, offset=self._data_length, length=length, kind=kind)
-        wav_end = _HEADER_SIZE + self._data_length
+        wav_end = HEADER_SIZE + self._data_length
         idx_end = RECORD_SIZE * (seq + 1)
         try:
-            _pwrite_all(self._wav_fd, view, wav_end)
+            pwrite_all(self._wav_fd, view, wav_end)
             if self.fsync:
                 os.fdatasync(self._wav_fd)
-            _pwrite_all(self._idx_fd, _encode_record(entry), idx_end)
+            pwrite_all(self._idx_fd, encode_record(entry), idx_end)
             if self.fsync:
                 os.fdatasync(self._idx_fd)
         except BaseException:
@@ -455,7 +313,7 @@ class RecordingFile:
         if self._entries is not None:
             self._entries.append(entry)
         try:
-            _pwrite_all(self._wav_fd, canonical_header(self.format, self._data_length), 0)
+            pwrite_all(self._wav_fd, canonical_header(self.format, self._data_length), 0)
         except OSError:
             # Readers keep seeing the previous, still consistent, size; the next append or open re-patches.
             logger.exception("recording %s: could not patch the header after seq %d", self.path, seq)
@@ -507,107 +365,3 @@ class RecordingFile:
         return (
             f"<RecordingFile {str(self.path)!r} {self.format.describe()} {state} bytes={self._data_length}>"
         )
-
-
-def _acquire(fd: int, where: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"timed out after {timeout_s:g} s waiting for the lock {where}: "
-                    "another process is writing this recording"
-                ) from None
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
-
-
-@contextlib.contextmanager
-def recording_lock(path: Path, *, timeout_s: float = 30.0, create_parent: bool = True) -> Iterator[None]:
-    """Hold the exclusive lock of the recording at ``path`` (an ``flock`` on ``<path>.lock``).
-
-    Any number of processes (on one host, or on a shared volume whose filesystem supports ``flock``) take
-    turns; the kernel releases the lock if its holder dies, even by SIGKILL. The lock file may be removed
-    (a meeting deleted) while others wait on it: a lock obtained on a file no longer at ``path`` is let go
-    and taken again on the file that is there now, so two holders never hold different files. With
-    ``create_parent`` false, a missing folder is ``FileNotFoundError`` (the meeting is gone) instead of
-    being created again. Raises TimeoutError if the lock is not obtained within ``timeout_s`` seconds.
-    """
-    path = Path(path)
-    where = lock_path(path)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if create_parent:
-            where.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            _acquire(fd, where, max(0.0, deadline - time.monotonic()))
-            try:
-                current = os.stat(where)
-            except FileNotFoundError:
-                current = None
-            held = os.fstat(fd)
-            if current is None or (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                continue  # removed or replaced while we waited: lock what is there now
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            return
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def locked_recording(
-    path: Path, fmt: AudioFormat, *, fsync: bool = True, timeout_s: float = 30.0, create_parent: bool = True
-) -> Iterator[RecordingFile]:
-    """Open the recording at ``path`` while holding its lock (see :func:`recording_lock`); the next holder
-    after a holder that died recovers the files on open."""
-    with (
-        recording_lock(path, timeout_s=timeout_s, create_parent=create_parent),
-        RecordingFile.open(path, fmt, fsync=fsync, create_parent=create_parent) as recording,
-    ):
-        yield recording
-
-
-def snapshot_length(source: Path | int) -> tuple[AudioFormat, int]:
-    """``(format, length)`` of the consistent prefix of a recording a reader may serve right now.
-
-    ``source`` is the recording's path, or a file descriptor open on it (a reader that holds the file
-    keeps reading the same file even if it is removed or replaced meanwhile). ``length`` counts the
-    header: ``44 + declared data size``, never more than the file's size and always whole frames. Needs
-    no lock: the header only ever covers committed audio.
-    """
-    if isinstance(source, int):
-        head = _pread_exact(source, _HEADER_SIZE, 0)
-        size = os.fstat(source).st_size
-        name: object = f"fd {source}"
-    else:
-        with open(source, "rb") as file:
-            head = file.read(_HEADER_SIZE)
-            size = os.fstat(file.fileno()).st_size
-        name = source
-    try:
-        fmt, declared = read_canonical_header(head)
-    except InvalidWav as exc:
-        raise RecordingCorrupt(f"recording {name} does not start with a canonical header: {exc}") from exc
-    length = min(_HEADER_SIZE + declared, size)
-    length -= (length - _HEADER_SIZE) % fmt.block_align
-    return fmt, length
-
-
-def same_file(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd`` (False once it is removed or replaced)."""
-    try:
-        named = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
