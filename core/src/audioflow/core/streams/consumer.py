@@ -11,58 +11,35 @@ Handlers must be idempotent: an entry can be handled more than once.
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
-import os
-import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.typing import EncodableT, FieldT
 
 from audioflow.core.errors import is_permanent
 from audioflow.core.metrics import STREAM_ENTRIES, STREAM_HANDLE_SECONDS, STREAM_RECLAIMED, WORKER_BUSY
-from audioflow.core.streams.queues import dead_letter_stream, ensure_group, trim_acknowledged
+from audioflow.core.streams.entries import (
+    Entry,
+    Handler,
+    Outcome,
+    consumer_name,
+    fields_of,
+    log_context,
+    stream_entries,
+)
+from audioflow.core.streams.leases import CONNECTION_ERRORS, Backoff, LeaseKeeper
+from audioflow.core.streams.queues import ensure_group, move_to_dead_letter, trim_acknowledged
 
 __all__ = ["CONNECTION_ERRORS", "Entry", "Handler", "Outcome", "StreamConsumer", "consumer_name"]
 
 log = logging.getLogger(__name__)
 
-#: Errors after which the consumer backs off and reconnects instead of crashing.
-CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
-
 #: XAUTOCLAIM calls (COUNT 1 each, following the cursor) per reclaim(): claim just before handling,
 #: so that a claimed entry never waits behind others long enough to look idle again.
 _CLAIMS_PER_RECLAIM = 10
-
-
-class Outcome(enum.Enum):
-    ACK = "ack"  # done (the handler has committed its database work): XACK
-    RETRY = "retry"  # transient problem: leave pending; redelivered via XAUTOCLAIM after the lease
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: str
-    fields: dict[str, str]
-    deliveries: int  # times delivered, this delivery included (XPENDING "times_delivered")
-
-
-Handler = Callable[[Entry], Outcome]
-
-
-def consumer_name(component: str) -> str:
-    """A consumer name unique per process: ``{component}-{hostname}-{pid}``."""
-    return f"{component}-{socket.gethostname()}-{os.getpid()}"
 
 
 class StreamConsumer:
@@ -135,7 +112,7 @@ class StreamConsumer:
         ``stop`` is set; the entry in hand is finished and acked before returning. Redis outages
         are logged and waited out with exponential backoff; they never end the loop."""
         self._stop = stop
-        backoff = _Backoff()
+        backoff = Backoff()
         need_group = True
         replayed = False
         self.log.info("consuming %s as %s/%s", self.stream, self.group, self.consumer)
@@ -195,7 +172,7 @@ class StreamConsumer:
         reply = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=1, block=self.block_ms
         )
-        for entry_id, fields in _stream_entries(reply):
+        for entry_id, fields in stream_entries(reply):
             self._handle(Entry(entry_id, fields, 1))
             handled += 1
         return handled
@@ -221,7 +198,7 @@ class StreamConsumer:
                 deliveries = self._deliveries(entry_id)
                 if deliveries is None:  # acknowledged meanwhile
                     continue
-                self._process(Entry(entry_id, _fields(raw_fields), deliveries))
+                self._process(Entry(entry_id, fields_of(raw_fields), deliveries))
                 handled += 1
             if deleted:
                 self._note_deleted(deleted)
@@ -242,7 +219,7 @@ class StreamConsumer:
 
     def _handle(self, entry: Entry) -> None:
         """Call the handler once and act on what it answered (the one path for every delivery)."""
-        context = _log_context(entry)
+        context = log_context(entry)
         outcome: Outcome | None = None
         error: Exception | None = None
         self._busy.set(1)
@@ -290,14 +267,15 @@ class StreamConsumer:
     def _call(self, entry: Entry) -> Outcome:
         """The handler, retried in place while it fails for a ``transient`` reason (the database or Redis
         is down). All the while the entry's lease is renewed without counting a delivery (see
-        :class:`_LeaseKeeper`), so no peer takes it: not during a decode longer than the lease, and not
+        :class:`~audioflow.core.streams.leases.LeaseKeeper`), so no peer takes it: not during a decode longer
+        than the lease, and not
         during an outage, however long, which never walks it toward the dead-letter stream; only
         failures of the entry itself count. On stop the entry is left pending for later."""
-        with _LeaseKeeper(self, entry.id):
+        with LeaseKeeper(self.client, self.stream, self.group, self.consumer, entry.id, self.lease_ms):
             return self._call_until_done(entry)
 
     def _call_until_done(self, entry: Entry) -> Outcome:
-        backoff = _Backoff(cap=min(5.0, self.lease_ms / 2000))
+        backoff = Backoff(cap=min(5.0, self.lease_ms / 2000))
         while True:
             try:
                 return self.handler(entry)
@@ -315,7 +293,7 @@ class StreamConsumer:
                     type(exc).__name__,
                     str(exc).splitlines()[0][:200] if str(exc) else "",
                     delay,
-                    extra=_log_context(entry),
+                    extra=log_context(entry),
                 )
                 if self._stop is not None:
                     self._stop.wait(delay)
@@ -344,22 +322,11 @@ class StreamConsumer:
             except Exception as exc:
                 self.log.warning("on_dead_letter failed for %s: %s: %s", entry.id, type(exc).__name__, exc)
                 self.log.debug("on_dead_letter traceback", exc_info=True)
-        fields: dict[FieldT, EncodableT] = {key: value for key, value in entry.fields.items()}
-        fields.update(reason=reason, original_id=entry.id, deliveries=entry.deliveries, group=self.group)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(dead_letter_stream(self.stream), fields)
-        pipe.xack(self.stream, self.group, entry.id)
-        pipe.execute()
+        where = move_to_dead_letter(self.client, self.stream, self.group, entry, reason)
         self._count("dead_letter")
-        self.log.warning(
-            "%s entry %s moved to %s after %d deliveries: %s",
-            self.stream,
-            entry.id,
-            dead_letter_stream(self.stream),
-            entry.deliveries,
-            reason,
-            extra=_log_context(entry),
-        )
+        context = log_context(entry)
+        message = "%s entry %s moved to %s after %d deliveries: %s"
+        self.log.warning(message, self.stream, entry.id, where, entry.deliveries, reason, extra=context)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -369,7 +336,7 @@ class StreamConsumer:
         last = "0"
         while not self._stopping():
             reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: last}, count=1)
-            entries = _stream_entries(reply)
+            entries = stream_entries(reply)
             if not entries:
                 break
             for entry_id, fields in entries:
@@ -416,7 +383,7 @@ class StreamConsumer:
 
     def _finish(self) -> None:
         """On stop: acknowledge work whose XACK was lost to an outage (bounded attempts)."""
-        backoff = _Backoff()
+        backoff = Backoff()
         for _ in range(3):
             try:
                 self._flush_acks()
@@ -428,73 +395,3 @@ class StreamConsumer:
             len(self._unacked),
             ", ".join(self._unacked),
         )
-
-
-class _LeaseKeeper:
-    """While an entry is in hand, a thread renews its lease every third of it: ``XCLAIM … JUSTID`` with
-    no minimum idle time resets the idle time and leaves the delivery count as it is. With Redis itself
-    down nobody can claim the entry either, so a failed renewal is simply tried again."""
-
-    def __init__(self, consumer: StreamConsumer, entry_id: str) -> None:
-        self._consumer = consumer
-        self._entry_id = entry_id
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease {entry_id}", daemon=True)
-
-    def __enter__(self) -> None:
-        self._thread.start()
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _renew(self) -> None:
-        c = self._consumer
-        while not self._done.wait(c.lease_ms / 3000):
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                c.client.xclaim(c.stream, c.group, c.consumer, 0, [self._entry_id], justid=True)
-
-
-class _Backoff:
-    """Exponential backoff from 0.1 s doubling to 5 s, with jitter (half fixed, half random)."""
-
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempts = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * 2.0**self.attempts)
-        self.attempts += 1
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def reset(self) -> None:
-        self.attempts = 0
-
-
-def _fields(raw: object) -> dict[str, str]:
-    if isinstance(raw, Mapping):
-        return {str(k): str(v) for k, v in raw.items()}
-    if isinstance(raw, list | tuple):  # a flat [k1, v1, k2, v2, ...] reply
-        return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
-    return {}
-
-
-def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
-    """``(id, fields)`` pairs of an XREADGROUP reply for one stream (RESP2 list or RESP3 map)."""
-    if not reply:
-        return []
-    batches: Iterable[Any] = reply.values() if isinstance(reply, Mapping) else (item[1] for item in reply)
-    return [(str(message[0]), _fields(message[1])) for batch in batches for message in batch or ()]
-
-
-def _log_context(entry: Entry) -> dict[str, object]:
-    context: dict[str, object] = {}
-    if "meeting_id" in entry.fields:
-        context["meeting_id"] = entry.fields["meeting_id"]
-    if "seq" in entry.fields:
-        seq = entry.fields["seq"]
-        context["seq"] = int(seq) if seq.isdigit() else seq
-    if "generation" in entry.fields:  # which meeting of that id (see MeetingLogForwarder)
-        context["generation"] = entry.fields["generation"]
-    return context

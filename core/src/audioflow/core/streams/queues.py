@@ -1,4 +1,5 @@
-"""Queue administration: enqueue work, create groups, trim what every group finished, measure backlog.
+"""Queue administration: enqueue work, create groups, dead-letter, trim what every group finished,
+measure backlog.
 
 ``trim_acknowledged`` trims only what every group has finished (Redis 7 trims ignore consumer
 groups), and ``backlog`` counts a group's remaining work without trusting ``XINFO GROUPS`` ``lag``
@@ -12,8 +13,18 @@ from typing import Any
 
 import redis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
-__all__ = ["backlog", "dead_letter_stream", "enqueue", "ensure_group", "trim_acknowledged"]
+from audioflow.core.streams.entries import Entry
+
+__all__ = [
+    "backlog",
+    "dead_letter_stream",
+    "enqueue",
+    "ensure_group",
+    "move_to_dead_letter",
+    "trim_acknowledged",
+]
 
 _MAX_SEQ = 2**64 - 1
 _RANGE_PAGE = 1000
@@ -27,6 +38,18 @@ def enqueue(client: redis.Redis, stream: str, fields: Mapping[str, str | int]) -
     """XADD ``fields`` (values as strings) and return the new entry's id. No MAXLEN: trimming is
     ``trim_acknowledged``'s job, which never drops unfinished work."""
     return str(client.xadd(stream, {key: str(value) for key, value in fields.items()}))
+
+
+def move_to_dead_letter(client: redis.Redis, stream: str, group: str, entry: Entry, reason: str) -> str:
+    """Copy ``entry`` (with why, its id, deliveries and group) to the dead-letter stream and acknowledge
+    it, in one transaction; return the dead-letter stream's name."""
+    fields: dict[FieldT, EncodableT] = {key: value for key, value in entry.fields.items()}
+    fields.update(reason=reason, original_id=entry.id, deliveries=entry.deliveries, group=group)
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(dead_letter_stream(stream), fields)
+    pipe.xack(stream, group, entry.id)
+    pipe.execute()
+    return dead_letter_stream(stream)
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
