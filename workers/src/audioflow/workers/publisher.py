@@ -73,8 +73,9 @@ def announce_if_completed(
 ) -> None:
     """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""
     with sessions() as session:
-        if queries.get_live_meeting(session, meeting_id, generation) is None:
-            return
+        meeting = queries.get_live_meeting(session, meeting_id, generation)
+        if meeting is None or meeting.ended_at is None:
+            return  # a live meeting cannot have finished: no status queries after every chunk
         try:
             status = queries.meeting_status(session, meeting_id)
         except NotFound:
