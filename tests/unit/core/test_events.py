@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import redis
-import redis.asyncio as aioredis
 
 from audioflow.core.events import DELETED_TTL_S, aforget, announced, decode_event, publish, publish_marked
 from audioflow.core.keys import Keys
+from audioflow.core.redis_client import async_redis_client
 
 GEN = "1700000000000001"  # a meeting's generation (see queries.generation)
 
@@ -78,7 +78,7 @@ def test_nothing_is_kept_for_a_deleted_meeting_and_a_new_one_starts_empty(
     assert publish(redis_client, keys, "m1", "log", {"message": "old"}, generation=GEN, maxlen=100)
 
     async def forget() -> None:
-        client = aioredis.Redis.from_url(redis_server_url)
+        client = async_redis_client(redis_server_url, socket_timeout=5.0)
         try:
             await aforget(client, keys, "m1", GEN)
         finally:

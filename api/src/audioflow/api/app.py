@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +31,7 @@ from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.events import publish
 from audioflow.core.keys import Keys
 from audioflow.core.logs import MeetingLogForwarder
+from audioflow.core.redis_client import async_redis_client, redis_client
 from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
 
@@ -48,26 +47,17 @@ def create_app(settings: Settings) -> FastAPI:
             pool_size=settings.db_pool_size,
             max_overflow=0,
         )
-        sync_redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
-        )
+        sync_redis = redis_client(settings.redis_url, socket_timeout=5.0)
         # Request traffic (events published by the API, deletion, readiness): short commands only.
-        async_redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=15
-        )
+        async_redis = async_redis_client(settings.redis_url, socket_timeout=5.0)
         # Event followers' own client: one blocking XREAD per followed meeting plus a few replays, so it
         # needs a longer read timeout and never takes a connection that a request needs.
         app.state.event_hub = events.EventHub(
-            aioredis.Redis(
-                connection_pool=aioredis.BlockingConnectionPool.from_url(
-                    settings.redis_url,
-                    max_connections=settings.max_event_followers + events.REPLAYS_AT_ONCE,
-                    timeout=10,
-                    socket_timeout=30.0,
-                    socket_connect_timeout=2.0,
-                    health_check_interval=15,
-                    client_name=f"{settings.redis_prefix}events",  # tells them apart in CLIENT LIST
-                )
+            async_redis_client(
+                settings.redis_url,
+                socket_timeout=30.0,
+                max_connections=settings.max_event_followers + events.REPLAYS_AT_ONCE,
+                client_name=f"{settings.redis_prefix}events",
             ),
             max_followers=settings.max_event_followers,
             max_per_meeting=settings.max_event_followers_per_meeting,

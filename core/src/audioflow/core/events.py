@@ -105,7 +105,7 @@ def publish_args(
 
 
 def _event_id(reply: Any) -> str | None:
-    return None if reply is None else _text(reply)
+    return None if reply is None else str(reply)
 
 
 def publish(
@@ -148,15 +148,12 @@ def publish_marked(
 
 def announced(client: redis.Redis, keys: Keys, meeting_id: str, mark: str) -> str | None:
     value: Any = client.hget(keys.announced(meeting_id), mark)
-    return None if value is None else _text(value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else str(value)
 
 
 def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
-    return [(_text(i), {_text(k): _text(v) for k, v in (f or {}).items()}) for i, f in raw or []]
+    """``(id, fields)`` pairs of a decoded XRANGE/XREAD reply (every client decodes: core.redis_client)."""
+    return [(str(i), dict(f or {})) for i, f in raw or []]
 
 
 async def read_after(
@@ -176,7 +173,7 @@ async def read_after(
 async def last_event_id(client: aioredis.Redis, stream: str) -> str | None:
     """The id of the stream's newest event, or None when it has none."""
     newest: Any = await client.xrevrange(stream, count=1)
-    return _text(newest[0][0]) if newest else None
+    return str(newest[0][0]) if newest else None
 
 
 async def apublish(
