@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audioflow.api.errors import RETRY_AFTER_S, error_response
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.errors import (
     AudioflowError,
     PayloadTooLarge,
@@ -38,7 +39,7 @@ from audioflow.core.errors import (
 
 JSON_BODY_LIMIT = 64 * 1024  # every body but a chunk upload is a small JSON document
 SPOOL_IN_MEMORY = 1024 * 1024  # a typical chunk (5 s at 16 kHz is 160 KB) never touches the disk
-_CHUNK_UPLOAD = re.compile(r"/v1/meetings/.+/chunks/[^/]*")
+_CHUNK_UPLOAD = re.compile(re.escape(MEETINGS) + r"/.+/chunks/[^/]*")
 _WEBHOOK = "/webhooks/chunk"  # signed too
 _BODY = "audioflow.chunk_body"
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from audioflow.core.api_paths import chunk_path
 from audioflow.core.errors import SignatureError
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -45,7 +46,7 @@ def generate_secret() -> str:
 
 def chunk_target(meeting_id: str, seq: int | str) -> str:
     """What a chunk upload signs besides its body: its method and canonical path."""
-    return f"PUT /v1/meetings/{meeting_id}/chunks/{seq}"
+    return f"PUT {chunk_path(meeting_id, seq)}"
 
 
 def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes | memoryview, target: str | None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from audioflow.core.api_paths import MEETINGS, meeting_path
 from audioflow.core.wav import AudioFormat
 
 
@@ -111,22 +112,22 @@ class Gateway:
             "id": meeting_id,
             "format": {"sample_rate": fmt.sample_rate, "channels": fmt.channels, "bits": fmt.bits},
         }
-        return await self._json("POST", "/v1/meetings", ok=201, json=payload)
+        return await self._json("POST", MEETINGS, ok=201, json=payload)
 
     async def get_meeting(self, meeting_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"/v1/meetings/{meeting_id}")
+        return await self._json("GET", meeting_path(meeting_id))
 
     async def end_meeting(self, meeting_id: str) -> dict[str, Any]:
-        return await self._json("POST", f"/v1/meetings/{meeting_id}/end")
+        return await self._json("POST", meeting_path(meeting_id) + "/end")
 
     async def delete_meeting(self, meeting_id: str) -> None:
-        path = f"/v1/meetings/{meeting_id}"
+        path = meeting_path(meeting_id)
         response = await self._request("DELETE", path)
         if response.status_code != 204:
             raise self._reject("DELETE", path, response)
 
     def recording_url(self, meeting_id: str, public_url: str | None = None) -> str:
-        return f"{(public_url or self.base_url).rstrip('/')}/v1/meetings/{meeting_id}/recording.wav"
+        return (public_url or self.base_url).rstrip("/") + meeting_path(meeting_id) + "/recording.wav"
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from audioflow.core.api_paths import chunk_path, meeting_path
 from audioflow.core.settings import Settings
 from audioflow.core.signing import sign_chunk
 from audioflow.core.wav import AudioFormat, canonical_header, parse_wav, pcm_view
@@ -79,7 +80,7 @@ def plan(
 
 def send(client: httpx.Client, base_url: str, secret: str, delivery: Delivery) -> int:
     """PUT one chunk, signed; retried with backoff on 503, 429 and connection errors. Returns the status."""
-    url = f"{base_url.rstrip('/')}/v1/meetings/{delivery.meeting_id}/chunks/{delivery.seq}"
+    url = base_url.rstrip("/") + chunk_path(delivery.meeting_id, delivery.seq)
     delay = 0.25
     for attempt in range(RETRIES):
         signed = sign_chunk(secret, delivery.meeting_id, delivery.seq, delivery.body)
@@ -150,7 +151,7 @@ def _end_meetings(client: httpx.Client, base_url: str, token: str | None, meetin
     failed = 0
     for meeting_id in meeting_ids:
         response = client.post(
-            f"{base_url.rstrip('/')}/v1/meetings/{meeting_id}/end",
+            base_url.rstrip("/") + meeting_path(meeting_id) + "/end",
             headers={"authorization": f"Bearer {token}"},
         )
         if response.status_code != 200:

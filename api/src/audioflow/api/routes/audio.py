@@ -19,14 +19,13 @@ from audioflow.api.errors import error_response
 from audioflow.api.ranges import parse_range
 from audioflow.api.routes.live_audio import LiveAudioHub, Watch
 from audioflow.api.schemas import ERROR_RESPONSES, ErrorEnvelope
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import NotFound, RangeNotSatisfiable
 from audioflow.core.recording import snapshot_length
 from audioflow.core.wav import streaming_header
 
-router = APIRouter(
-    prefix="/v1/meetings", tags=["audio"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
-)
+router = APIRouter(prefix=MEETINGS, tags=["audio"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
 
 PIECE = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store"}

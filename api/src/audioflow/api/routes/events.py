@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
 from audioflow.api.deps import check_token
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest
 from audioflow.core.events import decode_event, last_event_id, read_after
@@ -227,7 +228,7 @@ async def _send_after(
                 last = _order(event_id)
 
 
-@router.websocket("/v1/meetings/{meeting_id}/events")
+@router.websocket(MEETINGS + "/{meeting_id}/events")
 async def meeting_events(websocket: WebSocket, meeting_id: str) -> None:
     """Events ``{id, meeting_id, type, ts, data}`` of one meeting. ``?since=<id>`` replays what came after
     that id (omit it to get everything); ``?token=`` or a bearer header authenticates. Past the follower

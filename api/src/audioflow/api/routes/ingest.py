@@ -14,6 +14,7 @@ from audioflow.api.fetch import fetch_chunk_async
 from audioflow.api.guards import chunk_body
 from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk, signing_secret
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.errors import BadRequest, UnsupportedMediaType
 from audioflow.core.ids import check_meeting_id, check_seq, parse_seq
 from audioflow.core.metrics import CHUNKS_INGESTED
@@ -52,7 +53,7 @@ def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
 
 
 @router.put(
-    "/v1/meetings/{meeting_id:path}/chunks/{seq}",
+    MEETINGS + "/{meeting_id:path}/chunks/{seq}",
     status_code=201,
     response_model=ChunkAccepted,
     responses=DUPLICATE,

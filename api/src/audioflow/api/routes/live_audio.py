@@ -38,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
 from audioflow.api.ws import CLOSE_BASE, TooManyListeners, authorize, refuse, until_gone
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest, NotFound, RangeNotSatisfiable
 from audioflow.core.ids import check_meeting_id
@@ -255,7 +256,7 @@ async def _send_from(websocket: WebSocket, watch: Watch, position: int) -> State
             await changed.wait()
 
 
-@router.websocket("/v1/meetings/{meeting_id}/live-audio")
+@router.websocket(MEETINGS + "/{meeting_id}/live-audio")
 async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
     """The recording's PCM from the live edge (or ``from``), pushed as it grows; see the module doc."""
     ctx: AppContext = websocket.app.state.ctx

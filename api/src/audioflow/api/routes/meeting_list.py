@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from audioflow.api.context import AppContext
 from audioflow.api.schemas import MeetingList, MeetingPublic
 from audioflow.api.ws import TooManyListeners, authorize, refuse, until_gone
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError
 
@@ -95,7 +96,7 @@ async def _push(websocket: WebSocket, feed: MeetingListFeed) -> str:
         await changed.wait()
 
 
-@router.websocket("/v1/meetings")
+@router.websocket(MEETINGS)
 async def meeting_list(websocket: WebSocket) -> None:
     """The meeting list, pushed as it changes; see the module doc."""
     ctx: AppContext = websocket.app.state.ctx

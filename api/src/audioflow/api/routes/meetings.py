@@ -17,6 +17,7 @@ from audioflow.api.context import AppContext
 from audioflow.api.deps import AdminAuth, Ctx, MeetingId, ReaderAuth
 from audioflow.api.schemas import ERROR_RESPONSES, MeetingCreate, MeetingList, MeetingPublic
 from audioflow.core import events
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
@@ -25,9 +26,7 @@ from audioflow.core.wav import AudioFormat
 from audioflow.core.work_item import WorkItem
 
 log = logging.getLogger("audioflow.api.meetings")
-router = APIRouter(
-    prefix="/v1/meetings", tags=["meetings"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
-)
+router = APIRouter(prefix=MEETINGS, tags=["meetings"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
 
 
 def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:

@@ -11,11 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from audioflow.api import transcripts
 from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
 from audioflow.api.schemas import ERROR_RESPONSES, TranscriptPublic
+from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 
-router = APIRouter(
-    prefix="/v1/meetings", tags=["transcript"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES
-)
+router = APIRouter(prefix=MEETINGS, tags=["transcript"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
 
 MEDIA = {
     "txt": "text/plain; charset=utf-8",
