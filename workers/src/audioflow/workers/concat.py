@@ -33,7 +33,7 @@ from audioflow.core.errors import RecordingFull
 from audioflow.core.event_payloads import ChunkFailed, RecordingExtended
 from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
 from audioflow.core.recording import RecordingFile, recording_lock
-from audioflow.core.storage import LocalStorage
+from audioflow.core.storage import ChunkStore
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import AudioFormat, parse_wav, pcm_view
 from audioflow.workers.publisher import Publisher, announce_if_completed
@@ -47,7 +47,7 @@ RECORDING_MARK = "recording"  # the concatenated_through last announced
 @dataclass
 class ConcatDeps:
     sessions: sessionmaker[Session]
-    storage: LocalStorage
+    storage: ChunkStore  # the interface: any backend, not only local files
     publish: Publisher
     gap_timeout_s: float
     fsync: bool = True

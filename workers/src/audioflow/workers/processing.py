@@ -18,7 +18,7 @@ from audioflow.core.db.models import Meeting, Segment
 from audioflow.core.errors import ChunkMissing
 from audioflow.core.event_payloads import ChunkFailed, ChunkTranscribed
 from audioflow.core.metrics import STT_AUDIO_SECONDS, STT_SECONDS
-from audioflow.core.storage import LocalStorage
+from audioflow.core.storage import ChunkStore
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import parse_wav, pcm_view
 from audioflow.workers.publisher import Publisher, announce_if_completed
@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class ProcessingDeps:
     sessions: sessionmaker[Session]
-    storage: LocalStorage
+    storage: ChunkStore  # the interface: any backend, not only local files
     engine: SttEngine
     publish: Publisher
     overlap_s: float
 
 
-def _pcm(storage: LocalStorage, meeting_id: str, seq: int) -> bytes | None:
+def _pcm(storage: ChunkStore, meeting_id: str, seq: int) -> bytes | None:
     if seq < 0 or not storage.has_chunk(meeting_id, seq):
         return None
     data = storage.get_chunk(meeting_id, seq)
