@@ -10,6 +10,7 @@ to the minimum takes seconds; what is compared is the measured time against the 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from audioflow.core.streams.queues import backlog
 from bench.common import Unmeasured
 from bench.concat_stage import Audio, Meeting
 from tests.integration.stack import Stack
+
+MIN_DECODE_S = 0.1  # the least a processing worker takes for one 5 s chunk of speech on this machine
 
 
 @dataclass
@@ -153,8 +156,10 @@ def run_local(
         raise Unmeasured(
             f"the local processing policy cannot scale here: max = cores = {policy.max_replicas}"
         )
-    # asks for the maximum, with a margin: one worker drains some before the next tick reads the backlog
-    backlog_size = policy.target_backlog * policy.max_replicas + 1
+    # Asks for the maximum, with a margin: one worker drains some before the next tick reads the backlog,
+    # up to a tick's worth (TICK_S at no less than MIN_DECODE_S a chunk; Whisper with its 15 s window
+    # drained a margin of one before a tick once, and the scale-up never came).
+    backlog_size = policy.target_backlog * policy.max_replicas + 1 + math.ceil(up.TICK_S / MIN_DECODE_S)
     keys = Keys(stack.env["AUDIOFLOW_REDIS_PREFIX"])
     meeting = Meeting(
         "scaling-local",
