@@ -53,6 +53,17 @@ def _store(sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: s
         )
 
 
+def _meeting(
+    sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: str, seqs: range, *, ended: bool
+) -> None:
+    """A meeting with 5 s silent chunks ``seqs`` stored, ended or not."""
+    with transaction(sessions) as session:
+        meeting = queries.create_meeting(session, meeting_id, SPEECH_FORMAT)
+        meeting.ended_at = datetime.now(UTC) if ended else None
+    for seq in seqs:
+        _store(sessions, storage, meeting_id, seq)
+
+
 @pytest.mark.parametrize("ended", [False, True], ids=["live", "ended"])
 def test_the_last_chunk_of_an_ended_meeting_keeps_its_last_words(
     ended: bool,
@@ -62,12 +73,7 @@ def test_the_last_chunk_of_an_ended_meeting_keeps_its_last_words(
     tmp_path: Path,
 ) -> None:
     storage = LocalStorage(tmp_path, fsync=False)
-    with transaction(sessions) as session:
-        meeting = queries.create_meeting(session, "tail", SPEECH_FORMAT)
-        if ended:
-            meeting.ended_at = datetime.now(UTC)
-    for seq in (0, 1):
-        _store(sessions, storage, "tail", seq)
+    _meeting(sessions, storage, "tail", range(2), ended=ended)
     # A word inside the chunk, and one still being spoken at its end (after the trailing cut, which
     # silence puts 0.1 s before the end).
     scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 5.9, 6.0)])
@@ -94,9 +100,7 @@ def test_a_meeting_ended_after_its_last_chunk_was_transcribed_gets_that_chunks_t
     # queues it again): decoded again with its tail, the row replaced, announced once more, and the
     # meeting's phase waits for it.
     storage = LocalStorage(tmp_path, fsync=False)
-    with transaction(sessions) as session:
-        queries.create_meeting(session, "late-end", SPEECH_FORMAT)
-    _store(sessions, storage, "late-end", 0)
+    _meeting(sessions, storage, "late-end", range(1), ended=False)
     scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 4.9, 5.0)])
     keys = Keys(redis_prefix)
     deps = ProcessingDeps(sessions, storage, scripted, Publisher(redis_client, keys, 1000), 1.0)
