@@ -9,10 +9,8 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from audioflow.core import events
-from audioflow.core.db import queries
-from audioflow.core.errors import NotFound
-from audioflow.core.event_payloads import MeetingPhase
+from audioflow.core import events, meeting_phase
+from audioflow.core.db.queries import Phase
 from audioflow.core.keys import Keys
 
 
@@ -64,6 +62,12 @@ class Publisher:
             maxlen=self.maxlen,
         )
 
+    def phase(self, meeting_id: str, phase: Phase, *, generation: str) -> None:
+        """``meeting.phase``, through its one owner (``core.meeting_phase``)."""
+        meeting_phase.publish_phase(
+            self.client, self.keys, meeting_id, phase, generation=generation, maxlen=self.maxlen
+        )
+
     def announced(self, meeting_id: str, mark: str) -> str | None:
         return events.announced(self.client, self.keys, meeting_id, mark)
 
@@ -73,12 +77,6 @@ def announce_if_completed(
 ) -> None:
     """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""
     with sessions() as session:
-        meeting = queries.get_live_meeting(session, meeting_id, generation)
-        if meeting is None or meeting.ended_at is None:
-            return  # a live meeting cannot have finished: no status queries after every chunk
-        try:
-            status = queries.meeting_status(session, meeting_id)
-        except NotFound:
-            return
-    if status.ended_at is not None and status.phase in ("completed", "failed"):
-        publish(meeting_id, "meeting.phase", MeetingPhase(phase=status.phase), generation=generation)
+        phase = meeting_phase.finished_phase(session, meeting_id, generation)
+    if phase is not None:
+        publish.phase(meeting_id, phase, generation=generation)

@@ -16,12 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from audioflow.api.context import AppContext
 from audioflow.api.deps import AdminAuth, Ctx, MeetingId, ReaderAuth
 from audioflow.api.schemas import ERROR_RESPONSES, MeetingCreate, MeetingList, MeetingPublic
-from audioflow.core import events
+from audioflow.core import events, meeting_phase
 from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
-from audioflow.core.event_payloads import MeetingPhase
 from audioflow.core.wav import AudioFormat
 from audioflow.core.work_item import WorkItem
 
@@ -48,12 +47,11 @@ async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> Mee
     the meeting created (409) or change nothing. The event is only missed; the status says the phase."""
     status, generation = changed
     try:
-        await events.apublish(
+        await meeting_phase.apublish_phase(
             ctx.aredis,
             ctx.keys,
             status.id,
-            "meeting.phase",
-            MeetingPhase(phase=status.phase),
+            status.phase,
             generation=generation,
             maxlen=ctx.settings.events_maxlen,
         )
