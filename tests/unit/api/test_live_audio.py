@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +16,7 @@ from audioflow.api.routes.live_audio import LiveAudioHub, Watch, _start
 from audioflow.api.ws import TooManyListeners
 from audioflow.core.db import queries
 from audioflow.core.errors import BadRequest, RangeNotSatisfiable
+from audioflow.core.storage import LocalStorage
 from audioflow.core.wav import AudioFormat, canonical_header
 
 pytestmark = pytest.mark.asyncio
@@ -31,20 +32,22 @@ def _write(path: Path, pcm_bytes: int) -> None:
 @pytest.fixture
 def recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Path]]:
     """A context whose meeting "m" exists, is live, and whose recording is ``path``."""
-    path = tmp_path / "recording.wav"
+    storage = LocalStorage(tmp_path, fsync=False)
+    path = storage.recording_path("m")
+    path.parent.mkdir(parents=True)
     _write(path, 2 * SECOND)
     status = SimpleNamespace(phase="live")
     monkeypatch.setattr(queries, "get_meeting", lambda session, meeting_id: None)
     monkeypatch.setattr(queries, "meeting_status", lambda session, meeting_id: status)
     ctx = SimpleNamespace(
         sessions=lambda: contextlib.nullcontext(None),
-        storage=SimpleNamespace(recording_path=lambda meeting_id: path),
+        storage=storage,
     )
     yield ctx, path
 
 
 def _watch(length: int) -> Watch:
-    return Watch("m", Path("unused"), -1, FMT, length)
+    return Watch("m", cast(Any, None), FMT, length)  # _start reads no audio
 
 
 @pytest.mark.parametrize(

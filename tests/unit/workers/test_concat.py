@@ -68,8 +68,7 @@ def test_missing_seq_is_bridged_with_silence_after_the_gap_timeout(
         sessions,
         storage,
         Publisher(redis_client, keys, 1000),
-        gap_timeout_s=2.0,
-        fsync=False,
+        gap_timeout_s=2.0,  # the storage above does not fsync
         clock=lambda: now,
     )
 

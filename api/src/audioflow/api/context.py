@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
-from audioflow.core.storage import LocalStorage
+from audioflow.core.storage import Storage
 
 
 @dataclass
@@ -21,5 +21,5 @@ class AppContext:
     sessions: sessionmaker[Session]
     redis: redis.Redis  # sync client, used from the threadpool by ingest
     aredis: aioredis.Redis  # async client, used by WebSocket and live audio
-    storage: LocalStorage
+    storage: Storage  # the interface: chunks, recordings, deletion; LocalStorage today
     keys: Keys

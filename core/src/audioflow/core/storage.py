@@ -1,7 +1,10 @@
 """Where chunk files and recordings live, addressed only by (meeting_id, seq), never by a client path.
 
-``LocalStorage`` keeps them under ``AUDIOFLOW_DATA_DIR`` (one shared volume in a cluster). The
-:class:`ChunkStore` protocol is the seam for an object store later.
+The protocols are the seam the gateway and the workers depend on: :class:`ChunkStore` for chunks,
+:class:`RecordingStore` for the growing recording (a writer's turn and appends, readers that follow it,
+deletion). ``LocalStorage`` is the one implementation: files under ``AUDIOFLOW_DATA_DIR`` (one shared
+volume in a cluster), the recording kept by ``audioflow.core.recording``. An object store adds another
+implementation without touching the pipeline.
 """
 
 from __future__ import annotations
@@ -11,20 +14,110 @@ import os
 import secrets
 import shutil
 import tempfile
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from audioflow.core.errors import StorageFull
 from audioflow.core.ids import check_meeting_id, check_seq
+from audioflow.core.recording import RecordingFile, RecordingFileReader, recording_lock
+from audioflow.core.wav import AudioFormat
 
 
 class ChunkStore(Protocol):
     def put_chunk(self, meeting_id: str, seq: int, data: bytes | memoryview) -> None: ...
     def get_chunk(self, meeting_id: str, seq: int) -> bytes: ...
     def has_chunk(self, meeting_id: str, seq: int) -> bool: ...
-    def recording_path(self, meeting_id: str) -> Path: ...
     def delete_meeting(self, meeting_id: str) -> None: ...
     def free_bytes(self) -> int: ...
+
+
+class RecordingReader(Protocol):
+    """A meeting's recording (a canonical WAV that only grows) opened for reading. It stays on the
+    recording it opened, so a meeting deleted or its id reused meanwhile never switches bytes under it."""
+
+    @property
+    def format(self) -> AudioFormat: ...
+
+    def committed(self) -> int:
+        """Bytes of the WAV, header included, that may be served now (whole frames, committed audio
+        only); RecordingCorrupt if it can no longer be read as a recording. Follow growth by asking
+        again."""
+        ...
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the WAV from ``offset``; fewer only at its end. OSError once closed."""
+        ...
+
+    def current(self) -> bool:
+        """Whether this is still the meeting's recording (False once the meeting is deleted)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Extent(Protocol):
+    """Where one held seq's PCM sits within the recording's data."""
+
+    @property
+    def length(self) -> int: ...
+
+
+class RecordingWriter(Protocol):
+    """A recording open for appends, in seq order, by the holder of its turn (see ``RecordingFile``)."""
+
+    @property
+    def format(self) -> AudioFormat: ...
+    @property
+    def next_seq(self) -> int: ...
+    @property
+    def held_through(self) -> int: ...
+    @property
+    def data_length(self) -> int: ...
+    @property
+    def file_length(self) -> int: ...
+    @property
+    def duration_s(self) -> float: ...
+    def entry(self, seq: int) -> Extent | None: ...
+    def append(self, seq: int, pcm: bytes | bytearray | memoryview) -> object: ...
+    def append_silence(self, seq: int, frames: int) -> object: ...
+
+
+@dataclass(frozen=True)
+class Detached:
+    """A meeting's files moved out of the way by :meth:`RecordingStore.detach_meeting`; ``key`` is the
+    backend's name for where they went."""
+
+    meeting_id: str
+    key: str
+
+
+class RecordingStore(Protocol):
+    def recording_turn(self, meeting_id: str) -> AbstractContextManager[None]:
+        """Hold the meeting's recording exclusively (processes take turns; a holder that dies lets go).
+        Never creates the meeting's storage: FileNotFoundError if it is gone (the meeting was deleted)."""
+        ...
+
+    def open_for_append(self, meeting_id: str, fmt: AudioFormat) -> AbstractContextManager[RecordingWriter]:
+        """Open the recording for appends, created empty if missing and recovered after a crash; only
+        within :meth:`recording_turn`. FileNotFoundError if the meeting's storage is gone."""
+        ...
+
+    def open_recording(self, meeting_id: str) -> RecordingReader:
+        """The recording for reading; FileNotFoundError if it does not exist yet."""
+        ...
+
+    def detach_meeting(self, meeting_id: str) -> Detached | None:
+        """Take the meeting's chunks and recording out of reach in one step; None if it has none."""
+        ...
+
+    def reattach_meeting(self, meeting_id: str, detached: Detached) -> None: ...
+    def purge(self, detached: Detached) -> None: ...
+
+
+class Storage(ChunkStore, RecordingStore, Protocol):
+    """Chunks and recordings: what the gateway and the concat worker hold."""
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
@@ -98,27 +191,41 @@ class LocalStorage:
     def has_chunk(self, meeting_id: str, seq: int) -> bool:
         return self.chunk_path(meeting_id, seq).is_file()
 
-    def detach_meeting(self, meeting_id: str) -> Path | None:
+    def recording_turn(self, meeting_id: str) -> AbstractContextManager[None]:
+        # Never create the meeting's folder: if it is gone, so is the meeting (see detach_meeting).
+        return recording_lock(self.recording_path(meeting_id), create_parent=False)
+
+    def open_for_append(self, meeting_id: str, fmt: AudioFormat) -> RecordingFile:
+        return RecordingFile.open(self.recording_path(meeting_id), fmt, fsync=self.fsync, create_parent=False)
+
+    def open_recording(self, meeting_id: str) -> RecordingFileReader:
+        return RecordingFileReader.open(self.recording_path(meeting_id))
+
+    def detach_meeting(self, meeting_id: str) -> Detached | None:
         """Move the meeting's folder out of the way in one step (a rename into ``<root>/deleting/``), so
         that nothing is read from or written into it by path any more; None if it has no folder. A worker
         that still holds one of its files open writes into the moved file, never into a new one: the
-        concat worker opens recordings without creating the folder (see ``recording_lock``)."""
+        concat worker opens recordings without creating the folder (see :meth:`recording_turn`)."""
         folder = self.meeting_dir(meeting_id)
-        trash = self.root / "deleting" / f"{folder.name}.{secrets.token_hex(6)}"
+        detached = Detached(meeting_id, f"{folder.name}.{secrets.token_hex(6)}")
+        trash = self._trash(detached)
         trash.parent.mkdir(parents=True, exist_ok=True)
         try:
             folder.rename(trash)
         except FileNotFoundError:
             return None
-        return trash
+        return detached
 
-    def reattach_meeting(self, meeting_id: str, detached: Path) -> None:
+    def _trash(self, detached: Detached) -> Path:
+        return self.root / "deleting" / detached.key
+
+    def reattach_meeting(self, meeting_id: str, detached: Detached) -> None:
         """Undo :meth:`detach_meeting` (the deletion it was part of failed)."""
-        detached.rename(self.meeting_dir(meeting_id))
+        self._trash(detached).rename(self.meeting_dir(meeting_id))
 
-    def purge(self, detached: Path) -> None:
+    def purge(self, detached: Detached) -> None:
         """Remove a detached folder for good."""
-        shutil.rmtree(detached, ignore_errors=True)
+        shutil.rmtree(self._trash(detached), ignore_errors=True)
 
     def delete_meeting(self, meeting_id: str) -> None:
         detached = self.detach_meeting(meeting_id)

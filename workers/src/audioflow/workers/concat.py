@@ -32,8 +32,7 @@ from audioflow.core.db.models import Chunk, Gap, Meeting, Recording
 from audioflow.core.errors import RecordingFull
 from audioflow.core.event_payloads import ChunkFailed, RecordingExtended
 from audioflow.core.metrics import RECORDING_APPENDED_BYTES, RECORDING_GAPS
-from audioflow.core.recording import RecordingFile, recording_lock
-from audioflow.core.storage import ChunkStore
+from audioflow.core.storage import RecordingWriter, Storage
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.core.wav import AudioFormat, parse_wav, pcm_view
 from audioflow.workers.publisher import Publisher, announce_if_completed
@@ -47,10 +46,9 @@ RECORDING_MARK = "recording"  # the concatenated_through last announced
 @dataclass
 class ConcatDeps:
     sessions: sessionmaker[Session]
-    storage: ChunkStore  # the interface: any backend, not only local files
+    storage: Storage  # the interface (chunks and the recording): any backend, not only local files
     publish: Publisher
     gap_timeout_s: float
-    fsync: bool = True
     clock: Callable[[], float] = field(default=time.time)
     max_gap_s: float = 600.0  # AUDIOFLOW_MAX_GAP_S
     max_meeting_s: float = 12 * 3600.0  # AUDIOFLOW_MAX_MEETING_S
@@ -120,7 +118,7 @@ def _waiting(session: Session, meeting: Meeting, after: int | None = None) -> Wa
     )
 
 
-def _silence_frames(rec: RecordingFile, waiting: Waiting, seq: int) -> int:
+def _silence_frames(rec: RecordingWriter, waiting: Waiting, seq: int) -> int:
     """A missing chunk is assumed as long as its predecessor (else its successor)."""
     before = rec.entry(seq - 1)
     if before is not None:
@@ -129,7 +127,7 @@ def _silence_frames(rec: RecordingFile, waiting: Waiting, seq: int) -> int:
     return waiting.chunks[later][0] // rec.format.block_align
 
 
-def _check_gap(deps: ConcatDeps, rec: RecordingFile, waiting: Waiting, seq: int, frames: int) -> None:
+def _check_gap(deps: ConcatDeps, rec: RecordingWriter, waiting: Waiting, seq: int, frames: int) -> None:
     """The run of missing seqs from ``seq`` to the next present one is bridged only if its silence stays
     within ``max_gap_s``: a one-frame chunk far ahead of a long one is no way to make hours of silence."""
     following = min(s for s in waiting.chunks if s > seq)
@@ -143,7 +141,7 @@ def _check_gap(deps: ConcatDeps, rec: RecordingFile, waiting: Waiting, seq: int,
         )
 
 
-def _check_length(deps: ConcatDeps, rec: RecordingFile, seq: int, length: int, what: str) -> None:
+def _check_length(deps: ConcatDeps, rec: RecordingWriter, seq: int, length: int, what: str) -> None:
     fmt = rec.format
     limit = int(deps.max_meeting_s * fmt.sample_rate) * fmt.block_align
     if rec.data_length + length > limit:
@@ -167,13 +165,12 @@ def advance(deps: ConcatDeps, meeting_id: str, generation: str | None = None) ->
     if (not waiting.chunks and waiting.recorded_through < 0) or waiting.failed:
         return 0
     alive = _Alive(deps, meeting_id, generation)
-    path = deps.storage.recording_path(meeting_id)
     try:
-        # Never create the meeting's folder: if it is gone, so is the meeting (see storage.detach_meeting).
-        with recording_lock(path, create_parent=False):
-            if not alive.now():  # deleted while this worker waited for the lock
+        # The turn never creates the meeting's storage: if it is gone, so is the meeting.
+        with deps.storage.recording_turn(meeting_id):
+            if not alive.now():  # deleted while this worker waited for its turn
                 return 0
-            with RecordingFile.open(path, waiting.fmt, fsync=deps.fsync, create_parent=False) as rec:
+            with deps.storage.open_for_append(meeting_id, waiting.fmt) as rec:
                 added, failed = _advance_locked(deps, meeting_id, generation, waiting, rec, alive)
     except _Gone:
         return 0
@@ -187,7 +184,7 @@ def advance(deps: ConcatDeps, meeting_id: str, generation: str | None = None) ->
 
 
 def _advance_locked(
-    deps: ConcatDeps, meeting_id: str, generation: str, waiting: Waiting, rec: RecordingFile, alive: _Alive
+    deps: ConcatDeps, meeting_id: str, generation: str, waiting: Waiting, rec: RecordingWriter, alive: _Alive
 ) -> tuple[list[int], bool]:
     """The step itself, under the lock: the seqs appended, and whether the recording failed."""
     if rec.held_through < waiting.recorded_through:  # the file lost a tail the database recorded
@@ -261,7 +258,7 @@ def _advance_locked(
 
 
 def _mirror(
-    deps: ConcatDeps, meeting_id: str, generation: str, rec: RecordingFile, bridged: list[tuple[int, int]]
+    deps: ConcatDeps, meeting_id: str, generation: str, rec: RecordingWriter, bridged: list[tuple[int, int]]
 ) -> None:
     """Make the database say what the recording's index says (it is the authority)."""
     try:

@@ -87,7 +87,6 @@ def run_worker(kind: Kind, settings: Settings) -> None:
             storage,
             publish,
             settings.gap_timeout_s,
-            fsync=settings.fsync,
             max_gap_s=settings.max_gap_s,
             max_meeting_s=settings.max_meeting_s,
         )

@@ -5,24 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from audioflow.api.context import AppContext
 from audioflow.api.deps import Ctx, MeetingId, ReaderAuth
 from audioflow.api.errors import error_response
 from audioflow.api.ranges import parse_range
-from audioflow.api.routes.live_audio import LiveAudioHub, Watch
+from audioflow.api.routes.live_audio import LiveAudioHub, Watch, open_recording
 from audioflow.api.schemas import ERROR_RESPONSES, ErrorEnvelope
 from audioflow.core.api_paths import MEETINGS
-from audioflow.core.db import queries
-from audioflow.core.errors import NotFound, RangeNotSatisfiable
-from audioflow.core.recording import snapshot_length
+from audioflow.core.errors import RangeNotSatisfiable
+from audioflow.core.storage import RecordingReader
 from audioflow.core.wav import streaming_header
 
 router = APIRouter(prefix=MEETINGS, tags=["audio"], dependencies=[ReaderAuth], responses=ERROR_RESPONSES)
@@ -31,29 +28,16 @@ PIECE = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _recording(ctx: AppContext, meeting_id: str) -> tuple[Path, BinaryIO]:
-    """The recording's path and the file, open: a reader keeps the file it opened, so a meeting deleted
-    (or its id reused) while it reads never cuts its answer short or switches files under it."""
-    with ctx.sessions() as session:
-        queries.get_meeting(session, meeting_id)
-    path = ctx.storage.recording_path(meeting_id)
-    try:
-        return path, path.open("rb")
-    except FileNotFoundError:
-        raise NotFound(
-            f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet"
-        ) from None
-
-
-async def _file_bytes(handle: BinaryIO, first: int, last: int) -> AsyncIterator[bytes]:
-    with handle:
-        handle.seek(first)
-        remaining = last - first + 1
-        while remaining > 0:
-            piece = handle.read(min(PIECE, remaining))
+async def _file_bytes(reader: RecordingReader, first: int, last: int) -> AsyncIterator[bytes]:
+    """Bytes ``first..last`` of the recording the reader holds (a meeting deleted or its id reused
+    meanwhile never cuts the answer short or switches recordings under it)."""
+    with contextlib.closing(reader):
+        position = first
+        while position <= last:
+            piece = reader.read(position, min(PIECE, last - position + 1))
             if not piece:
                 return
-            remaining -= len(piece)
+            position += len(piece)
             yield piece
 
 
@@ -68,16 +52,16 @@ async def _file_bytes(handle: BinaryIO, first: int, last: int) -> AsyncIterator[
 )
 async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Response:
     """The consistent prefix of the growing recording (its header's sizes always match what is sent)."""
-    _, handle = await run_in_threadpool(_recording, ctx, meeting_id)
+    reader = await run_in_threadpool(open_recording, ctx, meeting_id)
     try:
-        _, total = snapshot_length(handle.fileno())
+        total = reader.committed()
         headers = {"Accept-Ranges": "bytes", **NO_STORE}
         wanted = parse_range(request.headers.get("range"), total)
     except RangeNotSatisfiable as exc:
-        handle.close()
+        reader.close()
         return error_response(416, exc.code, exc.message, {"Content-Range": f"bytes */{total}", **headers})
     except BaseException:
-        handle.close()
+        reader.close()
         raise
     first, last = wanted if wanted else (0, total - 1)
     headers["Content-Length"] = str(last - first + 1)
@@ -86,7 +70,7 @@ async def recording_wav(meeting_id: MeetingId, request: Request, ctx: Ctx) -> Re
         status = 206
         headers["Content-Range"] = f"bytes {first}-{last}/{total}"
     return StreamingResponse(
-        _file_bytes(handle, first, last), status_code=status, media_type="audio/wav", headers=headers
+        _file_bytes(reader, first, last), status_code=status, media_type="audio/wav", headers=headers
     )
 
 

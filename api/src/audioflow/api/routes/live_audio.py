@@ -16,8 +16,8 @@
   when the recording cannot be read.
 
 Cheap per listener: one watcher per meeting (whatever its number of listeners) polls the recording's
-committed length through the recording API in core and wakes them; a listener holds no file, Redis or
-database connection of its own and reads with ``pread`` on the watcher's file.
+committed length through the storage's recording reader and wakes them; a listener holds no file, Redis
+or database connection of its own and reads through the watcher's reader.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -42,7 +40,7 @@ from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest, NotFound, RangeNotSatisfiable
 from audioflow.core.ids import check_meeting_id
-from audioflow.core.recording import same_file, snapshot_length
+from audioflow.core.storage import RecordingReader
 from audioflow.core.wav import CANONICAL_HEADER_SIZE, AudioFormat
 
 router = APIRouter(tags=["audio"])
@@ -63,8 +61,7 @@ class Watch:
     """One meeting's recording, open, and its committed PCM length, shared by all its listeners."""
 
     meeting_id: str
-    path: Path
-    fd: int
+    reader: RecordingReader
     format: AudioFormat
     length: int  # bytes of PCM data committed (header excluded)
     state: State = "open"
@@ -81,25 +78,32 @@ class Watch:
         self.changed = asyncio.Event()
 
     def read(self, position: int, size: int) -> bytes:
-        return os.pread(self.fd, size, CANONICAL_HEADER_SIZE + position)
+        return self.reader.read(CANONICAL_HEADER_SIZE + position, size)
+
+    def committed(self) -> int:
+        """Bytes of PCM the recording holds now (the watcher's poll)."""
+        return self.reader.committed() - CANONICAL_HEADER_SIZE
 
 
-def _open(ctx: AppContext, meeting_id: str) -> Watch:
+def open_recording(ctx: AppContext, meeting_id: str) -> RecordingReader:
+    """The meeting's recording, open for reading (NotFound if the meeting or its recording is missing)."""
     with ctx.sessions() as session:
         queries.get_meeting(session, meeting_id)
-    path = ctx.storage.recording_path(meeting_id)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return ctx.storage.open_recording(meeting_id)
     except FileNotFoundError:
         raise NotFound(
             f"meeting {meeting_id!r} has no recording yet (no chunk concatenated)", code="no_recording_yet"
         ) from None
+
+
+def _open(ctx: AppContext, meeting_id: str) -> Watch:
+    reader = open_recording(ctx, meeting_id)
     try:
-        fmt, length = snapshot_length(fd)
+        return Watch(meeting_id, reader, reader.format, reader.committed() - CANONICAL_HEADER_SIZE)
     except BaseException:
-        os.close(fd)
+        reader.close()
         raise
-    return Watch(meeting_id, path, fd, fmt, length - CANONICAL_HEADER_SIZE)
 
 
 def _over(ctx: AppContext, meeting_id: str) -> State:
@@ -166,7 +170,7 @@ class LiveAudioHub:
         opened = await run_in_threadpool(_open, ctx, meeting_id)
         current = self._watches.get(meeting_id)  # another listener may have opened it meanwhile
         if current is not None and current.state not in ("deleted", "broken"):
-            os.close(opened.fd)
+            opened.reader.close()
             return current
         self._watches[meeting_id] = opened
         opened.task = asyncio.create_task(self._poll(ctx, opened), name=f"live-audio {meeting_id}")
@@ -177,23 +181,23 @@ class LiveAudioHub:
             watch.task.cancel()
         if self._watches.get(watch.meeting_id) is watch:
             del self._watches[watch.meeting_id]
-        os.close(watch.fd)
+        watch.reader.close()
 
     async def _poll(self, ctx: AppContext, watch: Watch) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time()  # at once: a meeting already over ends its listeners without a wait
         try:
             while True:
-                watch.update(snapshot_length(watch.fd)[1] - CANONICAL_HEADER_SIZE)
+                watch.update(watch.committed())
                 if loop.time() >= next_check:
                     next_check = loop.time() + self.phase_check_s
                     state: State = (
                         "deleted"
-                        if not same_file(watch.path, watch.fd)
+                        if not watch.reader.current()
                         else await run_in_threadpool(_over, ctx, watch.meeting_id)
                     )
                     if state != "open":  # final: what it holds now is all it will ever hold
-                        watch.update(snapshot_length(watch.fd)[1] - CANONICAL_HEADER_SIZE, state)
+                        watch.update(watch.committed(), state)
                         return
                 await asyncio.sleep(self.poll_s)
         except asyncio.CancelledError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import redis.exceptions
@@ -21,6 +20,7 @@ from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting
+from audioflow.core.storage import Detached
 from audioflow.core.wav import AudioFormat
 from audioflow.core.work_item import WorkItem
 
@@ -141,7 +141,7 @@ async def delete_meeting(meeting_id: MeetingId, ctx: Ctx) -> Response:
             return queries.generation(queries.get_meeting(session, meeting_id))
 
     def remove(generation: str) -> None:
-        detached: Path | None = None
+        detached: Detached | None = None
         try:
             with transaction(ctx.sessions) as session:
                 if queries.get_live_meeting(session, meeting_id, generation) is None:

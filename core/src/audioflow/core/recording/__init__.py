@@ -33,7 +33,9 @@ A :class:`RecordingFile` has a single writer at a time and is not thread-safe; p
 recording go through :func:`locked_recording`.
 
 Modules: ``index`` (records, file names), ``fileio`` (positional I/O), ``file`` (:class:`RecordingFile`),
-``lock`` (``flock`` turns, and what a reader may serve).
+``lock`` (``flock`` turns, and what a reader may serve), ``reader`` (a recording held open for reading).
+These are the local implementation behind ``audioflow.core.storage``; the gateway and workers reach them
+only through that interface.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from audioflow.core.recording.index import (
     lock_path,
 )
 from audioflow.core.recording.lock import locked_recording, recording_lock, same_file, snapshot_length
+from audioflow.core.recording.reader import RecordingFileReader
 
 __all__ = [
     "INDEX_MAGIC",
@@ -59,6 +62,7 @@ __all__ = [
     "Entry",
     "Kind",
     "RecordingFile",
+    "RecordingFileReader",
     "index_path",
     "lock_path",
     "locked_recording",
