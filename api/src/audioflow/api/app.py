@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
+from audioflow.api.group_commit import GroupCommit
 from audioflow.api.guards import BodyGuard, SecurityHeaders
 from audioflow.api.ingest import LOG_COMPONENT, check_signature_headers
 from audioflow.api.routes import (
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
             storage=LocalStorage(settings.data_dir, fsync=settings.fsync),
             keys=Keys(settings.redis_prefix),
         )
+        app.state.group_commit = GroupCommit(app.state.ctx)
         # The gateway's lines about a meeting reach that meeting's page as ``log`` events too.
         forwarder = MeetingLogForwarder(
             LOG_COMPONENT,

@@ -62,7 +62,8 @@ def _allowed(url: str, allowlist: tuple[str, ...]) -> bool:
     return False
 
 
-def _read_file(url: str, settings: Settings) -> bytes:
+def _file_target(url: str, settings: Settings) -> tuple[Path, int]:
+    """The regular file a ``file:`` URL names inside the ingest root, and its size within the limit."""
     root = settings.ingest_root
     if root is None:
         raise Forbidden(
@@ -88,16 +89,32 @@ def _read_file(url: str, settings: Settings) -> bytes:
                 "file: URL does not name a regular file under the ingest root", code="url_not_found"
             )
         size = target.stat().st_size
-        if size > settings.max_chunk_bytes:
-            raise _too_large(settings.max_chunk_bytes)
+    except (OSError, RuntimeError) as exc:
+        raise _unreadable(exc) from None
+    if size > settings.max_chunk_bytes:
+        raise _too_large(settings.max_chunk_bytes)
+    return target, size
+
+
+def _read_target(target: Path, settings: Settings) -> bytes:
+    try:
         with target.open("rb") as handle:
             data = handle.read(settings.max_chunk_bytes + 1)
-    except (OSError, RuntimeError) as exc:  # name too long, unreadable; RuntimeError: a symlink loop
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "symlink loop"
-        raise BadRequest(f"file: URL cannot be read: {reason}", code="url_not_found") from None
-    if len(data) > settings.max_chunk_bytes:
+    except OSError as exc:
+        raise _unreadable(exc) from None
+    if len(data) > settings.max_chunk_bytes:  # it grew since its size was read
         raise _too_large(settings.max_chunk_bytes)
     return data
+
+
+def _unreadable(exc: Exception) -> BadRequest:
+    """Name too long, unreadable; RuntimeError: a symlink loop."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "symlink loop"
+    return BadRequest(f"file: URL cannot be read: {reason}", code="url_not_found")
+
+
+def _read_file(url: str, settings: Settings) -> bytes:
+    return _read_target(_file_target(url, settings)[0], settings)
 
 
 def _download(url: str, settings: Settings) -> bytes:
@@ -129,6 +146,8 @@ def _download(url: str, settings: Settings) -> bytes:
         raise DownloadFailed(f"fetching the chunk URL failed: {type(exc).__name__}") from None
 
 
+#: ``file:`` chunks up to this size are read in the event loop; larger ones in a thread.
+INLINE_READ_BYTES = 1 << 20
 #: Downloads at once per gateway process; one more is refused with 503 and Retry-After.
 MAX_DOWNLOADS = 8
 _downloads = ThreadPoolExecutor(max_workers=MAX_DOWNLOADS, thread_name_prefix="download")
@@ -144,7 +163,10 @@ async def fetch_chunk_async(url: str, settings: Settings) -> bytes:
     ``file:`` URL is a bounded local read, not a download that can stall: it takes no download slot, so
     64 senders of ``file:`` URLs are not answered 503 past the eighth."""
     if _scheme(url) == "file":
-        return await run_in_threadpool(_read_file, url, settings)
+        target, size = _file_target(url, settings)
+        if size <= INLINE_READ_BYTES:  # a page cache read of a few pages: cheaper than a thread hop
+            return _read_target(target, settings)
+        return await run_in_threadpool(_read_target, target, settings)
     if not _slots.acquire(blocking=False):
         raise DownloadsBusy(f"{MAX_DOWNLOADS} chunk URLs are being fetched already; retry later")
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import redis.client
 import sqlalchemy.exc
 
 from audioflow.api.context import AppContext
@@ -28,7 +29,7 @@ from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
 from audioflow.core.signing import PresentedSignature, check_headers
-from audioflow.core.wav import parse_wav
+from audioflow.core.wav import WavInfo, parse_wav
 from audioflow.core.work_item import WorkItem
 
 log = logging.getLogger("audioflow.api.ingest")
@@ -66,16 +67,33 @@ class Accepted:
     generation: str  # which meeting of that id (see queries.generation)
 
 
-def _record(
-    ctx: AppContext, meeting_id: str, seq: int, body: bytes | memoryview, signature: PresentedSignature | None
-) -> Accepted:
+@dataclass(frozen=True)
+class Checked:
+    """A chunk's body, valid as a WAV within the limits, and its hash: what is known before the database."""
+
+    info: WavInfo
+    sha256: str
+
+
+def check_body(settings: Settings, body: bytes | memoryview) -> Checked:
     info = parse_wav(body)
-    if info.duration_s > ctx.settings.max_chunk_s:
+    if info.duration_s > settings.max_chunk_s:
         raise ChunkTooLong(
             f"the chunk is {info.duration_s:.1f} s long; at most AUDIOFLOW_MAX_CHUNK_S="
-            f"{ctx.settings.max_chunk_s:g} s is accepted (cut it into shorter chunks)"
+            f"{settings.max_chunk_s:g} s is accepted (cut it into shorter chunks)"
         )
-    sha = hashlib.sha256(body).hexdigest()
+    return Checked(info, hashlib.sha256(body).hexdigest())
+
+
+def _record(
+    ctx: AppContext,
+    meeting_id: str,
+    seq: int,
+    body: bytes | memoryview,
+    checked: Checked,
+    signature: PresentedSignature | None,
+) -> Accepted:
+    info, sha = checked.info, checked.sha256
     webhook_id = None if signature is None else signature.webhook_id
     settings = ctx.settings
     with transaction(ctx.sessions) as session:
@@ -174,13 +192,16 @@ def accept_chunk(
     seq: int,
     body: bytes | memoryview,
     signature: PresentedSignature | None,
+    checked: Checked | None = None,
 ) -> Accepted:
-    """Store one chunk and enqueue its work; raises typed errors for every bad input."""
+    """Store one chunk and enqueue its work; raises typed errors for every bad input. ``checked``: its
+    body's :func:`check_body`, when the caller has it already."""
     check_meeting_id(meeting_id)
     check_seq(seq)
+    checked = checked or check_body(ctx.settings, body)
     for attempt in range(3):
         try:
-            accepted = _record(ctx, meeting_id, seq, body, signature)
+            accepted = _record(ctx, meeting_id, seq, body, checked, signature)
             break
         except (sqlalchemy.exc.IntegrityError, Conflict) as exc:
             # A concurrent request created the same meeting, chunk or delivery first (a meeting's first
@@ -188,52 +209,62 @@ def accept_chunk(
             retry = not isinstance(exc, Conflict) or exc.code == "meeting_exists"
             if attempt == 2 or not retry:
                 raise
-    line = f"chunk {accepted.status} ({accepted.bytes} bytes, {accepted.duration_s:.2f} s)"
-    # The page's log event for this line rides in the work's Redis pipeline, not a write of its own.
-    in_pipeline = accepted.needs_work and log.isEnabledFor(logging.INFO)
+    return announce(ctx, accepted)
+
+
+def log_line(accepted: Accepted) -> str:
+    return f"chunk {accepted.status} ({accepted.bytes} bytes, {accepted.duration_s:.2f} s)"
+
+
+def page_logs_in_pipeline() -> bool:
+    """The page's log event for an accepted chunk's line rides in the work's Redis pipeline, not a write
+    of its own (when the line is logged at all)."""
+    return log.isEnabledFor(logging.INFO)
+
+
+def announce(ctx: AppContext, accepted: Accepted) -> Accepted:
+    """Enqueue an accepted chunk's work if it needs it, count it and log it."""
+    in_pipeline = accepted.needs_work and page_logs_in_pipeline()
     if accepted.needs_work:
-        _enqueue(ctx, accepted, line if in_pipeline else None)
+        pipe = ctx.redis.pipeline(transaction=True)
+        add_work(pipe, ctx, accepted, log_line(accepted) if in_pipeline else None)
+        pipe.execute()
+    return report(accepted, published=in_pipeline)
+
+
+def report(accepted: Accepted, *, published: bool) -> Accepted:
+    """Count and log an accepted chunk (after its work is enqueued)."""
     CHUNKS_INGESTED.labels(accepted.status).inc()
     if accepted.status == "created":
         INGEST_BYTES.inc(accepted.bytes)
     extra = {
-        "meeting_id": meeting_id,
-        "seq": seq,
+        "meeting_id": accepted.meeting_id,
+        "seq": accepted.seq,
         "generation": accepted.generation,
-        "published": in_pipeline,
+        "published": published,
     }
-    log.info("%s", line, extra=extra)
+    log.info("%s", log_line(accepted), extra=extra)
     return accepted
 
 
-def _enqueue(ctx: AppContext, accepted: Accepted, log_line: str | None) -> None:
+def add_work(pipe: redis.client.Pipeline, ctx: AppContext, accepted: Accepted, line: str | None) -> None:
+    """Add an accepted chunk's work items and events (and its page log ``line``) to ``pipe``."""
     work = WorkItem(accepted.meeting_id, accepted.seq, accepted.generation)
     keys = ctx.keys
-    pipe = ctx.redis.pipeline(transaction=True)
     work.add_to(pipe, keys.transcribe)
     work.add_to(pipe, keys.concat)
+    publish = functools.partial(
+        events.publish_args,
+        keys,
+        accepted.meeting_id,
+        generation=accepted.generation,
+        maxlen=ctx.settings.events_maxlen,
+    )
     if accepted.status == "created":
-        publish = functools.partial(
-            events.publish_args,
-            keys,
-            accepted.meeting_id,
-            generation=accepted.generation,
-            maxlen=ctx.settings.events_maxlen,
-        )
         if accepted.first_chunk:
             pipe.eval(*publish("meeting.phase", MeetingPhase(phase="live")))
         data = ChunkReceived(seq=accepted.seq, bytes=accepted.bytes, duration_s=accepted.duration_s)
         pipe.eval(*publish("chunk.received", data))
-    if log_line is not None:
-        line = LogLine(level="info", component=LOG_COMPONENT, message=log_line, seq=accepted.seq)
-        pipe.eval(
-            *events.publish_args(
-                ctx.keys,
-                accepted.meeting_id,
-                "log",
-                line,
-                generation=accepted.generation,
-                maxlen=ctx.settings.events_maxlen,
-            )
-        )
-    pipe.execute()
+    if line is not None:
+        page_line = LogLine(level="info", component=LOG_COMPONENT, message=line, seq=accepted.seq)
+        pipe.eval(*publish("log", page_line))

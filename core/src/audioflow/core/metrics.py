@@ -25,6 +25,11 @@ CHUNKS_INGESTED = Counter(
     "Chunk uploads answered by the gateway, by result (created, duplicate, rejected).",
     ["result"],
 )
+INGEST_BATCH_CHUNKS = Histogram(
+    "audioflow_ingest_batch_chunks",
+    "Chunks committed together by one group commit of the gateway (the usual case's path).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 INGEST_BYTES = Counter("audioflow_ingest_bytes_total", "Bytes of accepted new chunks.")
 STT_SECONDS = Histogram(
     "audioflow_stt_decode_seconds",

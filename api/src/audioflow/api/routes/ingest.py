@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.deps import Ctx
 from audioflow.api.fetch import fetch_chunk_async
+from audioflow.api.group_commit import GroupCommit
 from audioflow.api.guards import chunk_body
-from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, accept_chunk, signing_secret
+from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, signing_secret
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
 from audioflow.core.api_paths import MEETINGS
 from audioflow.core.errors import BadRequest, UnsupportedMediaType
@@ -38,6 +38,11 @@ def verified_signature(
         target=target,
         tolerance_s=ctx.settings.signature_tolerance_s,
     )
+
+
+def group_commit(request: Request) -> GroupCommit:
+    committer: GroupCommit = request.app.state.group_commit
+    return committer
 
 
 def _answer(accepted: Accepted, response: Response) -> ChunkAccepted:
@@ -84,7 +89,7 @@ async def put_chunk(
         body = chunk_body(request)  # received by guards.BodyGuard, within its limits
         # The signature covers where the chunk lands, so a captured upload cannot be replayed elsewhere.
         signature = verified_signature(ctx, request, body, chunk_target(meeting_id, seq_number))
-        accepted = await run_in_threadpool(accept_chunk, ctx, meeting_id, seq_number, body, signature)
+        accepted = await group_commit(request).accept(meeting_id, seq_number, body, signature)
     except Exception:
         CHUNKS_INGESTED.labels("rejected").inc()
         raise
@@ -129,9 +134,7 @@ async def webhook_chunk(request: Request, response: Response, ctx: Ctx) -> Chunk
         check_meeting_id(payload.meeting_id)
         check_seq(payload.seq)
         data = await fetch_chunk_async(payload.url, ctx.settings)
-        accepted = await run_in_threadpool(
-            accept_chunk, ctx, payload.meeting_id, payload.seq, data, signature
-        )
+        accepted = await group_commit(request).accept(payload.meeting_id, payload.seq, data, signature)
     except Exception:
         CHUNKS_INGESTED.labels("rejected").inc()
         raise

@@ -1,0 +1,167 @@
+"""Group commit: concurrent requests' chunks share one transaction and one Redis pipeline.
+
+A request hands its checked chunk to :meth:`GroupCommit.accept` and waits. One flush at a time takes
+every chunk waiting (up to ``max_batch``) to a worker thread, which reads what the batch's meetings and
+webhook-ids hold, inserts the rows of the new chunks in one statement, stores their files, records their
+deliveries and commits, then enqueues all their work in one pipeline. Chunks arriving meanwhile wait for
+the next flush, so a batch is as large as the load makes it and an idle gateway commits one chunk at a
+time with no added delay.
+
+The promise is unchanged: a request is answered 201 only after its row is committed, its file stored
+(and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Only the usual case takes this path: a new
+seq of a meeting that already has chunks, with an unseen webhook-id. Anything else (a meeting's first
+chunk, a duplicate, a conflict, a replay, a refusal), and every chunk of a batch that failed as a whole,
+goes the one-by-one way of :func:`ingest.accept_chunk`, which decides it as it always did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+import anyio.to_thread
+from starlette.concurrency import run_in_threadpool
+
+from audioflow.api.context import AppContext
+from audioflow.api.ingest import (
+    Accepted,
+    Checked,
+    accept_chunk,
+    add_work,
+    check_body,
+    log_line,
+    page_logs_in_pipeline,
+    report,
+)
+from audioflow.core.db import batch_ingest
+from audioflow.core.db.batch_ingest import HeldMeeting, NewChunk
+from audioflow.core.db.engine import transaction
+from audioflow.core.db.queries import generation_at
+from audioflow.core.ids import check_meeting_id, check_seq
+from audioflow.core.metrics import INGEST_BATCH_CHUNKS
+from audioflow.core.signing import PresentedSignature
+
+# A body this large is hashed in a thread and goes the one-by-one way: hashing it in the event loop
+# would hold every other request up, and batching saves nothing next to its own cost.
+MAX_GROUPED_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Pending:
+    meeting_id: str
+    seq: int
+    body: bytes | memoryview
+    checked: Checked
+    signature: PresentedSignature | None
+
+    def row(self) -> NewChunk:
+        return NewChunk(
+            meeting_id=self.meeting_id,
+            seq=self.seq,
+            sha256=self.checked.sha256,
+            size_bytes=len(self.body),
+            data_bytes=self.checked.info.data_length,
+            duration_s=self.checked.info.duration_s,
+            webhook_id=None if self.signature is None else self.signature.webhook_id,
+        )
+
+
+class GroupCommit:
+    def __init__(self, ctx: AppContext, *, max_batch: int = 128) -> None:
+        self._ctx = ctx
+        self._max_batch = max_batch
+        self._waiting: list[tuple[Pending, asyncio.Future[Accepted | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def accept(
+        self, meeting_id: str, seq: int, body: bytes | memoryview, signature: PresentedSignature | None
+    ) -> Accepted:
+        """Store one chunk and enqueue its work, as :func:`ingest.accept_chunk` does."""
+        check_meeting_id(meeting_id)
+        check_seq(seq)
+        if len(body) > MAX_GROUPED_BYTES:
+            return await run_in_threadpool(accept_chunk, self._ctx, meeting_id, seq, body, signature)
+        checked = check_body(self._ctx.settings, body)
+        pending = Pending(meeting_id, seq, body, checked, signature)
+        done: asyncio.Future[Accepted | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((pending, done))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        accepted = await done
+        if accepted is not None:
+            return accepted
+        return await run_in_threadpool(accept_chunk, self._ctx, meeting_id, seq, body, signature, checked)
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+                try:
+                    results = await anyio.to_thread.run_sync(commit_batch, self._ctx, [p for p, _ in batch])
+                except Exception:  # each chunk is then decided on its own, its error included
+                    results = [None] * len(batch)
+                for (_, done), accepted in zip(batch, results, strict=True):
+                    if not done.done():  # its request may have been cancelled (client gone)
+                        done.set_result(accepted)
+        finally:
+            self._flusher = None
+
+
+def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -> bool:
+    """The usual case: a later chunk of a meeting in the right format, near its highest seq, not a
+    replay after a deletion (those are decided one by one)."""
+    return (
+        meeting is not None
+        and meeting.deleted_at is None
+        and meeting.highest_seq >= 0
+        and meeting.format == pending.checked.info.format
+        and pending.seq - meeting.highest_seq <= ctx.settings.max_seq_ahead
+    )
+
+
+def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]:
+    """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one."""
+    results: list[Accepted | None] = [None] * len(batch)
+    with transaction(ctx.sessions) as session:
+        meetings = batch_ingest.held_meetings(session, (p.meeting_id for p in batch))
+        webhook_ids = Counter(p.signature.webhook_id for p in batch if p.signature is not None)
+        seen = batch_ingest.seen_webhook_ids(session, webhook_ids)
+        chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
+        for i, pending in enumerate(batch):
+            key, signature = (pending.meeting_id, pending.seq), pending.signature
+            webhook_id = None if signature is None else signature.webhook_id
+            if key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
+                continue
+            if webhook_id is not None and (webhook_id in seen or webhook_ids[webhook_id] > 1):
+                continue
+            chosen[key] = i
+        inserted = batch_ingest.insert_new_chunks(session, [batch[i].row() for i in chosen.values()])
+        stored = [chosen[key] for key in inserted]
+        for i in stored:  # inside the transaction, after the insert took each key (see ingest._record)
+            ctx.storage.put_chunk(batch[i].meeting_id, batch[i].seq, batch[i].body)
+        batch_ingest.record_deliveries(session, [batch[i].row() for i in stored])
+    for i in stored:
+        pending = batch[i]
+        results[i] = Accepted(
+            pending.meeting_id,
+            pending.seq,
+            "created",
+            len(pending.body),
+            pending.checked.info.duration_s,
+            pending.checked.sha256,
+            needs_work=True,
+            first_chunk=False,
+            generation=generation_at(meetings[pending.meeting_id].created_at),
+        )
+    accepted = [a for a in results if a is not None]
+    INGEST_BATCH_CHUNKS.observe(len(accepted))
+    if accepted:
+        in_pipeline = page_logs_in_pipeline()
+        pipe = ctx.redis.pipeline(transaction=True)  # all of the batch's work, or none of it
+        for one in accepted:
+            add_work(pipe, ctx, one, log_line(one) if in_pipeline else None)
+        pipe.execute()
+        for one in accepted:
+            report(one, published=in_pipeline)
+    return results

@@ -1,0 +1,174 @@
+"""Group commit (``api/group_commit.py``) on a real database (PostgreSQL and SQLite), a real Redis and
+real files: later chunks of a meeting share one transaction and one pipeline; everything unusual is
+left to the one-by-one path, which then answers exactly as before; a batch that fails commits nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+
+from audioflow.api import group_commit
+from audioflow.api.context import AppContext
+from audioflow.api.group_commit import GroupCommit, Pending, commit_batch
+from audioflow.api.ingest import Accepted, accept_chunk, check_body
+from audioflow.core.db.engine import make_engine, make_sessionmaker
+from audioflow.core.db.migrate import upgrade
+from audioflow.core.db.models import Chunk, WebhookDelivery
+from audioflow.core.errors import Conflict, StorageFull
+from audioflow.core.keys import Keys
+from audioflow.core.settings import Settings
+from audioflow.core.signing import PresentedSignature
+from audioflow.core.storage import LocalStorage
+from tests.factories import tone_pcm, wav_bytes
+
+CHUNK = wav_bytes(tone_pcm(0.25))
+OTHER = wav_bytes(tone_pcm(0.25, freq=660.0))
+
+
+@pytest.fixture
+def ctx(database_url: str, redis_server_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[AppContext]:
+    upgrade(database_url)
+    engine = make_engine(database_url, fsync=False)
+    context = AppContext(
+        settings=Settings(max_seq_ahead=1000),
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        redis=redis.Redis.from_url(redis_server_url, decode_responses=True),
+        aredis=aioredis.Redis.from_url(redis_server_url, decode_responses=True),
+        storage=LocalStorage(tmp_path / "data", fsync=False),
+        keys=Keys(redis_prefix),
+    )
+    yield context
+    context.redis.close()
+    engine.dispose()
+
+
+def _signed(webhook_id: str) -> PresentedSignature:
+    return PresentedSignature(webhook_id=webhook_id, timestamp=int(time.time()), signatures="v1,unused")
+
+
+def _pending(ctx: AppContext, meeting_id: str, seq: int, webhook_id: str, body: bytes = CHUNK) -> Pending:
+    return Pending(meeting_id, seq, body, check_body(ctx.settings, body), _signed(webhook_id))
+
+
+def _rows(ctx: AppContext) -> tuple[set[tuple[str, int]], set[str]]:
+    with ctx.sessions() as session:
+        chunks = {(m, s) for m, s in session.execute(select(Chunk.meeting_id, Chunk.seq))}
+        deliveries = set(session.scalars(select(WebhookDelivery.id)))
+    return chunks, deliveries
+
+
+def _received_events(ctx: AppContext, meeting_id: str) -> list[int]:
+    entries = cast(list[tuple[str, dict[str, str]]], ctx.redis.xrange(ctx.keys.events(meeting_id)))
+    return [json.loads(fields["data"])["seq"] for _, fields in entries if fields["type"] == "chunk.received"]
+
+
+def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one_by_one_path(
+    ctx: AppContext,
+) -> None:
+    first = accept_chunk(ctx, "m", 0, CHUNK, _signed("w-first"))  # the meeting's first chunk, one by one
+    assert first.status == "created" and first.first_chunk
+    batch = [
+        _pending(ctx, "m", 1, "w-1"),  # 0: new seq of a meeting with chunks
+        _pending(ctx, "m", 2, "w-2"),  # 1: another
+        _pending(ctx, "m", 2, "w-2b"),  # 2: the same seq again in this batch
+        _pending(ctx, "m", 3, "w-twice"),  # 3: a webhook-id used twice in this batch
+        _pending(ctx, "m", 4, "w-twice"),  # 4
+        _pending(ctx, "m", 5, "w-first"),  # 5: a webhook-id already delivered
+        _pending(ctx, "m", 0, "w-0b"),  # 6: a seq already held
+        _pending(ctx, "m", 0, "w-0c", OTHER),  # 7: a seq already held, other bytes
+        _pending(ctx, "new", 0, "w-new"),  # 8: a meeting's first chunk
+        _pending(ctx, "m", 5000, "w-far"),  # 9: too far ahead
+    ]
+    results = commit_batch(ctx, batch)
+
+    grouped = {i for i, r in enumerate(results) if r is not None}
+    assert grouped == {0, 1}
+    assert all(isinstance(r, Accepted) and r.status == "created" and r.needs_work for r in results if r)
+    assert all(r.generation == first.generation for r in results if r)
+    chunks, deliveries = _rows(ctx)
+    assert chunks == {("m", 0), ("m", 1), ("m", 2)}
+    assert deliveries == {"w-first", "w-1", "w-2"}
+    assert ctx.storage.get_chunk("m", 1) == CHUNK and ctx.storage.get_chunk("m", 2) == CHUNK
+    assert ctx.redis.xlen(ctx.keys.transcribe) == ctx.redis.xlen(ctx.keys.concat) == 3
+    assert _received_events(ctx, "m") == [0, 1, 2]
+
+    # The chunks left over get the answers the one-by-one path always gave.
+    def one_by_one(i: int) -> Accepted:
+        p = batch[i]
+        return accept_chunk(ctx, p.meeting_id, p.seq, p.body, p.signature, p.checked)
+
+    assert one_by_one(2).status == "duplicate"
+    assert one_by_one(3).status == "created"
+    with pytest.raises(Conflict, match="webhook-id"):
+        one_by_one(4)
+    with pytest.raises(Conflict, match="webhook-id"):
+        one_by_one(5)
+    assert one_by_one(6).status == "duplicate"
+    with pytest.raises(Conflict, match="different bytes"):
+        one_by_one(7)
+    assert one_by_one(8).first_chunk
+
+
+def test_a_batch_that_fails_commits_nothing_and_each_chunk_is_then_decided_alone(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
+    put_chunk = ctx.storage.put_chunk
+
+    def full_at_seq_2(meeting_id: str, seq: int, data: bytes | memoryview) -> None:
+        """Test double: the disk fills up at seq 2."""
+        if seq == 2:
+            raise StorageFull("the data folder is full")
+        put_chunk(meeting_id, seq, data)
+
+    monkeypatch.setattr(ctx.storage, "put_chunk", full_at_seq_2)
+    with pytest.raises(StorageFull):
+        commit_batch(ctx, [_pending(ctx, "m", seq, f"w-{seq}") for seq in (1, 2, 3)])
+    assert _rows(ctx) == ({("m", 0)}, {"w-0"})
+    assert ctx.redis.xlen(ctx.keys.transcribe) == 1
+
+    async def accept_all() -> list[Accepted | BaseException]:
+        committer = GroupCommit(ctx)
+        sends = [committer.accept("m", seq, CHUNK, _signed(f"w-{seq}")) for seq in (1, 2, 3)]
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    one, two, three = asyncio.run(accept_all())
+    assert isinstance(one, Accepted) and isinstance(three, Accepted)
+    assert isinstance(two, StorageFull)
+    assert _rows(ctx)[0] == {("m", 0), ("m", 1), ("m", 3)}
+
+
+def test_concurrent_requests_are_committed_in_one_batch(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
+    sizes: list[int] = []
+
+    def counted(context: AppContext, batch: list[Pending]) -> list[Accepted | None]:
+        sizes.append(len(batch))
+        return commit_batch(context, batch)
+
+    monkeypatch.setattr(group_commit, "commit_batch", counted)
+
+    async def send() -> list[Accepted]:
+        committer = GroupCommit(ctx)
+        return await asyncio.gather(
+            *(committer.accept("m", s, CHUNK, _signed(f"w-{s}")) for s in range(1, 21))
+        )
+
+    answers = asyncio.run(send())
+    assert [a.status for a in answers] == ["created"] * 20
+    assert sizes == [20]  # all twenty were waiting when the first flush started
+    with ctx.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Chunk)) == 21
+    assert ctx.redis.xlen(ctx.keys.transcribe) == 21
