@@ -35,7 +35,10 @@ class FakeGatewayServer:
             "gaps": [],
             "recording_duration_s": 0.0,
             "recording_bytes": 0,
+            "failed_reason": None,
+            "created_at": "2026-01-01T00:00:00Z",
             "ended_at": None,
+            "updated_at": None,
             **counts,
         }
 

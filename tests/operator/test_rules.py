@@ -11,6 +11,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from audioflow.core.keys import PROCESSING_GROUP, Keys
+from audioflow.core.meeting_model import MeetingPublic
 from audioflow.core.scaling import ScalingPolicy
 from audioflow.core.streams.queues import enqueue, ensure_group
 from audioflow.core.wav import AudioFormat
@@ -218,7 +219,8 @@ class TestStatus:
         server = FakeGatewayServer()
         server.add("m", phase="finalizing", chunks_received=5, chunks_transcribed=5, chunks_concatenated=3,
                    recording_bytes=960044, recording_duration_s=30.0000004)  # fmt: skip
-        status = status_from_meeting(server.meetings["m"], "http://x/v1/meetings/m/recording.wav")
+        meeting = MeetingPublic.model_validate(server.meetings["m"])  # as the gateway client reads it
+        status = status_from_meeting(meeting, "http://x/v1/meetings/m/recording.wav")
         assert status == {
             "phase": "Finalizing",
             "meetingId": "m",

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audioflow.core.db.queries import MeetingStatus
 from audioflow.core.ids import MEETING_ID_PATTERN
 
-
-class AudioFormatModel(BaseModel):
-    sample_rate: int = Field(16000, ge=8000, le=192000)
-    channels: int = Field(1, ge=1, le=8)
-    bits: Literal[8, 16, 24, 32] = 16
+# The meeting's shapes are shared with the operator's gateway client, so they live in core.
+from audioflow.core.meeting_model import AudioFormatModel as AudioFormatModel
+from audioflow.core.meeting_model import MeetingPublic as MeetingPublic
 
 
 class MeetingCreate(BaseModel):
@@ -22,47 +18,6 @@ class MeetingCreate(BaseModel):
 
     id: str | None = Field(None, pattern=MEETING_ID_PATTERN, description="Defaults to a generated id")
     format: AudioFormatModel = AudioFormatModel()
-
-
-class MeetingPublic(BaseModel):
-    id: str
-    phase: Literal["pending", "live", "finalizing", "completed", "failed"]
-    format: AudioFormatModel
-    chunks_received: int
-    chunks_transcribed: int
-    chunks_failed: int
-    chunks_concatenated: int
-    concatenated_through: int
-    highest_seq: int
-    gaps: list[int]
-    recording_duration_s: float
-    recording_bytes: int
-    failed_reason: str | None
-    created_at: datetime
-    ended_at: datetime | None
-    updated_at: datetime | None
-
-    @classmethod
-    def of(cls, status: MeetingStatus) -> MeetingPublic:
-        fmt = status.format
-        return cls(
-            id=status.id,
-            phase=status.phase,
-            format=AudioFormatModel(sample_rate=fmt.sample_rate, channels=fmt.channels, bits=fmt.bits),
-            chunks_received=status.chunks_received,
-            chunks_transcribed=status.chunks_transcribed,
-            chunks_failed=status.chunks_failed,
-            chunks_concatenated=status.chunks_concatenated,
-            concatenated_through=status.concatenated_through,
-            highest_seq=status.highest_seq,
-            gaps=list(status.gaps),
-            recording_duration_s=status.recording_duration_s,
-            recording_bytes=status.recording_bytes,
-            failed_reason=status.failed_reason,
-            created_at=status.created_at,
-            ended_at=status.ended_at,
-            updated_at=status.updated_at,
-        )
 
 
 class MeetingList(BaseModel):

@@ -4,6 +4,9 @@ Failures are typed so that the kopf adapters can choose the retry: :class:`Gatew
 connect, timed out, 5xx) is temporary; :class:`GatewayRejected` (401, 403, 400, 422...) means the
 request or the credentials are wrong; :class:`MeetingNotFound` and :class:`MeetingExists` are answers,
 not failures. Every error carries a CamelCase ``reason`` for a status condition.
+
+Meeting answers are validated with the gateway's own model (``core.meeting_model.MeetingPublic``, the
+one its OpenAPI document is built from); an answer that does not fit it is :class:`GatewayBadAnswer`.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pydantic
 
 from audioflow.core.api_paths import MEETINGS, meeting_path
+from audioflow.core.meeting_model import MeetingPublic
 from audioflow.core.wav import AudioFormat
 
 
@@ -37,6 +42,13 @@ class GatewayRejected(GatewayError):
     """The gateway answered with a client error: the request or the API token is wrong."""
 
     reason = "GatewayRejected"
+
+
+class GatewayBadAnswer(GatewayError):
+    """The gateway answered 2xx with a body that is not a meeting (a gateway of another version, or a
+    proxy's page): retried like a rejection, slowly."""
+
+    reason = "GatewayBadAnswer"
 
 
 class MeetingNotFound(GatewayError):
@@ -99,26 +111,34 @@ class Gateway:
             return MeetingExists(message, status=status)
         return GatewayRejected(message, reason=_REASONS.get(status, "GatewayRejected"), status=status)
 
-    async def _json(self, method: str, path: str, ok: int = 200, **kwargs: Any) -> dict[str, Any]:
+    async def _meeting(self, method: str, path: str, ok: int = 200, **kwargs: Any) -> MeetingPublic:
         response = await self._request(method, path, **kwargs)
         if response.status_code != ok:
             raise self._reject(method, path, response)
-        body: dict[str, Any] = response.json()
-        return body
+        try:
+            return MeetingPublic.model_validate_json(response.content)
+        except pydantic.ValidationError as exc:
+            raise GatewayBadAnswer(
+                f"gateway {method} {path} answered {response.status_code} with no meeting: "
+                f"{exc.error_count()} problem(s), first {exc.errors()[0]['msg']!r} "
+                f"at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'the body'}",
+                status=response.status_code,
+            ) from exc
 
-    async def create_meeting(self, meeting_id: str, fmt: AudioFormat) -> dict[str, Any]:
+    async def create_meeting(self, meeting_id: str, fmt: AudioFormat) -> MeetingPublic:
         """Register a meeting; :class:`MeetingExists` when the id is taken."""
+        # Not validated here: a format the gateway refuses is its 422 (GatewayRejected, "Invalid").
         payload = {
             "id": meeting_id,
             "format": {"sample_rate": fmt.sample_rate, "channels": fmt.channels, "bits": fmt.bits},
         }
-        return await self._json("POST", MEETINGS, ok=201, json=payload)
+        return await self._meeting("POST", MEETINGS, ok=201, json=payload)
 
-    async def get_meeting(self, meeting_id: str) -> dict[str, Any]:
-        return await self._json("GET", meeting_path(meeting_id))
+    async def get_meeting(self, meeting_id: str) -> MeetingPublic:
+        return await self._meeting("GET", meeting_path(meeting_id))
 
-    async def end_meeting(self, meeting_id: str) -> dict[str, Any]:
-        return await self._json("POST", meeting_path(meeting_id) + "/end")
+    async def end_meeting(self, meeting_id: str) -> MeetingPublic:
+        return await self._meeting("POST", meeting_path(meeting_id) + "/end")
 
     async def delete_meeting(self, meeting_id: str) -> None:
         path = meeting_path(meeting_id)

@@ -18,6 +18,7 @@ import datetime
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from audioflow.core.meeting_model import MeetingPublic
 from audioflow.core.settings import Settings
 from audioflow.operator.gateway import (
     Gateway,
@@ -47,7 +48,7 @@ from audioflow.operator.resource import Logger, StatusUpdate, identity
 from audioflow.operator.simulator import follow_simulator, start_simulator
 
 
-async def _register(spec: MeetingSpec, gateway: Gateway) -> tuple[dict[str, Any], bool]:
+async def _register(spec: MeetingSpec, gateway: Gateway) -> tuple[MeetingPublic, bool]:
     """Create the gateway's meeting, or accept the existing one if its format matches.
     Returns the meeting and whether it was created now."""
     try:
@@ -55,10 +56,10 @@ async def _register(spec: MeetingSpec, gateway: Gateway) -> tuple[dict[str, Any]
     except MeetingExists:
         meeting = await gateway.get_meeting(spec.meeting_id)
     if not same_format(meeting, spec.audio):
-        fmt = meeting.get("format") or {}
+        fmt = meeting.format
         raise FormatConflict(
-            f"the gateway already has meeting {spec.meeting_id!r} with {fmt.get('sample_rate')} Hz, "
-            f"{fmt.get('channels')} channel(s), {fmt.get('bits')}-bit; spec.audio asks for "
+            f"the gateway already has meeting {spec.meeting_id!r} with {fmt.sample_rate} Hz, "
+            f"{fmt.channels} channel(s), {fmt.bits}-bit; spec.audio asks for "
             f"{spec.audio.describe()}"
         )
     return meeting, False

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from audioflow.core.errors import AudioflowError
 from audioflow.core.ids import check_meeting_id
+from audioflow.core.meeting_model import MeetingPublic, Phase
 from audioflow.core.wav import AudioFormat
 
 GROUP = "audioflow.io"
@@ -22,7 +23,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Meeting"
 
 #: The gateway's phases (design §3) as Kubernetes-style phase names.
-PHASES = {
+PHASES: dict[Phase, str] = {
     "pending": "Pending",
     "live": "Live",
     "finalizing": "Finalizing",
@@ -226,35 +227,30 @@ def condition_status(conditions: Sequence[Mapping[str, Any]], type: str) -> str 
     return None
 
 
-def status_from_meeting(meeting: Mapping[str, Any], recording_url: str) -> dict[str, Any]:
+def status_from_meeting(meeting: MeetingPublic, recording_url: str) -> dict[str, Any]:
     """The Meeting's status fields from the gateway's ``GET /v1/meetings/{id}`` answer."""
-    received = int(meeting.get("chunks_received", 0))
-    transcribed = int(meeting.get("chunks_transcribed", 0))
-    failed = int(meeting.get("chunks_failed", 0))
-    concatenated = int(meeting.get("chunks_concatenated", 0))
+    received = meeting.chunks_received
+    transcribed = meeting.chunks_transcribed
+    failed = meeting.chunks_failed
+    concatenated = meeting.chunks_concatenated
     return {
-        "phase": PHASES.get(str(meeting.get("phase")), "Pending"),
-        "meetingId": str(meeting.get("id", "")),
+        "phase": PHASES[meeting.phase],
+        "meetingId": meeting.id,
         "chunksReceived": received,
         "chunksTranscribed": transcribed,
         "chunksFailed": failed,
         "chunksConcatenated": concatenated,
-        "concatenatedThrough": int(meeting.get("concatenated_through", -1)),
-        "gaps": len(meeting.get("gaps") or []),
-        "durationSeconds": round(float(meeting.get("recording_duration_s", 0.0)), 3),
-        "recordingBytes": int(meeting.get("recording_bytes", 0)),
+        "concatenatedThrough": meeting.concatenated_through,
+        "gaps": len(meeting.gaps),
+        "durationSeconds": round(meeting.recording_duration_s, 3),
+        "recordingBytes": meeting.recording_bytes,
         "backlog": max(0, received - transcribed - failed, received - concatenated),
         "recordingURL": recording_url,
     }
 
 
-def same_format(meeting: Mapping[str, Any], fmt: AudioFormat) -> bool:
-    theirs = meeting.get("format") or {}
-    return (theirs.get("sample_rate"), theirs.get("channels"), theirs.get("bits")) == (
-        fmt.sample_rate,
-        fmt.channels,
-        fmt.bits,
-    )
+def same_format(meeting: MeetingPublic, fmt: AudioFormat) -> bool:
+    return meeting.format.matches(fmt)
 
 
 def job_name(meeting_name: str) -> str:

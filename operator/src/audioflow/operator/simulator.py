@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import kopf
 
+from audioflow.core.meeting_model import MeetingPublic
 from audioflow.core.settings import Settings
 from audioflow.operator.gateway import Gateway
 from audioflow.operator.kube import Kube, KubeNotFound
@@ -96,7 +97,7 @@ async def follow_simulator(
     *,
     body: Mapping[str, Any],
     spec: MeetingSpec,
-    info: dict[str, Any],
+    info: MeetingPublic,
     url: str,
     gateway: Gateway,
     kube: Kube,
@@ -114,7 +115,7 @@ async def follow_simulator(
             await kube.record_event(
                 ref, type="Normal", reason="SimulatorSucceeded", message="the simulator Job succeeded"
             )
-        if info.get("ended_at") is None and fields["phase"] not in FINISHED:
+        if info.ended_at is None and fields["phase"] not in FINISHED:
             info = await gateway.end_meeting(spec.meeting_id)
             fields = status_from_meeting(info, url)
             logger.info("simulation done: meeting %s ended", spec.meeting_id)
