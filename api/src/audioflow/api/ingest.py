@@ -24,8 +24,9 @@ from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.errors import ChunkTooLong, Conflict, Forbidden, NotFound, SeqTooFarAhead
-from audioflow.core.event_payloads import ChunkReceived, LogLine, MeetingPhase
+from audioflow.core.event_payloads import ChunkReceived, LogLine
 from audioflow.core.ids import check_meeting_id, check_seq
+from audioflow.core.meeting_phase import phase_event_args
 from audioflow.core.metrics import CHUNKS_INGESTED, INGEST_BYTES
 from audioflow.core.settings import Settings
 from audioflow.core.signing import PresentedSignature, check_headers
@@ -262,7 +263,8 @@ def add_work(pipe: redis.client.Pipeline, ctx: AppContext, accepted: Accepted, l
     )
     if accepted.status == "created":
         if accepted.first_chunk:
-            pipe.eval(*publish("meeting.phase", MeetingPhase(phase="live")))
+            maxlen = ctx.settings.events_maxlen
+            pipe.eval(*phase_event_args(keys, accepted.meeting_id, "live", accepted.generation, maxlen))
         data = ChunkReceived(seq=accepted.seq, bytes=accepted.bytes, duration_s=accepted.duration_s)
         pipe.eval(*publish("chunk.received", data))
     if line is not None:
