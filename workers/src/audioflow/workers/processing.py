@@ -28,6 +28,22 @@ from audioflow.workers.work import Work
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Meeting:
+    """What handling a chunk needs of its meeting, read once per chunk by ``handle`` and passed down.
+
+    The writes below still check, inside their own transaction, that this meeting is alive: a guard
+    against a delete that came since, not a reload."""
+
+    id: str
+    generation: str
+    sample_rate: int  # places the chunk on the meeting's timeline (``queries.chunk_start``)
+
+    @classmethod
+    def of(cls, meeting: Meeting) -> _Meeting:
+        return cls(meeting.id, queries.generation(meeting), meeting.sample_rate)
+
+
 @dataclass
 class ProcessingDeps:
     sessions: sessionmaker[Session]
@@ -56,7 +72,7 @@ def _previous_words(deps: ProcessingDeps, work: Work) -> tuple[str, ...]:
     return tuple(str(word["text"]) for word in previous.words or ())
 
 
-def _save(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> bool:
+def _save(deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment) -> bool:
     """Insert the chunk's one segment; False if it already has one (a peer got there first) or the
     meeting is gone (deleted: nothing is written for it any more)."""
     segment.meeting_id, segment.seq, segment.engine, segment.start_s = (
@@ -67,7 +83,7 @@ def _save(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -
     )
     try:
         with transaction(deps.sessions) as session:
-            if queries.get_live_meeting(session, work.meeting_id, generation) is None:
+            if not _alive(session, meeting):
                 return False
             session.add(segment)
     except sqlalchemy.exc.IntegrityError:
@@ -82,31 +98,36 @@ def _gone(work: Work) -> Outcome:
     return Outcome.ACK
 
 
-def _live_generation(deps: ProcessingDeps, work: Work) -> str | None:
+def _alive(session: Session, meeting: _Meeting) -> bool:
+    """Whether that meeting is still there (not deleted, its id not reused since)."""
+    return queries.get_live_meeting(session, meeting.id, meeting.generation) is not None
+
+
+def _load(deps: ProcessingDeps, work: Work) -> _Meeting | None:
     with deps.sessions() as session:
         meeting = queries.get_live_meeting(session, work.meeting_id, work.generation)
-        return None if meeting is None else queries.generation(meeting)
+        return None if meeting is None else _Meeting.of(meeting)
 
 
 def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     work = Work.of(entry)
     with deps.sessions() as session:
-        meeting = queries.get_live_meeting(session, work.meeting_id, work.generation)
-        if meeting is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
+        row = queries.get_live_meeting(session, work.meeting_id, work.generation)
+        if row is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
             return _gone(work)
-        generation = queries.generation(meeting)
+        meeting = _Meeting.of(row)
         # The last chunk of an ended meeting keeps the words after its trailing cut: no successor comes.
-        final = meeting.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
+        final = row.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
         existing = queries.get_segment(session, work.meeting_id, work.seq)
         if existing is not None and (existing.tail_kept or existing.error is not None or not final):
-            _announce(deps, work, generation, existing)  # a re-delivery or a duplicate: done, its event?
+            _announce(deps, work, meeting, existing)  # a re-delivery or a duplicate: done, its event?
             return Outcome.ACK
         # New, or transcribed before its meeting ended with it (ending enqueues it again): decode it.
-        fmt = queries.meeting_format(meeting)
-    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
+        fmt = queries.meeting_format(row)
+    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": meeting.generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
-        if _live_generation(deps, work) is None:
+        if _load(deps, work) is None:
             return _gone(work)  # deleted meanwhile, with its files
         raise ChunkMissing(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
@@ -129,30 +150,30 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
         decode_s=result.decode_s,
         tail_kept=final or deps.overlap_s <= 0,
     )
-    if existing is None and _save(deps, work, generation, segment):
-        _announce(deps, work, generation, segment)
+    if existing is None and _save(deps, work, meeting, segment):
+        _announce(deps, work, meeting, segment)
         log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
-    elif final and (before := _keep_tail(deps, work, generation, segment)) is not None:
+    elif final and (before := _keep_tail(deps, work, meeting, segment)) is not None:
         # Its words now run to the end (a peer's or an earlier segment left them to a successor); the
         # page replaces the row when they differ.
         if segment.text != before:
-            _announce(deps, work, generation, segment, tail=True)
+            _announce(deps, work, meeting, segment, tail=True)
         log.info("last chunk transcribed with its tail: %r", result.text[-80:], extra=context)
     else:  # a peer transcribed it at the same moment (or the meeting was deleted)
         with deps.sessions() as session:
             stored = queries.get_segment(session, work.meeting_id, work.seq)
         if stored is not None:
-            _announce(deps, work, generation, stored)
+            _announce(deps, work, meeting, stored)
         return Outcome.ACK
-    announce_if_completed(deps.sessions, deps.publish, work.meeting_id, generation)
+    announce_if_completed(deps.sessions, deps.publish, meeting.id, meeting.generation)
     return Outcome.ACK
 
 
-def _keep_tail(deps: ProcessingDeps, work: Work, generation: str, segment: Segment) -> str | None:
+def _keep_tail(deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment) -> str | None:
     """Replace a stored segment that left its tail to a successor with ``segment``, which holds it, and
     return the text it had; None if there is none such (a peer did it first) or the meeting is gone."""
     with transaction(deps.sessions) as session:
-        if queries.get_live_meeting(session, work.meeting_id, generation) is None:
+        if not _alive(session, meeting):
             return None
         stored = session.get(Segment, (work.meeting_id, work.seq), with_for_update=True)
         if stored is None or stored.tail_kept:
@@ -164,7 +185,7 @@ def _keep_tail(deps: ProcessingDeps, work: Work, generation: str, segment: Segme
 
 
 def _announce(
-    deps: ProcessingDeps, work: Work, generation: str, segment: Segment, *, tail: bool = False
+    deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment, *, tail: bool = False
 ) -> None:
     """``chunk.transcribed`` for a stored segment, exactly once (and once more when the last chunk's tail
     is added; the page replaces the row): the mark and the event are written together, so a worker
@@ -176,24 +197,21 @@ def _announce(
         text=segment.text,
         words=segment.words,
         duration_s=segment.end_s,
-        start_s=_chunk_start(deps, work),
+        start_s=_chunk_start(deps, meeting, work.seq),
     )
     deps.publish.marked(
         work.meeting_id,
         "chunk.transcribed",
         data,
-        generation=generation,
+        generation=meeting.generation,
         mark=f"transcribed-tail:{work.seq}" if tail else f"transcribed:{work.seq}",
         once=True,
     )
 
 
-def _chunk_start(deps: ProcessingDeps, work: Work) -> float:
+def _chunk_start(deps: ProcessingDeps, meeting: _Meeting, seq: int) -> float:
     with deps.sessions() as session:
-        meeting = session.get(Meeting, work.meeting_id)
-        if meeting is None:
-            return 0.0
-        return round(queries.chunk_start(session, meeting, work.seq), 6)
+        return round(queries.chunk_start(session, meeting, seq), 6)
 
 
 def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
@@ -203,19 +221,19 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     except Exception:
         log.error("malformed work entry %s dead-lettered: %s", entry.id, reason)
         return
-    generation = _live_generation(deps, work)
-    if generation is None:
+    meeting = _load(deps, work)
+    if meeting is None:
         _gone(work)
         return
-    _save(deps, work, generation, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
+    _save(deps, work, meeting, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
     deps.publish.marked(
         work.meeting_id,
         "chunk.failed",
         ChunkFailed(seq=work.seq, stage="transcribe", reason=reason[:500]),
-        generation=generation,
+        generation=meeting.generation,
         mark=f"failed:{work.seq}",
         once=True,  # a dead-lettering repeated after a crash announces once
     )
-    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": generation}
+    context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": meeting.generation}
     log.error("transcription failed for good: %s", reason, extra=context)
-    announce_if_completed(deps.sessions, deps.publish, work.meeting_id, generation)
+    announce_if_completed(deps.sessions, deps.publish, meeting.id, meeting.generation)

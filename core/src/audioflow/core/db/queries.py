@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Select, String, bindparam, delete, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
 from audioflow.core.timeline import chunk_starts
-from audioflow.core.meeting_model import Phase as Phase  # one definition of the phases, on the wire
 from audioflow.core.wav import AudioFormat
+
+Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
 
 
 def meeting_format(meeting: Meeting) -> AudioFormat:
@@ -231,7 +232,18 @@ def meeting_timeline(session: Session, meeting: Meeting) -> dict[int, float]:
     )
 
 
-def chunk_start(session: Session, meeting: Meeting, seq: int) -> float:
+class OnTimeline(Protocol):
+    """What placing seqs on a meeting's timeline needs of it: a ``Meeting``, or what a worker kept of
+    one it loaded."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+
+def chunk_start(session: Session, meeting: OnTimeline, seq: int) -> float:
     """Start (s) of one seq, as :func:`meeting_timeline` has it, from two aggregates in the database
     rather than every row of the meeting: a per-chunk cost that does not grow with the meeting."""
     received = select(func.coalesce(func.sum(Chunk.duration_s), 0.0)).where(
