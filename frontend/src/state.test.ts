@@ -4,6 +4,7 @@ import {
   chunkRows,
   chunkStarts,
   compareIds,
+  EMPTY_CHUNK,
   filterLogs,
   initialState,
   LOG_LIMIT,
@@ -13,6 +14,7 @@ import {
   transcript,
   type MeetingState,
 } from "./state";
+import timelineCases from "./timeline.cases.json";
 import type { ServerEvent } from "./types";
 
 const M = "m1";
@@ -129,6 +131,21 @@ describe("timeline", () => {
     expect(segmentAt(segments, 0)?.seq).toBe(0);
     expect(segmentAt(segments, 2.1)?.seq).toBe(1);
     expect(segmentAt(segments, 4)).toBeNull();
+  });
+});
+
+describe("timeline cases shared with the server", () => {
+  // The same cases as tests/unit/core/test_timeline.py runs on queries.meeting_timeline.
+  it.each(timelineCases.map((c) => [c.name, c] as const))("%s", (_name, c) => {
+    const state = initialState(M);
+    for (const [seq, duration_s] of c.durations) state.chunks[seq] = { ...EMPTY_CHUNK, received: true, duration_s };
+    for (const [seq, seconds] of c.gaps) {
+      state.chunks[seq] = { ...(state.chunks[seq] ?? EMPTY_CHUNK), gap: true };
+      state.gapSeconds[seq] = seconds;
+    }
+    const starts = Object.fromEntries(chunkStarts(state));
+    expect(Object.keys(starts).sort()).toEqual(Object.keys(c.expected).sort());
+    for (const [seq, start] of Object.entries(c.expected)) expect(starts[Number(seq)]).toBeCloseTo(start, 9);
   });
 });
 

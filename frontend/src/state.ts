@@ -89,18 +89,19 @@ export function reducer(state: MeetingState, action: Action): MeetingState {
   }
 }
 
+/** A seq nothing is known of yet (shared: never changed in place, always copied with a change). */
+export const EMPTY_CHUNK: Readonly<ChunkInfo> = Object.freeze({
+  received: false,
+  bytes: 0,
+  duration_s: null,
+  transcribed: false,
+  inRecording: false,
+  gap: false,
+  failed: null,
+});
+
 function chunk(state: MeetingState, seq: number): ChunkInfo {
-  return (
-    state.chunks[seq] ?? {
-      received: false,
-      bytes: 0,
-      duration_s: null,
-      transcribed: false,
-      inRecording: false,
-      gap: false,
-      failed: null,
-    }
-  );
+  return state.chunks[seq] ?? EMPTY_CHUNK;
 }
 
 function withChunk(state: MeetingState, seq: number, change: Partial<ChunkInfo>): Record<number, ChunkInfo> {
@@ -169,8 +170,13 @@ function bridgedLengths(state: MeetingState, data: { duration_s: number; appende
 // ---- derived views ----
 
 /** Start (s) of every known seq on the meeting's timeline: all the audio of earlier seqs, chunks and
- * bridged gaps alike. A seq not yet received adds nothing, so later starts are provisional until it comes
- * (the server computes transcript times the same way). */
+ * bridged gaps alike. A seq not yet received adds nothing, so later starts are provisional until it comes.
+ *
+ * It mirrors the server's one owner of this rule, `queries.meeting_timeline` / `queries.chunk_start`
+ * (core/src/audioflow/core/db/queries.py): the page computes it itself because a late chunk or a bridged
+ * gap moves every later start, and no event carries those moves. Both run the cases in
+ * `timeline.cases.json`: tests/unit/core/test_timeline.py::test_chunk_starts on the server's, and
+ * state.test.ts ("timeline cases shared with the server") on this one. */
 export function chunkStarts(state: MeetingState): Map<number, number> {
   const lengths = new Map<number, number>();
   for (const [key, info] of Object.entries(state.chunks)) {

@@ -1,4 +1,4 @@
-"""Transcript exports (txt, WebVTT, SRT) and where chunks sit on the meeting's timeline."""
+"""Transcript exports (txt, WebVTT, SRT). Where chunks sit on the timeline: core/test_timeline.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from audioflow.api.schemas import SegmentPublic, WordPublic
 from audioflow.api.transcripts import CUE_LINE_CHARS, CUE_MAX_S, as_srt, as_txt, as_vtt, cues
-from audioflow.core.timeline import chunk_starts
 
 
 def seg(seq: int, start_s: float, end_s: float, text: str) -> SegmentPublic:
@@ -95,38 +94,6 @@ def test_empty_transcript() -> None:
 )
 def test_timestamps(seconds: float, txt: str) -> None:
     assert as_txt([seg(0, seconds, seconds + 1, "x")]) == txt
-
-
-CHUNK_STARTS: list[tuple[str, list[tuple[int, float]], list[tuple[int, float]], dict[int, float]]] = [
-    ("empty", [], [], {}),
-    ("contiguous", [(0, 1.0), (1, 2.0), (2, 0.5)], [], {0: 0.0, 1: 1.0, 2: 3.0}),
-    ("unordered-input", [(2, 0.5), (0, 1.0), (1, 2.0)], [], {0: 0.0, 1: 1.0, 2: 3.0}),
-    ("bridged-gap-counts", [(0, 1.0), (2, 1.0)], [(1, 4.0)], {0: 0.0, 1: 1.0, 2: 5.0}),
-    ("leading-gap", [(1, 1.0)], [(0, 2.5)], {0: 0.0, 1: 2.5}),
-    ("missing-seq-adds-nothing", [(0, 1.0), (3, 1.0)], [], {0: 0.0, 3: 1.0}),
-    (
-        "gap-and-missing",
-        [(0, 1.0), (2, 1.0), (5, 1.0)],
-        [(1, 0.5)],
-        {0: 0.0, 1: 1.0, 2: 1.5, 5: 2.5},
-    ),
-    ("received-wins-over-gap", [(0, 1.0), (1, 2.0), (2, 1.0)], [(1, 9.0)], {0: 0.0, 1: 1.0, 2: 3.0}),
-]
-
-
-@pytest.mark.parametrize(
-    ("durations", "gaps", "expected"),
-    [case[1:] for case in CHUNK_STARTS],
-    ids=[case[0] for case in CHUNK_STARTS],
-)
-def test_chunk_starts(
-    durations: list[tuple[int, float]], gaps: list[tuple[int, float]], expected: dict[int, float]
-) -> None:
-    assert chunk_starts(durations, gaps) == pytest.approx(expected)
-
-
-def test_chunk_starts_accepts_iterators() -> None:
-    assert chunk_starts(iter([(0, 1.0), (1, 1.0)]), iter([])) == {0: 0.0, 1: 1.0}
 
 
 def test_cue_text_cannot_break_a_cue() -> None:

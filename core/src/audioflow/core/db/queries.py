@@ -7,13 +7,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Select, String, bindparam, delete, exists, func, select
+from sqlalchemy import (
+    Float,
+    Select,
+    String,
+    Subquery,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
-from audioflow.core.timeline import chunk_starts
 from audioflow.core.wav import AudioFormat
 
 Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
@@ -224,14 +235,6 @@ def gaps(session: Session, meeting_id: str) -> Sequence[Gap]:
     return session.scalars(select(Gap).where(Gap.meeting_id == meeting_id).order_by(Gap.seq)).all()
 
 
-def meeting_timeline(session: Session, meeting: Meeting) -> dict[int, float]:
-    """Start (s) of every received or bridged seq of the meeting; see :func:`chunk_starts`."""
-    return chunk_starts(
-        ((c.seq, c.duration_s) for c in chunks(session, meeting.id)),
-        ((g.seq, g.frames / meeting.sample_rate) for g in gaps(session, meeting.id)),
-    )
-
-
 class OnTimeline(Protocol):
     """What placing seqs on a meeting's timeline needs of it: a ``Meeting``, or what a worker kept of
     one it loaded."""
@@ -243,18 +246,40 @@ class OnTimeline(Protocol):
     def sample_rate(self) -> int: ...
 
 
-def chunk_start(session: Session, meeting: OnTimeline, seq: int) -> float:
-    """Start (s) of one seq, as :func:`meeting_timeline` has it, from two aggregates in the database
-    rather than every row of the meeting: a per-chunk cost that does not grow with the meeting."""
-    received = select(func.coalesce(func.sum(Chunk.duration_s), 0.0)).where(
-        Chunk.meeting_id == meeting.id, Chunk.seq < seq
+# The one definition of where a chunk starts on a meeting's timeline, for every Python caller: after all
+# the audio of every earlier seq, chunks and bridged gaps alike. The page mirrors it (chunkStarts in
+# frontend/src/state.ts); the cases in frontend/src/timeline.cases.json pin both to the same answers
+# (tests/unit/core/test_timeline.py here, state.test.ts there).
+
+
+def _lengths(meeting: OnTimeline) -> Subquery:
+    """``(seq, seconds)`` of each seq on the timeline: a received chunk's duration, else the silence
+    that bridged it. A seq neither received nor bridged adds nothing until it arrives, so later starts
+    are provisional until then."""
+    received = select(Chunk.seq.label("seq"), Chunk.duration_s.label("seconds")).where(
+        Chunk.meeting_id == meeting.id
     )
-    bridged = select(func.coalesce(func.sum(Gap.frames), 0)).where(
+    bridged = select(Gap.seq, cast(Gap.frames, Float) / meeting.sample_rate).where(
         Gap.meeting_id == meeting.id,
-        Gap.seq < seq,
         ~exists().where(Chunk.meeting_id == Gap.meeting_id, Chunk.seq == Gap.seq),
     )
-    return float(session.scalar(received) or 0.0) + int(session.scalar(bridged) or 0) / meeting.sample_rate
+    return union_all(received, bridged).subquery()
+
+
+def meeting_timeline(session: Session, meeting: OnTimeline) -> dict[int, float]:
+    """Start (s) of every received or bridged seq of the meeting."""
+    lengths = _lengths(meeting)
+    earlier = func.sum(lengths.c.seconds).over(order_by=lengths.c.seq, rows=(None, -1))
+    rows = session.execute(select(lengths.c.seq, func.coalesce(earlier, 0.0)))
+    return {int(seq): float(start) for seq, start in rows}
+
+
+def chunk_start(session: Session, meeting: OnTimeline, seq: int) -> float:
+    """Start (s) of one seq, as :func:`meeting_timeline` has it, from one aggregate in the database
+    rather than every row of the meeting brought back: what a worker needs after each chunk."""
+    lengths = _lengths(meeting)
+    total = session.scalar(select(func.coalesce(func.sum(lengths.c.seconds), 0.0)).where(lengths.c.seq < seq))
+    return float(total or 0.0)
 
 
 @dataclass(frozen=True)
