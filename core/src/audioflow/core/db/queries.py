@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
+from audioflow.core.meeting_model import Phase as Phase  # one definition of the phases, on the wire
 from audioflow.core.wav import AudioFormat
-
-Phase = Literal["pending", "live", "finalizing", "completed", "failed"]
 
 
 def meeting_format(meeting: Meeting) -> AudioFormat:
