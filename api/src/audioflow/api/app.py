@@ -18,6 +18,7 @@ from audioflow.api.errors import install_error_handlers
 from audioflow.api.group_commit import GroupCommit
 from audioflow.api.guards import BodyGuard, SecurityHeaders
 from audioflow.api.ingest import LOG_COMPONENT, check_signature_headers
+from audioflow.api.ingest_fast_path import IngestFastPath
 from audioflow.api.routes import (
     audio,
     events,
@@ -110,6 +111,9 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json" if settings.api_docs else None,
         docs_url=None,
         redoc_url=None,
+        # No OpenTelemetry here (metrics are Prometheus): without this, FastAPI asks OpenTelemetry for
+        # its providers on every request, a few percent of the gateway's time at a few hundred chunks/s.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.state.live_audio = live_audio.LiveAudioHub(settings.live_audio_max_listeners)
@@ -121,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         listeners="live.wav followers",
     )
     # Outermost last: headers go on every answer, the guards' own refusals included.
+    app.add_middleware(IngestFastPath)  # innermost: behind the body guard, like the routes it serves
     app.add_middleware(
         BodyGuard,
         max_chunk_bytes=settings.max_chunk_bytes,

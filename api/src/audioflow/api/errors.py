@@ -36,11 +36,45 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AudioflowError)
-    async def _audioflow(_: Request, exc: AudioflowError) -> JSONResponse:
+def dependency_or_domain_error(exc: Exception) -> JSONResponse | None:
+    """The envelope for an audioflow error or a dependency that is down; None for anything else (a bug,
+    which the server's last-resort handler answers 500)."""
+    if isinstance(exc, AudioflowError):
         headers = {"Retry-After": RETRY_AFTER_S} if exc.retry or exc.http_status == 503 else None
         return error_response(exc.http_status, exc.code, exc.message, headers)
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        log.warning("redis unavailable: %s", exc)
+        return error_response(
+            503,
+            "redis_unavailable",
+            "the queue (Redis) is unavailable; retry later",
+            {"Retry-After": RETRY_AFTER_S},
+        )
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            {"Retry-After": RETRY_AFTER_S},
+        )
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _known(_: Request, exc: Exception) -> JSONResponse:
+        answer = dependency_or_domain_error(exc)
+        if answer is None:  # registered only for the types it answers
+            raise exc
+        return answer
+
+    for known in (
+        AudioflowError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        *UNAVAILABLE_ERRORS,
+    ):
+        app.add_exception_handler(known, _known)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,26 +86,3 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-
-    @app.exception_handler(redis.exceptions.ConnectionError)
-    @app.exception_handler(redis.exceptions.TimeoutError)
-    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("redis unavailable: %s", exc)
-        return error_response(
-            503,
-            "redis_unavailable",
-            "the queue (Redis) is unavailable; retry later",
-            {"Retry-After": RETRY_AFTER_S},
-        )
-
-    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", str(exc).splitlines()[0])
-        return error_response(
-            503,
-            "database_unavailable",
-            "the database is unavailable; retry later",
-            {"Retry-After": RETRY_AFTER_S},
-        )
-
-    for unavailable in UNAVAILABLE_ERRORS:
-        app.add_exception_handler(unavailable, _db_down)
