@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from audioflow.api import group_commit
+from audioflow.api.acceptance import Accepted, accept_chunk, check_body
 from audioflow.api.context import AppContext
 from audioflow.api.group_commit import GroupCommit, Pending, commit_batch
-from audioflow.api.ingest import Accepted, accept_chunk, check_body
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.db.models import Chunk, WebhookDelivery

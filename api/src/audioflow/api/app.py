@@ -13,11 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
+from audioflow.api.acceptance import LOG_COMPONENT, check_signature_headers
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.group_commit import GroupCommit
 from audioflow.api.guards import BodyGuard, SecurityHeaders
-from audioflow.api.ingest import LOG_COMPONENT, check_signature_headers
 from audioflow.api.ingest_fast_path import IngestFastPath
 from audioflow.api.routes import (
     audio,

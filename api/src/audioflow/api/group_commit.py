@@ -11,7 +11,7 @@ The promise is unchanged: a request is answered 201 only after its row is commit
 (and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Only the usual case takes this path: a new
 seq of a meeting that already has chunks, with an unseen webhook-id. Anything else (a meeting's first
 chunk, a duplicate, a conflict, a replay, a refusal), and every chunk of a batch that failed as a whole,
-goes the one-by-one way of :func:`ingest.accept_chunk`, which decides it as it always did.
+goes the one-by-one way of :func:`acceptance.accept_chunk`, which decides it as it always did.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 
-from audioflow.api.context import AppContext
-from audioflow.api.ingest import (
+from audioflow.api.acceptance import (
     Accepted,
     Checked,
     accept_chunk,
@@ -34,6 +33,7 @@ from audioflow.api.ingest import (
     page_logs_in_pipeline,
     report,
 )
+from audioflow.api.context import AppContext
 from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import HeldMeeting, NewChunk
 from audioflow.core.db.engine import transaction
@@ -77,7 +77,7 @@ class GroupCommit:
     async def accept(
         self, meeting_id: str, seq: int, body: bytes | memoryview, signature: PresentedSignature | None
     ) -> Accepted:
-        """Store one chunk and enqueue its work, as :func:`ingest.accept_chunk` does."""
+        """Store one chunk and enqueue its work, as :func:`acceptance.accept_chunk` does."""
         check_meeting_id(meeting_id)
         check_seq(seq)
         if len(body) > MAX_GROUPED_BYTES:
@@ -138,7 +138,7 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
             chosen[key] = i
         inserted = batch_ingest.insert_new_chunks(session, [batch[i].row() for i in chosen.values()])
         stored = [chosen[key] for key in inserted]
-        for i in stored:  # inside the transaction, after the insert took each key (see ingest._record)
+        for i in stored:  # inside the transaction, after the insert took each key (see acceptance._record)
             ctx.storage.put_chunk(batch[i].meeting_id, batch[i].seq, batch[i].body)
         batch_ingest.record_deliveries(session, [batch[i].row() for i in stored])
     for i in stored:

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from audioflow.api.acceptance import Accepted
 from audioflow.api.errors import dependency_or_domain_error
-from audioflow.api.ingest import Accepted
 from audioflow.api.routes.ingest import CHUNK_ROUTE, WEBHOOK_ROUTE, accept_upload, accept_webhook, answer
 
 # Starlette's own compiled form of the route's template, so both match exactly the same paths.

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from audioflow.api.acceptance import WAV_CONTENT_TYPES, Accepted, signing_secret
 from audioflow.api.context import AppContext
 from audioflow.api.fetch import fetch_chunk_async
 from audioflow.api.group_commit import GroupCommit
 from audioflow.api.guards import chunk_body
-from audioflow.api.ingest import WAV_CONTENT_TYPES, Accepted, signing_secret
 from audioflow.api.schemas import ERROR_RESPONSES, ChunkAccepted, ErrorEnvelope, WebhookChunk
 from audioflow.core.api_paths import MEETINGS
 from audioflow.core.errors import BadRequest, UnsupportedMediaType

@@ -33,7 +33,7 @@ from audioflow.core.signing import PresentedSignature, check_headers
 from audioflow.core.wav import WavInfo, parse_wav
 from audioflow.core.work_item import WorkItem
 
-log = logging.getLogger("audioflow.api.ingest")
+log = logging.getLogger("audioflow.api.acceptance")
 LOG_COMPONENT = "api"  # the gateway's name in its meetings' log events (see MeetingLogForwarder)
 
 WAV_CONTENT_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
