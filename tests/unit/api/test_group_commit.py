@@ -123,15 +123,15 @@ def test_a_batch_that_fails_commits_nothing_and_each_chunk_is_then_decided_alone
     ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
-    put_chunk = ctx.storage.put_chunk
+    put_chunks = ctx.storage.put_chunks
 
-    def full_at_seq_2(meeting_id: str, seq: int, data: bytes | memoryview) -> None:
+    def full_at_seq_2(chunks: list[tuple[str, int, bytes | memoryview]]) -> None:
         """Test double: the disk fills up at seq 2."""
-        if seq == 2:
+        if any(seq == 2 for _, seq, _ in chunks):
             raise StorageFull("the data folder is full")
-        put_chunk(meeting_id, seq, data)
+        put_chunks(chunks)
 
-    monkeypatch.setattr(ctx.storage, "put_chunk", full_at_seq_2)
+    monkeypatch.setattr(ctx.storage, "put_chunks", full_at_seq_2)
     with pytest.raises(StorageFull):
         commit_batch(ctx, [_pending(ctx, "m", seq, f"w-{seq}") for seq in (1, 2, 3)])
     assert _rows(ctx) == ({("m", 0)}, {"w-0"})

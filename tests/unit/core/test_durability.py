@@ -4,6 +4,7 @@ audioflow.core.storage)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import text
 
 from audioflow.core import storage
 from audioflow.core.db.engine import make_engine
+from audioflow.core.errors import StorageFull
 
 
 @pytest.mark.parametrize(("fsync", "expected"), [(True, 2), (False, 1)])  # 2 FULL, 1 NORMAL
@@ -43,3 +45,54 @@ def test_a_new_meetings_folders_are_synced_with_its_first_chunk(
     synced.clear()
     store.put_chunk("m", 1, b"second")
     assert synced == [chunks]
+
+
+def test_a_group_of_chunks_is_synced_file_by_file_and_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit's chunks: every file synced (together, not one after another), every folder
+    once however many of the group's chunks it holds."""
+    store = storage.LocalStorage(tmp_path, fsync=True)
+    store.put_chunk("a", 0, b"a0")
+    store.put_chunk("b", 0, b"b0")
+    folders: list[Path] = []
+    files: list[int] = []
+    real_dir, real_fsync = storage._fsync_dir, os.fsync
+
+    def folder_synced(folder: Path) -> None:
+        folders.append(folder)
+        real_dir(folder)
+
+    def file_synced(fd: int) -> None:
+        files.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage, "_fsync_dir", folder_synced)
+    monkeypatch.setattr(os, "fsync", file_synced)
+    group = [("a", 1, b"a1"), ("b", 1, b"b1"), ("a", 2, b"a2"), ("a", 3, b"a3")]
+    store.put_chunks(group)
+    meetings = tmp_path.resolve() / "meetings"
+    assert sorted(folders) == [meetings / "a" / "chunks", meetings / "b" / "chunks"]
+    assert len(files) == len(folders) + len(group)  # _fsync_dir syncs with os.fsync too
+    assert [store.get_chunk(m, seq) for m, seq, _ in group] == [data for _, _, data in group]
+
+
+def test_a_group_that_fails_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = storage.LocalStorage(tmp_path, fsync=True)
+    store.put_chunk("a", 0, b"a0")
+    real_fsync = os.fsync
+    calls = 0
+
+    def full_at_the_third(fd: int) -> None:
+        """Test double: the disk is full when the third file is synced."""
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_at_the_third)
+    with pytest.raises(StorageFull):
+        store.put_chunks([("a", seq, b"x") for seq in (1, 2, 3, 4)])
+    chunks = tmp_path.resolve() / "meetings" / "a" / "chunks"
+    assert sorted(p.name for p in chunks.iterdir()) == ["00000000.wav"]

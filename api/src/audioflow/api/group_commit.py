@@ -138,8 +138,8 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
             chosen[key] = i
         inserted = batch_ingest.insert_new_chunks(session, [batch[i].row() for i in chosen.values()])
         stored = [chosen[key] for key in inserted]
-        for i in stored:  # inside the transaction, after the insert took each key (see acceptance._record)
-            ctx.storage.put_chunk(batch[i].meeting_id, batch[i].seq, batch[i].body)
+        # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
+        ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
         batch_ingest.record_deliveries(session, [batch[i].row() for i in stored])
     for i in stored:
         pending = batch[i]

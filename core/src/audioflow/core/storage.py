@@ -14,19 +14,27 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 from audioflow.core.errors import StorageFull
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.recording import RecordingFile, RecordingFileReader, recording_lock
 from audioflow.core.wav import AudioFormat
 
+ChunkData = tuple[str, int, bytes | memoryview]  # (meeting_id, seq, the chunk file's bytes)
+
 
 class ChunkStore(Protocol):
     def put_chunk(self, meeting_id: str, seq: int, data: bytes | memoryview) -> None: ...
+    def put_chunks(self, chunks: Sequence[ChunkData]) -> None:
+        """Store several chunks as :meth:`put_chunk` stores each, with their syncs done together."""
+        ...
+
     def get_chunk(self, meeting_id: str, seq: int) -> bytes: ...
     def has_chunk(self, meeting_id: str, seq: int) -> bool: ...
     def delete_meeting(self, meeting_id: str) -> None: ...
@@ -121,6 +129,20 @@ class Storage(ChunkStore, RecordingStore, Protocol):
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+T = TypeVar("T")
+
+
+_SYNCS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
+def _each(sync: Callable[[T], object], items: list[T]) -> None:
+    """``sync`` every item, in parallel when there are several (fsync releases the GIL); the first
+    error is raised after all have finished."""
+    if len(items) == 1:
+        sync(items[0])
+        return
+    for done in [_SYNCS.submit(sync, item) for item in items]:
+        done.result()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -149,21 +171,33 @@ class LocalStorage:
         """Write atomically (temp file + rename) so a reader never sees half a chunk; with fsync on, the
         folder is synced too, so the rename itself survives a power loss. A full disk is
         :class:`StorageFull` (nothing is left behind)."""
-        path = self.chunk_path(meeting_id, seq)
-        tmp: str | None = None
+        self.put_chunks([(meeting_id, seq, data)])
+
+    def put_chunks(self, chunks: Sequence[ChunkData]) -> None:
+        """:meth:`put_chunk` for a group commit's chunks: all written, then (fsync on) all synced at
+        once, in parallel, so the file system can commit them together instead of one journal commit
+        after another; then renamed, then each folder synced once. On any error nothing of the group
+        is left but renamed files, which a retry overwrites (their rows are not committed)."""
+        staged: list[tuple[BinaryIO, str, Path]] = []
         try:
-            self._make_folders(path.parent)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            for meeting_id, seq, data in chunks:
+                path = self.chunk_path(meeting_id, seq)
+                self._make_folders(path.parent)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+                file: BinaryIO = os.fdopen(fd, "wb")
+                staged.append((file, tmp, path))
+                file.write(data)
+                file.flush()
             if self.fsync:
-                _fsync_dir(path.parent)
+                _each(lambda f: os.fsync(f.fileno()), [file for file, _, _ in staged])
+            for file, tmp, path in staged:
+                file.close()
+                os.replace(tmp, path)
+            if self.fsync:
+                _each(_fsync_dir, list(dict.fromkeys(path.parent for _, _, path in staged)))
         except BaseException as exc:
-            if tmp is not None:
+            for file, tmp, _ in staged:
+                file.close()
                 Path(tmp).unlink(missing_ok=True)
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 raise StorageFull("the data folder is full: the chunk was not stored; retry later") from exc
