@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import redis
 import redis.asyncio as aioredis
@@ -108,21 +108,26 @@ def _event_id(reply: Any) -> str | None:
     return None if reply is None else str(reply)
 
 
+class Destination(TypedDict):
+    """Which stream an event goes to, and how long that stream may grow: the meeting ``generation``
+    (None: whichever is alive, and only into a stream that exists), capped approximately at ``maxlen``
+    (events are a log for readers, not work, so old ones may go)."""
+
+    generation: str | None
+    maxlen: int
+
+
 def publish(
     client: redis.Redis,
     keys: Keys,
     meeting_id: str,
     type_: EventType,
     data: Mapping[str, Any],
-    *,
-    generation: str | None,
-    maxlen: int,
+    **to: Unpack[Destination],
 ) -> str | None:
-    """Append an event (sync) to the meeting ``generation`` (None: whichever is alive, and only into a
-    stream that exists). Returns its id, or None when the meeting is gone. The stream is capped
-    approximately at ``maxlen``: events are a log for readers, not work, so old ones may go."""
-    args = publish_args(keys, meeting_id, type_, data, generation=generation, maxlen=maxlen)
-    return _event_id(client.eval(*args))
+    """Append an event (sync) to the meeting's stream (see :class:`Destination`). Returns its id, or
+    None when the meeting is gone."""
+    return _event_id(client.eval(*publish_args(keys, meeting_id, type_, data, **to)))
 
 
 def publish_marked(
@@ -132,17 +137,14 @@ def publish_marked(
     type_: EventType,
     data: Mapping[str, Any],
     *,
-    generation: str | None,
     mark: str,
     value: str = "1",
     once: bool,
-    maxlen: int,
+    **to: Unpack[Destination],
 ) -> bool:
     """Publish and note ``mark = value`` in the meeting's announced hash in one step. With ``once``,
     publish only if ``mark`` was never noted. Returns whether the event was published."""
-    args = publish_args(
-        keys, meeting_id, type_, data, generation=generation, maxlen=maxlen, mark=mark, value=value, once=once
-    )
+    args = publish_args(keys, meeting_id, type_, data, mark=mark, value=value, once=once, **to)
     return client.eval(*args) is not None
 
 
@@ -176,18 +178,9 @@ async def last_event_id(client: aioredis.Redis, stream: str) -> str | None:
     return str(newest[0][0]) if newest else None
 
 
-async def apublish(
-    client: aioredis.Redis,
-    keys: Keys,
-    meeting_id: str,
-    type_: EventType,
-    data: Mapping[str, Any],
-    *,
-    generation: str | None,
-    maxlen: int,
-) -> str | None:
-    """Append an event (async); see :func:`publish`."""
-    args = publish_args(keys, meeting_id, type_, data, generation=generation, maxlen=maxlen)
+async def apublish(client: aioredis.Redis, args: tuple[Any, ...]) -> str | None:
+    """Append an event (async) given its :func:`publish_args`; see :func:`publish`. Returns its id, or
+    None when the meeting is gone."""
     return _event_id(await client.eval(*args))
 
 

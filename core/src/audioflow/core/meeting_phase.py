@@ -49,9 +49,7 @@ async def apublish_phase(
     client: aioredis.Redis, keys: Keys, meeting_id: str, phase: Phase, *, generation: str, maxlen: int
 ) -> str | None:
     """Announce ``phase`` (async); see :func:`publish_phase`."""
-    return await events.apublish(
-        client, keys, meeting_id, EVENT, MeetingPhase(phase=phase), generation=generation, maxlen=maxlen
-    )
+    return await events.apublish(client, phase_event_args(keys, meeting_id, phase, generation, maxlen))
 
 
 def finished_phase(session: Session, meeting_id: str, generation: str) -> Phase | None:
