@@ -16,9 +16,10 @@ asked at most every ``alive_check_s``), and the meeting's folder is never create
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -257,10 +258,10 @@ def _advance_locked(
     return added, failed
 
 
-def _mirror(
-    deps: ConcatDeps, meeting_id: str, generation: str, rec: RecordingWriter, bridged: list[tuple[int, int]]
-) -> None:
-    """Make the database say what the recording's index says (it is the authority)."""
+@contextlib.contextmanager
+def _recording_row(deps: ConcatDeps, meeting_id: str, generation: str) -> Iterator[tuple[Session, Recording]]:
+    """The meeting's recording row (made if it has none) in a transaction that commits on leaving.
+    Raises _Gone when that meeting (this generation) no longer exists, before or at the commit."""
     try:
         with transaction(deps.sessions) as session:
             if queries.get_live_meeting(session, meeting_id, generation) is None:
@@ -269,17 +270,25 @@ def _mirror(
             if row is None:
                 row = Recording(meeting_id=meeting_id)
                 session.add(row)
-            row.concatenated_through = rec.held_through
-            row.data_bytes = rec.data_length
-            row.duration_s = rec.duration_s
-            row.updated_at = datetime.now(UTC)
-            for seq, frames in bridged:
-                if session.get(Gap, (meeting_id, seq)) is None:
-                    session.add(Gap(meeting_id=meeting_id, seq=seq, frames=frames))
+            yield session, row
     except sqlalchemy.exc.IntegrityError:
         if _alive_now(deps, meeting_id, generation):
             raise
         raise _Gone from None  # deleted between the check and the commit
+
+
+def _mirror(
+    deps: ConcatDeps, meeting_id: str, generation: str, rec: RecordingWriter, bridged: list[tuple[int, int]]
+) -> None:
+    """Make the database say what the recording's index says (it is the authority)."""
+    with _recording_row(deps, meeting_id, generation) as (session, row):
+        row.concatenated_through = rec.held_through
+        row.data_bytes = rec.data_length
+        row.duration_s = rec.duration_s
+        row.updated_at = datetime.now(UTC)
+        for seq, frames in bridged:
+            if session.get(Gap, (meeting_id, seq)) is None:
+                session.add(Gap(meeting_id=meeting_id, seq=seq, frames=frames))
 
 
 def _alive_now(deps: ConcatDeps, meeting_id: str, generation: str) -> bool:
@@ -289,19 +298,8 @@ def _alive_now(deps: ConcatDeps, meeting_id: str, generation: str) -> bool:
 
 def _fail(deps: ConcatDeps, meeting_id: str, generation: str, code: str, reason: str) -> None:
     """The recording cannot go on: note why (the meeting's phase becomes ``failed``) and say so, once."""
-    try:
-        with transaction(deps.sessions) as session:
-            if queries.get_live_meeting(session, meeting_id, generation) is None:
-                raise _Gone
-            row = queries.get_recording(session, meeting_id)
-            if row is None:
-                row = Recording(meeting_id=meeting_id)
-                session.add(row)
-            row.failed_reason = reason
-    except sqlalchemy.exc.IntegrityError:
-        if _alive_now(deps, meeting_id, generation):
-            raise
-        raise _Gone from None
+    with _recording_row(deps, meeting_id, generation) as (_, row):
+        row.failed_reason = reason
     deps.publish.marked(
         meeting_id,
         "chunk.failed",
