@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from audioflow.core.api_paths import chunk_path
 from audioflow.core.errors import SignatureError
@@ -157,14 +158,16 @@ def verified(
     raise SignatureError(f"webhook-signature does not match {what}", code="bad_signature")
 
 
+class VerifyOptions(TypedDict, total=False):
+    """The keyword options of :func:`verified` (its defaults apply to those left out)."""
+
+    target: str | None
+    now: float | None
+    tolerance_s: int
+
+
 def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes | memoryview,
-    *,
-    target: str | None = None,
-    now: float | None = None,
-    tolerance_s: int = DEFAULT_TOLERANCE_S,
+    secret: str, headers: Mapping[str, str], body: bytes | memoryview, **options: Unpack[VerifyOptions]
 ) -> str:
     """:func:`verified`, returning the ``webhook-id`` (the idempotency key)."""
-    return verified(secret, headers, body, target=target, now=now, tolerance_s=tolerance_s).webhook_id
+    return verified(secret, headers, body, **options).webhook_id
