@@ -1,6 +1,7 @@
 """The meeting as the reader API shows it (``GET /v1/meetings/{id}`` and friends): one model for the
-gateway that answers (``api/schemas.py`` re-exports it, and the OpenAPI document is built from it) and
-for the operator's gateway client that reads the answers. Only pydantic here, so every member can use it.
+gateway that answers (``queries.meeting_status`` builds it from the rows, ``api/schemas.py`` re-exports
+it, and the OpenAPI document is built from it) and for the operator's gateway client that reads the
+answers. Only pydantic here, so every member can use it.
 
 No class docstrings: they would become descriptions in the OpenAPI document, and the page's generated
 types with it.
@@ -9,14 +10,11 @@ types with it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, Field
 
 from audioflow.core.wav import AudioFormat
-
-if TYPE_CHECKING:
-    from audioflow.core.db.queries import MeetingStatus
 
 Phase: TypeAlias = Literal["pending", "live", "finalizing", "completed", "failed"]
 
@@ -47,8 +45,3 @@ class MeetingPublic(BaseModel):
     created_at: datetime
     ended_at: datetime | None
     updated_at: datetime | None
-
-    @classmethod
-    def of(cls, status: MeetingStatus) -> MeetingPublic:
-        """The wire form of the database's status (same field names; the format's too)."""
-        return cls.model_validate(status, from_attributes=True)

@@ -35,7 +35,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
-from audioflow.api.ws import CLOSE_BASE, TooManyListeners, authorize, refuse, until_gone
+from audioflow.api.ws import CLOSE_BASE, TooManyListeners, authorize, refuse, send_until_gone
 from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError, BadRequest, NotFound, RangeNotSatisfiable
@@ -285,14 +285,8 @@ async def live_audio(websocket: WebSocket, meeting_id: str) -> None:
                 "edge": watch.length,
             }
         )
-        sender = asyncio.create_task(_send_from(websocket, watch, position))
-        gone = asyncio.create_task(until_gone(websocket))
-        await asyncio.wait({sender, gone}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sender, gone):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if (gone.done() and not gone.cancelled()) or sender.cancelled():
+        sender, left = await send_until_gone(websocket, _send_from(websocket, watch, position))
+        if left or sender.cancelled():
             return  # the client left
         error = sender.exception()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):

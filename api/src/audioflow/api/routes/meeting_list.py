@@ -19,8 +19,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.context import AppContext
-from audioflow.api.schemas import MeetingList, MeetingPublic
-from audioflow.api.ws import TooManyListeners, authorize, refuse, until_gone
+from audioflow.api.schemas import MeetingList
+from audioflow.api.ws import TooManyListeners, authorize, refuse, send_until_gone
 from audioflow.core.api_paths import MEETINGS
 from audioflow.core.db import queries
 from audioflow.core.errors import AudioflowError
@@ -36,7 +36,7 @@ MAX_LISTENERS = 1000
 def _load(ctx: AppContext) -> str:
     with ctx.sessions() as session:
         ids = queries.meeting_ids(session, limit=LIMIT, offset=0)
-        meetings = [MeetingPublic.of(queries.meeting_status(session, i)) for i in ids]
+        meetings = [queries.meeting_status(session, i) for i in ids]
     return json.dumps({"type": "meetings", **MeetingList(meetings=meetings).model_dump(mode="json")})
 
 
@@ -109,13 +109,7 @@ async def meeting_list(websocket: WebSocket) -> None:
             await refuse(websocket, exc)
             return
         await websocket.accept()
-        sender = asyncio.create_task(_push(websocket, feed))
-        gone = asyncio.create_task(until_gone(websocket))
-        await asyncio.wait({sender, gone}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sender, gone):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        sender, _ = await send_until_gone(websocket, _push(websocket, feed))
         if sender.done() and not sender.cancelled() and sender.exception() is None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
                 await websocket.send_json({"error": {"code": "unavailable", "message": sender.result()}})

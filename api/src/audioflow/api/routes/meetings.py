@@ -30,13 +30,13 @@ router = APIRouter(prefix=MEETINGS, tags=["meetings"], dependencies=[ReaderAuth]
 
 def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:
     with ctx.sessions() as session:
-        return MeetingPublic.of(queries.meeting_status(session, meeting_id))
+        return queries.meeting_status(session, meeting_id)
 
 
 def _changed(ctx: AppContext, meeting_id: str) -> tuple[MeetingPublic, str]:
     """The status after a change made here, and which meeting of that id it is."""
     with ctx.sessions() as session:
-        status = MeetingPublic.of(queries.meeting_status(session, meeting_id))
+        status = queries.meeting_status(session, meeting_id)
         return status, queries.generation(queries.get_meeting(session, meeting_id))
 
 
@@ -84,7 +84,7 @@ async def list_meetings(
     def load() -> MeetingList:
         with ctx.sessions() as session:
             ids = queries.meeting_ids(session, limit=limit, offset=offset)
-            return MeetingList(meetings=[MeetingPublic.of(queries.meeting_status(session, i)) for i in ids])
+            return MeetingList(meetings=[queries.meeting_status(session, i) for i in ids])
 
     return await run_in_threadpool(load)
 

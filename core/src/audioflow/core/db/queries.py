@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Gap, Meeting, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, FormatMismatch, NotFound
+from audioflow.core.meeting_model import AudioFormatModel, MeetingPublic
 from audioflow.core.meeting_model import Phase as Phase  # one definition of the phases, on the wire
 from audioflow.core.wav import AudioFormat
 
@@ -281,26 +282,6 @@ def chunk_start(session: Session, meeting: OnTimeline, seq: int) -> float:
     return float(total or 0.0)
 
 
-@dataclass(frozen=True)
-class MeetingStatus:
-    id: str
-    phase: Phase
-    format: AudioFormat
-    chunks_received: int
-    chunks_transcribed: int
-    chunks_failed: int
-    chunks_concatenated: int
-    concatenated_through: int
-    highest_seq: int
-    gaps: tuple[int, ...]
-    recording_duration_s: float
-    recording_bytes: int
-    failed_reason: str | None
-    created_at: datetime
-    ended_at: datetime | None
-    updated_at: datetime | None
-
-
 def derive_phase(
     *, ended: bool, received: int, settled: int, concatenated_through: int, highest_seq: int, failed: bool
 ) -> Phase:
@@ -314,7 +295,8 @@ def derive_phase(
     return "finalizing"
 
 
-def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
+def meeting_status(session: Session, meeting_id: str) -> MeetingPublic:
+    """The meeting as the reader API shows it, derived from its rows."""
     meeting = get_meeting(session, meeting_id)
     received, highest, last_received = session.execute(
         select(func.count(), func.coalesce(func.max(Chunk.seq), -1), func.max(Chunk.received_at)).where(
@@ -350,7 +332,7 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
         (t for t in (meeting.created_at, last_received, recording.updated_at if recording else None) if t),
         default=None,
     )
-    return MeetingStatus(
+    return MeetingPublic(
         id=meeting.id,
         phase=derive_phase(
             ended=meeting.ended_at is not None,
@@ -360,14 +342,14 @@ def meeting_status(session: Session, meeting_id: str) -> MeetingStatus:
             highest_seq=highest,
             failed=bool(recording and recording.failed_reason),
         ),
-        format=meeting_format(meeting),
+        format=AudioFormatModel.model_validate(meeting_format(meeting), from_attributes=True),
         chunks_received=received,
         chunks_transcribed=transcribed,
         chunks_failed=failed,
         chunks_concatenated=in_recording or 0,
         concatenated_through=through,
         highest_seq=highest,
-        gaps=gap_seqs,
+        gaps=list(gap_seqs),
         recording_duration_s=recording.duration_s if recording else 0.0,
         recording_bytes=recording.data_bytes if recording else 0,
         failed_reason=recording.failed_reason if recording else None,
