@@ -13,8 +13,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, Unpack
 
 import kopf
 
@@ -65,6 +65,39 @@ async def _adapted(
         raise
     finally:
         RECONCILE_SECONDS.labels(handler).observe(time.perf_counter() - started)
+
+
+class _StatusHandler(Protocol):
+    def __call__(self, **call: Unpack[meeting.StatusCall]) -> Awaitable[None]: ...
+
+
+async def _write_status(
+    handler: str,
+    run: _StatusHandler,
+    conf: Settings,
+    /,
+    *,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Adapt kopf's call of a Meeting handler that writes ``status`` (the same keyword arguments for
+    both: the decorated functions keep their own names, which are kopf's handler ids)."""
+    async with _adapted(handler, conf.retry_delay_s, memo.kube, body):
+        await run(
+            body=body,
+            spec=spec,
+            status=status,
+            gateway=memo.gateway,
+            kube=memo.kube,
+            settings=conf,
+            patch=patch,
+            logger=logger,
+        )
 
 
 def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
@@ -146,48 +179,12 @@ def create_registry(conf: Settings, namespace: str) -> kopf.OperatorRegistry:
     @kopf.on.resume(*MEETINGS, registry=registry)
     @kopf.on.create(*MEETINGS, registry=registry)
     @kopf.on.update(*MEETINGS, field="spec", registry=registry)
-    async def reconcile(
-        body: kopf.Body,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        async with _adapted("reconcile", conf.retry_delay_s, memo.kube, body):
-            await meeting.reconcile_meeting(
-                body=body,
-                spec=spec,
-                status=status,
-                gateway=memo.gateway,
-                kube=memo.kube,
-                settings=conf,
-                patch=patch,
-                logger=logger,
-            )
+    async def reconcile(**kwargs: Any) -> None:
+        await _write_status("reconcile", meeting.reconcile_meeting, conf, **kwargs)
 
     @kopf.timer(*MEETINGS, interval=conf.status_interval_s, registry=registry)
-    async def mirror(
-        body: kopf.Body,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        async with _adapted("status", conf.retry_delay_s, memo.kube, body):
-            await meeting.mirror_status(
-                body=body,
-                spec=spec,
-                status=status,
-                gateway=memo.gateway,
-                kube=memo.kube,
-                settings=conf,
-                patch=patch,
-                logger=logger,
-            )
+    async def mirror(**kwargs: Any) -> None:
+        await _write_status("status", meeting.mirror_status, conf, **kwargs)
 
     @kopf.on.delete(*MEETINGS, registry=registry)
     async def finalize(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from audioflow.core.meeting_model import MeetingPublic
 from audioflow.core.settings import Settings
@@ -79,18 +79,25 @@ async def _gateway_failed(
         await kube.record_event(ref, type="Warning", reason=exc.reason, message=str(exc))
 
 
-async def reconcile_meeting(
-    *,
-    body: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    kube: Kube,
-    settings: Settings,
-    patch: MutableMapping[str, Any],
-    logger: Logger,
-) -> None:
+class StatusCall(TypedDict):
+    """The arguments of the handlers that write ``status`` (:func:`reconcile_meeting`,
+    :func:`mirror_status`): kopf's view of the Meeting, the operator's clients and settings, and the
+    patch to fill."""
+
+    body: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    gateway: Gateway
+    kube: Kube
+    settings: Settings
+    patch: MutableMapping[str, Any]
+    logger: Logger
+
+
+async def reconcile_meeting(**call: Unpack[StatusCall]) -> None:
     """Create/resume/update: make the gateway know the meeting; start the simulator if asked."""
+    body, spec, status, patch = call["body"], call["spec"], call["status"], call["patch"]
+    gateway, kube, settings, logger = call["gateway"], call["kube"], call["settings"], call["logger"]
     name, _, generation, ref = identity(body)
     update = StatusUpdate(status, generation, now_iso())
     try:
@@ -132,20 +139,11 @@ async def reconcile_meeting(
         update.apply(patch)
 
 
-async def mirror_status(
-    *,
-    body: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    kube: Kube,
-    settings: Settings,
-    patch: MutableMapping[str, Any],
-    logger: Logger,
-    now: datetime.datetime | None = None,
-) -> None:
+async def mirror_status(*, now: datetime.datetime | None = None, **call: Unpack[StatusCall]) -> None:
     """Timer: the gateway's progress into ``status``; follow the simulator; apply the TTL.
     A gateway that cannot be reached is a condition, not an error: the next tick tries again."""
+    body, spec, status, patch = call["body"], call["spec"], call["status"], call["patch"]
+    gateway, kube, settings, logger = call["gateway"], call["kube"], call["settings"], call["logger"]
     name, namespace, generation, ref = identity(body)
     moment = now or datetime.datetime.now(datetime.UTC)
     update = StatusUpdate(status, generation, now_iso(moment))

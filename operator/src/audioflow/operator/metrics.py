@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from audioflow.core.metrics import HANDLER_SECONDS_BUCKETS
+
 RECONCILE_SECONDS = Histogram(
     "audioflow_operator_reconcile_seconds",
     "Time spent in one Meeting handler call (create/update/resume, status, delete).",
     ["handler"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=HANDLER_SECONDS_BUCKETS,
 )
 RECONCILE_ERRORS = Counter(
     "audioflow_operator_reconcile_errors_total",
