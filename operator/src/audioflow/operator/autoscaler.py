@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -52,6 +52,9 @@ class AnnotationError(ValueError):
     """A Deployment's autoscale annotations cannot be used."""
 
 
+_Number = TypeVar("_Number", int, float)
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -72,29 +75,26 @@ def parse_target(deployment: Mapping[str, Any]) -> Target:
             raise AnnotationError(f"{key} is missing")
         return value
 
-    def whole(key: str, default: int) -> int:
+    def number(
+        key: str, default: _Number, parse: Callable[[str], _Number], what: str, out_of_range: str
+    ) -> _Number:
+        """The annotation ``key`` read with ``parse`` (``default`` when absent): finite, not below zero."""
         raw = annotations.get(key)
         if raw is None:
             return default
         try:
-            value = int(str(raw).strip())
+            value = parse(str(raw).strip())
         except ValueError:
-            raise AnnotationError(f"{key}: {raw!r} is not a whole number") from None
-        if value < 0:
-            raise AnnotationError(f"{key}: {raw!r} is negative")
+            raise AnnotationError(f"{key}: {raw!r} is not {what}") from None
+        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise AnnotationError(f"{key}: {raw!r} {out_of_range}")
         return value
 
+    def whole(key: str, default: int) -> int:
+        return number(key, default, int, "a whole number", "is negative")
+
     def seconds(key: str, default: float) -> float:
-        raw = annotations.get(key)
-        if raw is None:
-            return default
-        try:
-            value = float(str(raw).strip())
-        except ValueError:
-            raise AnnotationError(f"{key}: {raw!r} is not a number of seconds") from None
-        if not math.isfinite(value) or value < 0:
-            raise AnnotationError(f"{key}: {raw!r} is not a number of seconds")
-        return value
+        return number(key, default, float, "a number of seconds", "is not a number of seconds")
 
     stream, group = text(STREAM), text(GROUP)
     try:
