@@ -14,12 +14,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import redis.client
 import sqlalchemy.exc
+from pydantic import ConfigDict
 
 from audioflow.api.context import AppContext
+from audioflow.api.schemas import ChunkAccepted
 from audioflow.core import events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
@@ -55,17 +56,21 @@ def check_signature_headers(settings: Settings, headers: Mapping[str, str]) -> N
     check_headers(headers, tolerance_s=settings.signature_tolerance_s)
 
 
-@dataclass(frozen=True)
-class Accepted:
-    meeting_id: str
-    seq: int
-    status: Literal["created", "duplicate"]
-    bytes: int
-    duration_s: float
-    sha256: str
+class Accepted(ChunkAccepted):
+    """A stored chunk: the answer's fields, and what the gateway does next with it (never sent)."""
+
+    model_config = ConfigDict(frozen=True)
+
     needs_work: bool  # enqueue (again): new, or a duplicate whose work is not finished
     first_chunk: bool  # the meeting goes live with it
     generation: str  # which meeting of that id (see queries.generation)
+
+    def answer(self) -> ChunkAccepted:
+        """What the producer is told: the answer's fields only."""
+        return ChunkAccepted.model_validate(self.model_dump(include=_ANSWER_FIELDS))
+
+
+_ANSWER_FIELDS = set(ChunkAccepted.model_fields)
 
 
 @dataclass(frozen=True)
@@ -137,15 +142,15 @@ def _record(
         if webhook_id is not None and view.seen is None:
             queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
     return Accepted(
-        meeting_id,
-        seq,
-        status,
-        len(body),
-        info.duration_s,
-        sha,
-        needs_work,
-        first_chunk,
-        queries.generation_at(created_at),
+        meeting_id=meeting_id,
+        seq=seq,
+        status=status,
+        bytes=len(body),
+        duration_s=info.duration_s,
+        sha256=sha,
+        needs_work=needs_work,
+        first_chunk=first_chunk,
+        generation=queries.generation_at(created_at),
     )
 
 

@@ -144,12 +144,12 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     for i in stored:
         pending = batch[i]
         results[i] = Accepted(
-            pending.meeting_id,
-            pending.seq,
-            "created",
-            len(pending.body),
-            pending.checked.info.duration_s,
-            pending.checked.sha256,
+            meeting_id=pending.meeting_id,
+            seq=pending.seq,
+            status="created",
+            bytes=len(pending.body),
+            duration_s=pending.checked.info.duration_s,
+            sha256=pending.checked.sha256,
             needs_work=True,
             first_chunk=False,
             generation=generation_at(meetings[pending.meeting_id].created_at),
