@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, String, any_, bindparam, func, insert, select, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery, utcnow
@@ -49,46 +49,22 @@ class NewChunk:
     webhook_id: str | None
 
 
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _member_of(column: Any, postgresql_dialect: bool) -> Any:
-    """``column`` is one of the ``ids`` parameter's values. On PostgreSQL ``= ANY(array)``: one statement
-    text whatever the batch's size, so psycopg converts it once (an expanded ``IN`` is a new text per
-    size); SQLite has no arrays, so an expanding ``IN``."""
-    if postgresql_dialect:
-        return column == any_(bindparam("ids", type_=ARRAY(String)))
-    return column.in_(bindparam("ids", expanding=True))
-
-
-def _held_meetings_statement(postgresql_dialect: bool) -> Any:
+def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
+    """The batch's meetings that exist, by id (one round trip)."""
+    ids = sorted(set(meeting_ids))
     highest = (
         select(_CHUNKS.c.meeting_id, func.max(_CHUNKS.c.seq).label("highest"))
-        .where(_member_of(_CHUNKS.c.meeting_id, postgresql_dialect))
+        .where(_CHUNKS.c.meeting_id.in_(ids))
         .group_by(_CHUNKS.c.meeting_id)
         .subquery()
     )
     m, deleted = _MEETINGS.c, _DELETED.c
-    return (
+    rows = session.connection().execute(
         select(m.id, m.sample_rate, m.channels, m.bits, m.created_at, deleted.deleted_at, highest.c.highest)
         .outerjoin(_DELETED, deleted.meeting_id == m.id)
         .outerjoin(highest, highest.c.meeting_id == m.id)
-        .where(_member_of(m.id, postgresql_dialect))
+        .where(m.id.in_(ids))
     )
-
-
-# Built once per dialect: a batch then only binds its ids.
-_HELD_MEETINGS = {pg: _held_meetings_statement(pg) for pg in (True, False)}
-_SEEN_WEBHOOK_IDS = {
-    pg: select(_DELIVERIES.c.id).where(_member_of(_DELIVERIES.c.id, pg)) for pg in (True, False)
-}
-
-
-def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
-    """The batch's meetings that exist, by id (one round trip)."""
-    statement = _HELD_MEETINGS[_is_postgresql(session)]
-    rows = session.connection().execute(statement, {"ids": sorted(set(meeting_ids))})
     return {
         row.id: HeldMeeting(
             format=AudioFormat(sample_rate=row.sample_rate, channels=row.channels, bits=row.bits),
@@ -105,7 +81,7 @@ def seen_webhook_ids(session: Session, webhook_ids: Iterable[str]) -> set[str]:
     ids = sorted(set(webhook_ids))
     if not ids:
         return set()
-    found = session.connection().execute(_SEEN_WEBHOOK_IDS[_is_postgresql(session)], {"ids": ids})
+    found = session.connection().execute(select(_DELIVERIES.c.id).where(_DELIVERIES.c.id.in_(ids)))
     return {row.id for row in found}
 
 
@@ -116,54 +92,33 @@ def insert_new_chunks(session: Session, chunks: Sequence[NewChunk]) -> set[tuple
     if not chunks:
         return set()
     now = utcnow()
-    if _is_postgresql(session):
-        # One array per column, unnested: the same statement text for every batch size.
-        columns = {
-            "meeting_ids": [c.meeting_id for c in chunks],
-            "seqs": [c.seq for c in chunks],
-            "sha256s": [c.sha256 for c in chunks],
-            "sizes": [c.size_bytes for c in chunks],
-            "data_bytes": [c.data_bytes for c in chunks],
-            "durations": [c.duration_s for c in chunks],
+    rows = [
+        {
+            "meeting_id": c.meeting_id,
+            "seq": c.seq,
+            "sha256": c.sha256,
+            "size_bytes": c.size_bytes,
+            "data_bytes": c.data_bytes,
+            "duration_s": c.duration_s,
             "received_at": now,
         }
-        inserted = session.connection().execute(_INSERT_UNNESTED, columns)
-    else:
-        rows = [
-            {
-                "meeting_id": c.meeting_id,
-                "seq": c.seq,
-                "sha256": c.sha256,
-                "size_bytes": c.size_bytes,
-                "data_bytes": c.data_bytes,
-                "duration_s": c.duration_s,
-                "received_at": now,
-            }
-            for c in chunks
-        ]
-        # The rows as the parameter list: SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues").
-        inserted = session.connection().execute(_INSERT_ROWS, rows)
-    return {(row.meeting_id, row.seq) for row in inserted}
+        for c in chunks
+    ]
+    # One statement with the rows as its parameter list: SQLAlchemy sends them as multi-row VALUES
+    # ("insertmanyvalues"), and the statement is compiled once, not once per batch size.
+    statement = _INSERT_NEW_CHUNKS[session.get_bind().dialect.name == "postgresql"]
+    return {(row.meeting_id, row.seq) for row in session.connection().execute(statement, rows)}
 
 
-_INSERT_ROWS = (
-    sqlite.insert(Chunk)
-    .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
-    .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
-)
-# The same insert for PostgreSQL, written out because SQLAlchemy has no unnest-of-arrays insert.
-_INSERT_UNNESTED = text(
-    """
-    INSERT INTO chunks (meeting_id, seq, sha256, size_bytes, data_bytes, duration_s, received_at)
-    SELECT c.meeting_id, c.seq, c.sha256, c.size_bytes, c.data_bytes, c.duration_s, :received_at
-    FROM unnest(
-        CAST(:meeting_ids AS text[]), CAST(:seqs AS integer[]), CAST(:sha256s AS text[]),
-        CAST(:sizes AS integer[]), CAST(:data_bytes AS integer[]), CAST(:durations AS float8[])
-    ) AS c(meeting_id, seq, sha256, size_bytes, data_bytes, duration_s)
-    ON CONFLICT (meeting_id, seq) DO NOTHING
-    RETURNING meeting_id, seq
-    """
-)
+def _insert_new_chunks(dialect_insert: Any) -> Any:
+    return (
+        dialect_insert(_CHUNKS)
+        .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
+        .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
+    )
+
+
+_INSERT_NEW_CHUNKS = {True: _insert_new_chunks(postgresql.insert), False: _insert_new_chunks(sqlite.insert)}
 
 
 def record_deliveries(session: Session, chunks: Sequence[NewChunk]) -> None:
