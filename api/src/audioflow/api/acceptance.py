@@ -57,20 +57,14 @@ def check_signature_headers(settings: Settings, headers: Mapping[str, str]) -> N
 
 
 class Accepted(ChunkAccepted):
-    """A stored chunk: the answer's fields, and what the gateway does next with it (never sent)."""
+    """A stored chunk: the answer's fields, and what the gateway does next with it. Served as a
+    ``ChunkAccepted``, whose fields alone are sent."""
 
     model_config = ConfigDict(frozen=True)
 
     needs_work: bool  # enqueue (again): new, or a duplicate whose work is not finished
     first_chunk: bool  # the meeting goes live with it
     generation: str  # which meeting of that id (see queries.generation)
-
-    def answer(self) -> ChunkAccepted:
-        """What the producer is told: the answer's fields only."""
-        return ChunkAccepted.model_validate(self.model_dump(include=_ANSWER_FIELDS))
-
-
-_ANSWER_FIELDS = set(ChunkAccepted.model_fields)
 
 
 @dataclass(frozen=True)

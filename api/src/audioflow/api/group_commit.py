@@ -55,6 +55,10 @@ class Pending:
     checked: Checked
     signature: PresentedSignature | None
 
+    @property
+    def webhook_id(self) -> str | None:
+        return None if self.signature is None else self.signature.webhook_id
+
     def row(self) -> NewChunk:
         return NewChunk(
             meeting_id=self.meeting_id,
@@ -63,7 +67,7 @@ class Pending:
             size_bytes=len(self.body),
             data_bytes=self.checked.info.data_length,
             duration_s=self.checked.info.duration_s,
-            webhook_id=None if self.signature is None else self.signature.webhook_id,
+            webhook_id=self.webhook_id,
         )
 
 
@@ -125,22 +129,22 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     results: list[Accepted | None] = [None] * len(batch)
     with transaction(ctx.sessions) as session:
         meetings = batch_ingest.held_meetings(session, (p.meeting_id for p in batch))
-        webhook_ids = Counter(p.signature.webhook_id for p in batch if p.signature is not None)
+        webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
         seen = batch_ingest.seen_webhook_ids(session, webhook_ids)
         chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
-            key, signature = (pending.meeting_id, pending.seq), pending.signature
-            webhook_id = None if signature is None else signature.webhook_id
+            key, webhook_id = (pending.meeting_id, pending.seq), pending.webhook_id
             if key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
                 continue
             if webhook_id is not None and (webhook_id in seen or webhook_ids[webhook_id] > 1):
                 continue
             chosen[key] = i
-        inserted = batch_ingest.insert_new_chunks(session, [batch[i].row() for i in chosen.values()])
+        rows = {i: batch[i].row() for i in chosen.values()}
+        inserted = batch_ingest.insert_new_chunks(session, list(rows.values()))
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
-        batch_ingest.record_deliveries(session, [batch[i].row() for i in stored])
+        batch_ingest.record_deliveries(session, [rows[i] for i in stored])
     for i in stored:
         pending = batch[i]
         results[i] = Accepted(

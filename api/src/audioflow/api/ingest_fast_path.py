@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -22,7 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from audioflow.api.acceptance import Accepted
 from audioflow.api.errors import dependency_or_domain_error
 from audioflow.api.routes.ingest import CHUNK_ROUTE, WEBHOOK_ROUTE, accept_upload, accept_webhook, answer
+from audioflow.api.schemas import ChunkAccepted
 
+# Serializes by ChunkAccepted's schema, so an Accepted is sent with the answer's fields only (as the
+# routes' response model does), without copying it into a ChunkAccepted first.
+_ANSWER = TypeAdapter(ChunkAccepted)
 # Starlette's own compiled form of the route's template, so both match exactly the same paths.
 _CHUNK_PATH, _, _CHUNK_CONVERTORS = compile_path(CHUNK_ROUTE)
 
@@ -56,5 +61,5 @@ async def _serve(accepting: Awaitable[Accepted], scope: Scope, receive: Receive,
             raise
         await refusal(scope, receive, send)
         return
-    response = Response(body.model_dump_json(), status_code=status, media_type="application/json")
+    response = Response(_ANSWER.dump_json(body), status_code=status, media_type="application/json")
     await response(scope, receive, send)

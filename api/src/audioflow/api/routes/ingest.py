@@ -51,7 +51,7 @@ def group_commit(app: Starlette) -> GroupCommit:
 
 def answer(accepted: Accepted) -> tuple[int, ChunkAccepted]:
     """The status and body that answer an accepted chunk: 201 new, 200 the same bytes again."""
-    return 201 if accepted.status == "created" else 200, accepted.answer()
+    return 201 if accepted.status == "created" else 200, accepted
 
 
 async def accept_upload(request: Request, meeting_id: str, seq: str) -> Accepted:
