@@ -18,7 +18,7 @@ from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.db.models import Recording, Segment
 from audioflow.core.keys import Keys
-from audioflow.core.storage import LocalStorage
+from audioflow.core.storage import ChunkStore, LocalStorage
 from audioflow.core.streams.consumer import Entry, Outcome
 from audioflow.workers.processing import ProcessingDeps, handle
 from audioflow.workers.publisher import Publisher
@@ -37,7 +37,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()  # its connections closed, not left to the garbage collector
 
 
-def _store(sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: str, seq: int) -> None:
+def _store(sessions: sessionmaker[Session], storage: ChunkStore, meeting_id: str, seq: int) -> None:
     """A 5 s silent chunk, stored and recorded as the gateway does."""
     body = wav_bytes(SILENT_5S)
     storage.put_chunk(meeting_id, seq, body)
@@ -54,7 +54,7 @@ def _store(sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: s
 
 
 def _meeting(
-    sessions: sessionmaker[Session], storage: LocalStorage, meeting_id: str, seqs: range, *, ended: bool
+    sessions: sessionmaker[Session], storage: ChunkStore, meeting_id: str, seqs: range, *, ended: bool
 ) -> None:
     """A meeting with 5 s silent chunks ``seqs`` stored, ended or not."""
     with transaction(sessions) as session:
@@ -62,6 +62,19 @@ def _meeting(
         meeting.ended_at = datetime.now(UTC) if ended else None
     for seq in seqs:
         _store(sessions, storage, meeting_id, seq)
+
+
+def _deps(
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    words: list[Word],
+) -> tuple[ProcessingDeps, ScriptedFakeEngine]:
+    """Processing on local files and a real Redis, with a fake engine that hears ``words`` in every chunk."""
+    scripted = ScriptedFakeEngine(words)
+    publisher = Publisher(redis_client, Keys(redis_prefix), 1000)
+    return ProcessingDeps(sessions, LocalStorage(tmp_path, fsync=False), scripted, publisher, 1.0), scripted
 
 
 @pytest.mark.parametrize("ended", [False, True], ids=["live", "ended"])
@@ -72,12 +85,12 @@ def test_the_last_chunk_of_an_ended_meeting_keeps_its_last_words(
     redis_prefix: str,
     tmp_path: Path,
 ) -> None:
-    storage = LocalStorage(tmp_path, fsync=False)
-    _meeting(sessions, storage, "tail", range(2), ended=ended)
     # A word inside the chunk, and one still being spoken at its end (after the trailing cut, which
     # silence puts 0.1 s before the end).
-    scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 5.9, 6.0)])
-    deps = ProcessingDeps(sessions, storage, scripted, Publisher(redis_client, Keys(redis_prefix), 1000), 1.0)
+    deps, _ = _deps(
+        sessions, tmp_path, redis_client, redis_prefix, [Word("inside", 3.0, 3.5), Word("last", 5.9, 6.0)]
+    )
+    _meeting(sessions, deps.storage, "tail", range(2), ended=ended)
 
     for seq in (0, 1):
         outcome = handle(Entry(f"0-{seq + 1}", {"meeting_id": "tail", "seq": str(seq)}, 1), deps)
@@ -99,11 +112,11 @@ def test_a_meeting_ended_after_its_last_chunk_was_transcribed_gets_that_chunks_t
     # Live, seq 0 leaves its last word to a successor; then the meeting ends with it (the end route
     # queues it again): decoded again with its tail, the row replaced, announced once more, and the
     # meeting's phase waits for it.
-    storage = LocalStorage(tmp_path, fsync=False)
-    _meeting(sessions, storage, "late-end", range(1), ended=False)
-    scripted = ScriptedFakeEngine([Word("inside", 3.0, 3.5), Word("last", 4.9, 5.0)])
+    deps, scripted = _deps(
+        sessions, tmp_path, redis_client, redis_prefix, [Word("inside", 3.0, 3.5), Word("last", 4.9, 5.0)]
+    )
+    _meeting(sessions, deps.storage, "late-end", range(1), ended=False)
     keys = Keys(redis_prefix)
-    deps = ProcessingDeps(sessions, storage, scripted, Publisher(redis_client, keys, 1000), 1.0)
     work = Entry("0-1", {"meeting_id": "late-end", "seq": "0"}, 1)
 
     assert handle(work, deps) is Outcome.ACK
