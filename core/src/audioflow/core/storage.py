@@ -24,6 +24,9 @@ from typing import BinaryIO, Protocol, TypeVar
 from audioflow.core.errors import StorageFull
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.recording import RecordingFile, RecordingFileReader, recording_lock
+from audioflow.core.recording.fileio import (
+    fsync_dir as _fsync_dir,  # one folder sync for chunks and recordings
+)
 from audioflow.core.wav import AudioFormat
 
 ChunkData = tuple[str, int, bytes | memoryview]  # (meeting_id, seq, the chunk file's bytes)
@@ -143,14 +146,6 @@ def _each(sync: Callable[[T], object], items: list[T]) -> None:
         return
     for done in [_SYNCS.submit(sync, item) for item in items]:
         done.result()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStorage:
