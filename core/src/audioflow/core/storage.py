@@ -23,10 +23,7 @@ from typing import BinaryIO, Protocol, TypeVar
 
 from audioflow.core.errors import StorageFull
 from audioflow.core.ids import check_meeting_id, check_seq
-from audioflow.core.recording import RecordingFile, RecordingFileReader, recording_lock
-from audioflow.core.recording.fileio import (
-    fsync_dir as _fsync_dir,  # one folder sync for chunks and recordings
-)
+from audioflow.core.recording import RecordingFile, RecordingFileReader, fileio, recording_lock
 from audioflow.core.wav import AudioFormat
 
 ChunkData = tuple[str, int, bytes | memoryview]  # (meeting_id, seq, the chunk file's bytes)
@@ -135,6 +132,7 @@ _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 
+_fsync_dir = fileio.fsync_dir  # one folder sync for chunks and recordings (tests wrap it here)
 _SYNCS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
 
