@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audioflow.core import fileio
 from audioflow.core.errors import FormatMismatch, RecordingCorrupt, RecordingFull
 from audioflow.core.recording import (
     INDEX_MAGIC,
@@ -34,7 +35,6 @@ from audioflow.core.recording import (
     snapshot_length,
 )
 from audioflow.core.recording import file as recording_file
-from audioflow.core.recording import fileio as recording_fileio
 from audioflow.core.wav import AudioFormat, canonical_header, parse_wav, pcm_view
 
 FMT = AudioFormat(16000, 1, 16)
@@ -410,7 +410,7 @@ def test_failed_write_is_rolled_back(wav: Path, monkeypatch: pytest.MonkeyPatch)
     with RecordingFile.open(wav, FMT) as rec:
         rec.append(0, pcms[0])
         before = files(wav)
-        real = recording_fileio.pwrite_all
+        real = fileio.pwrite_all
         calls = 0
 
         def failing(fd: int, data: bytes | memoryview, offset: int) -> None:

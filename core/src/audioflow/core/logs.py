@@ -86,6 +86,8 @@ def setup_logging(component: str, *, fmt: str = "text", level: str = "INFO") -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No formatter prints the process: without this, every record asks the kernel for its pid.
+    logging.logProcesses = logging.logMultiprocessing = False
     current = logging.getLogRecordFactory()
     if not getattr(current, "redacting", False):
         logging.setLogRecordFactory(_redacting_factory(current))

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from audioflow.core.errors import FormatMismatch, InvalidWav, RecordingCorrupt, RecordingFull
-from audioflow.core.recording.fileio import create_atomically, pread_exact, pwrite_all
+from audioflow.core.fileio import create_atomically, pread_exact, pwrite_all
 from audioflow.core.recording.index import (
     HEADER_SIZE,
     INDEX_MAGIC,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audioflow.core.errors import InvalidWav, RecordingCorrupt
+from audioflow.core.fileio import pread_exact
 from audioflow.core.recording.file import RecordingFile
-from audioflow.core.recording.fileio import pread_exact
 from audioflow.core.recording.index import HEADER_SIZE, lock_path
 from audioflow.core.wav import AudioFormat, read_canonical_header
 

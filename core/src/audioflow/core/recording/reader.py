@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from audioflow.core.recording.fileio import pread_exact
+from audioflow.core.fileio import pread_exact
 from audioflow.core.recording.lock import same_file, snapshot_length
 from audioflow.core.wav import AudioFormat
 
