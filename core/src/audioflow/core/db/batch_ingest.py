@@ -1,6 +1,6 @@
 """Many chunks' rows in one transaction: the gateway's group commit (``api/group_commit.py``).
 
-Three statements serve a whole batch, whatever its size: one read of what its meetings and webhook-ids
+Four statements serve a whole batch, whatever its size: two reads of what its meetings and webhook-ids
 already hold, one multi-row insert of the chunks that tells new from held (``ON CONFLICT DO NOTHING
 RETURNING``), one insert of the deliveries. They run on the session's connection as Core statements,
 without the ORM's unit of work, because a batch is only ever inserted, never read back as objects.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery, utcnow
@@ -49,22 +49,46 @@ class NewChunk:
     webhook_id: str | None
 
 
-def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
-    """The batch's meetings that exist, by id (one round trip)."""
-    ids = sorted(set(meeting_ids))
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _member_of(column: Any, postgresql_dialect: bool) -> Any:
+    """``column`` is one of the ``ids`` parameter's values. On PostgreSQL ``= ANY(array)``: one statement
+    text whatever the batch's size, so psycopg converts it once (an expanded ``IN`` is a new text per
+    size); SQLite has no arrays, so an expanding ``IN``."""
+    if postgresql_dialect:
+        return column == any_(bindparam("ids", type_=ARRAY(String)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
+def _held_meetings_statement(postgresql_dialect: bool) -> Any:
     highest = (
         select(_CHUNKS.c.meeting_id, func.max(_CHUNKS.c.seq).label("highest"))
-        .where(_CHUNKS.c.meeting_id.in_(ids))
+        .where(_member_of(_CHUNKS.c.meeting_id, postgresql_dialect))
         .group_by(_CHUNKS.c.meeting_id)
         .subquery()
     )
     m, deleted = _MEETINGS.c, _DELETED.c
-    rows = session.connection().execute(
+    return (
         select(m.id, m.sample_rate, m.channels, m.bits, m.created_at, deleted.deleted_at, highest.c.highest)
         .outerjoin(_DELETED, deleted.meeting_id == m.id)
         .outerjoin(highest, highest.c.meeting_id == m.id)
-        .where(m.id.in_(ids))
+        .where(_member_of(m.id, postgresql_dialect))
     )
+
+
+# Built once per dialect: a batch then only binds its ids.
+_HELD_MEETINGS = {pg: _held_meetings_statement(pg) for pg in (True, False)}
+_SEEN_WEBHOOK_IDS = {
+    pg: select(_DELIVERIES.c.id).where(_member_of(_DELIVERIES.c.id, pg)) for pg in (True, False)
+}
+
+
+def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
+    """The batch's meetings that exist, by id (one round trip)."""
+    statement = _HELD_MEETINGS[_is_postgresql(session)]
+    rows = session.connection().execute(statement, {"ids": sorted(set(meeting_ids))})
     return {
         row.id: HeldMeeting(
             format=AudioFormat(sample_rate=row.sample_rate, channels=row.channels, bits=row.bits),
@@ -81,7 +105,7 @@ def seen_webhook_ids(session: Session, webhook_ids: Iterable[str]) -> set[str]:
     ids = sorted(set(webhook_ids))
     if not ids:
         return set()
-    found = session.connection().execute(select(_DELIVERIES.c.id).where(_DELIVERIES.c.id.in_(ids)))
+    found = session.connection().execute(_SEEN_WEBHOOK_IDS[_is_postgresql(session)], {"ids": ids})
     return {row.id for row in found}
 
 
@@ -91,7 +115,6 @@ def insert_new_chunks(session: Session, chunks: Sequence[NewChunk]) -> set[tuple
     caller to tell duplicate from conflict the one-by-one way."""
     if not chunks:
         return set()
-    now = utcnow()
     rows = [
         {
             "meeting_id": c.meeting_id,
@@ -100,37 +123,78 @@ def insert_new_chunks(session: Session, chunks: Sequence[NewChunk]) -> set[tuple
             "size_bytes": c.size_bytes,
             "data_bytes": c.data_bytes,
             "duration_s": c.duration_s,
-            "received_at": now,
         }
         for c in chunks
     ]
-    # One statement with the rows as its parameter list: SQLAlchemy sends them as multi-row VALUES
-    # ("insertmanyvalues"), and the statement is compiled once, not once per batch size.
-    statement = _INSERT_NEW_CHUNKS[session.get_bind().dialect.name == "postgresql"]
-    return {(row.meeting_id, row.seq) for row in session.connection().execute(statement, rows)}
-
-
-def _insert_new_chunks(dialect_insert: Any) -> Any:
-    return (
-        dialect_insert(_CHUNKS)
-        .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
-        .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
-    )
-
-
-_INSERT_NEW_CHUNKS = {True: _insert_new_chunks(postgresql.insert), False: _insert_new_chunks(sqlite.insert)}
+    return {(row.meeting_id, row.seq) for row in _INSERT_CHUNKS.execute(session, rows)}
 
 
 def record_deliveries(session: Session, chunks: Sequence[NewChunk]) -> None:
     """Remember the webhook-ids of these chunks' deliveries (one statement)."""
-    now = utcnow()
     rows = [
-        {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256, "received_at": now}
+        {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256}
         for c in chunks
         if c.webhook_id is not None
     ]
     if rows:
-        session.connection().execute(_INSERT_DELIVERIES, rows)
+        _INSERT_DELIVERIES.execute(session, rows)
 
 
-_INSERT_DELIVERIES = insert(WebhookDelivery)
+class _ManyRowInsert:
+    """One INSERT of many rows that all get the same ``received_at``, in a statement whose text does not
+    depend on how many rows there are.
+
+    On PostgreSQL each column is one array parameter, unnested: psycopg then converts the statement's
+    text once and keeps it, where a multi-row ``VALUES`` is a new text, parsed again, for every batch size
+    (the unnest form halved the database work of a 32-chunk group commit: bench/RESULTS.md). SQLite has
+    no arrays: there SQLAlchemy's multi-row ``VALUES`` ("insertmanyvalues") of the same insert."""
+
+    def __init__(
+        self,
+        table: Any,
+        types: dict[str, str],
+        *,
+        skip_taken: tuple[str, ...] = (),
+        returning: tuple[str, ...] = (),
+    ) -> None:
+        """``types``: the PostgreSQL type of each column given; ``skip_taken``: the unique key whose
+        rows already held are left out (``ON CONFLICT DO NOTHING``); ``returning``: columns of the
+        rows inserted."""
+        names = ", ".join(types)
+        arrays = ", ".join(f"CAST(:{name} AS {sql_type}[])" for name, sql_type in types.items())
+        self._postgresql = text(  # names and types from this module's constants, never from input
+            f"INSERT INTO {table.name} ({names}, received_at) SELECT {names}, :received_at "  # noqa: S608
+            f"FROM unnest({arrays}) AS batch({names})"
+            + (f" ON CONFLICT ({', '.join(skip_taken)}) DO NOTHING" if skip_taken else "")
+            + (f" RETURNING {', '.join(returning)}" if returning else "")
+        )
+        statement = sqlite.insert(table)
+        if skip_taken:
+            statement = statement.on_conflict_do_nothing(index_elements=[table.c[k] for k in skip_taken])
+        self._sqlite = statement.returning(*(table.c[name] for name in returning)) if returning else statement
+        self._names = tuple(types)
+
+    def execute(self, session: Session, rows: list[dict[str, Any]]) -> Any:
+        now = utcnow()
+        if _is_postgresql(session):
+            columns: dict[str, Any] = {name: [row[name] for row in rows] for name in self._names}
+            return session.connection().execute(self._postgresql, {**columns, "received_at": now})
+        return session.connection().execute(self._sqlite, [{**row, "received_at": now} for row in rows])
+
+
+_INSERT_CHUNKS = _ManyRowInsert(
+    _CHUNKS,
+    {
+        "meeting_id": "text",
+        "seq": "integer",
+        "sha256": "text",
+        "size_bytes": "integer",
+        "data_bytes": "integer",
+        "duration_s": "float8",
+    },
+    skip_taken=("meeting_id", "seq"),
+    returning=("meeting_id", "seq"),
+)
+_INSERT_DELIVERIES = _ManyRowInsert(
+    _DELIVERIES, {"id": "text", "meeting_id": "text", "seq": "integer", "sha256": "text"}
+)
