@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
 
-from audioflow.core.events import DELETED_TTL_S, aforget, announced, decode_event, publish, publish_marked
+from audioflow.core.events import (
+    DELETED_TTL_S,
+    WriteBatch,
+    aforget,
+    announced,
+    decode_event,
+    publish,
+    publish_args,
+    publish_marked,
+)
 from audioflow.core.keys import Keys
 from audioflow.core.redis_client import async_redis_client
 
@@ -112,3 +122,45 @@ def test_a_log_line_without_a_generation_never_creates_a_stream(
     keys = Keys(redis_prefix)
     assert publish(redis_client, keys, "m2", "log", {"message": "x"}, generation=None, maxlen=100) is None
     assert not redis_client.exists(keys.events("m2"))
+
+
+def test_a_write_batch_writes_its_entries_and_events_in_one_call(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """The work items and events of several chunks, one script call: the same entries and events a
+    client's XADDs and publishes would write, in order, and an event for a deleted generation dropped
+    while the rest of the batch is written."""
+    keys = Keys(redis_prefix)
+    redis_client.sadd(keys.deleted("gone"), GEN)
+    batch = WriteBatch()
+    for seq in (1, 2):
+        batch.xadd(keys.transcribe, {"meeting_id": "m1", "seq": str(seq), "generation": GEN})
+        batch.xadd(keys.concat, {"meeting_id": "m1", "seq": str(seq)})
+        batch.publish(publish_args(keys, "m1", "chunk.received", {"seq": seq}, generation=GEN, maxlen=100))
+    batch.publish(publish_args(keys, "gone", "log", {"message": "late"}, generation=GEN, maxlen=100))
+    batch.publish(publish_args(keys, "m1", "log", {"message": "x"}, generation=None, maxlen=100))
+    batch.execute(redis_client)
+    transcribe: list[tuple[str, dict[str, str]]] = redis_client.xrange(keys.transcribe)  # type: ignore[assignment]
+    concat: list[tuple[str, dict[str, str]]] = redis_client.xrange(keys.concat)  # type: ignore[assignment]
+    assert [f for _, f in transcribe] == [{"meeting_id": "m1", "seq": s, "generation": GEN} for s in "12"]
+    assert [f for _, f in concat] == [{"meeting_id": "m1", "seq": s} for s in "12"]
+    assert [(e["type"], e["data"]) for e in _events(redis_client, keys, "m1")] == [
+        ("chunk.received", {"seq": 1}),
+        ("chunk.received", {"seq": 2}),
+        ("log", {"message": "x"}),  # no generation: written because the stream exists
+    ]
+    assert not redis_client.exists(keys.events("gone"))
+
+
+def test_a_write_batch_takes_only_publish_args_and_an_empty_one_sends_nothing(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    keys = Keys(redis_prefix)
+    batch = WriteBatch()
+    with pytest.raises(ValueError, match="publish_args"):
+        batch.publish(("return 1", 0))
+    with pytest.raises(ValueError, match="publish_args"):
+        batch.publish(publish_args(keys, "m1", "log", {}, generation=GEN, maxlen=100)[:-1])
+    calls_before = redis_client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+    batch.execute(redis_client)
+    assert redis_client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0) == calls_before

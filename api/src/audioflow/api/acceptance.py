@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis.client
 import sqlalchemy.exc
 from pydantic import ConfigDict
 
@@ -216,20 +215,20 @@ def log_line(accepted: Accepted) -> str:
     return f"chunk {accepted.status} ({accepted.bytes} bytes, {accepted.duration_s:.2f} s)"
 
 
-def page_logs_in_pipeline() -> bool:
-    """The page's log event for an accepted chunk's line rides in the work's Redis pipeline, not a write
+def page_logs_with_work() -> bool:
+    """The page's log event for an accepted chunk's line rides in the work's Redis script call, not a write
     of its own (when the line is logged at all)."""
     return log.isEnabledFor(logging.INFO)
 
 
 def announce(ctx: AppContext, accepted: Accepted) -> Accepted:
     """Enqueue an accepted chunk's work if it needs it, count it and log it."""
-    in_pipeline = accepted.needs_work and page_logs_in_pipeline()
+    with_work = accepted.needs_work and page_logs_with_work()
     if accepted.needs_work:
-        pipe = ctx.redis.pipeline(transaction=True)
-        add_work(pipe, ctx, accepted, log_line(accepted) if in_pipeline else None)
-        pipe.execute()
-    return report(accepted, published=in_pipeline)
+        batch = events.WriteBatch()
+        add_work(batch, ctx, accepted, log_line(accepted) if with_work else None)
+        batch.execute(ctx.redis)
+    return report(accepted, published=with_work)
 
 
 def report(accepted: Accepted, *, published: bool) -> Accepted:
@@ -247,12 +246,12 @@ def report(accepted: Accepted, *, published: bool) -> Accepted:
     return accepted
 
 
-def add_work(pipe: redis.client.Pipeline, ctx: AppContext, accepted: Accepted, line: str | None) -> None:
-    """Add an accepted chunk's work items and events (and its page log ``line``) to ``pipe``."""
+def add_work(batch: events.WriteBatch, ctx: AppContext, accepted: Accepted, line: str | None) -> None:
+    """Add an accepted chunk's work items and events (and its page log ``line``) to ``batch``."""
     work = WorkItem(accepted.meeting_id, accepted.seq, accepted.generation)
     keys = ctx.keys
-    work.add_to(pipe, keys.transcribe)
-    work.add_to(pipe, keys.concat)
+    work.add_to(batch, keys.transcribe)
+    work.add_to(batch, keys.concat)
     publish = functools.partial(
         events.publish_args,
         keys,
@@ -263,9 +262,9 @@ def add_work(pipe: redis.client.Pipeline, ctx: AppContext, accepted: Accepted, l
     if accepted.status == "created":
         if accepted.first_chunk:
             maxlen = ctx.settings.events_maxlen
-            pipe.eval(*phase_event_args(keys, accepted.meeting_id, "live", accepted.generation, maxlen))
+            batch.publish(phase_event_args(keys, accepted.meeting_id, "live", accepted.generation, maxlen))
         data = ChunkReceived(seq=accepted.seq, bytes=accepted.bytes, duration_s=accepted.duration_s)
-        pipe.eval(*publish("chunk.received", data))
+        batch.publish(publish("chunk.received", data))
     if line is not None:
         page_line = LogLine(level="info", component=LOG_COMPONENT, message=line, seq=accepted.seq)
-        pipe.eval(*publish("log", page_line))
+        batch.publish(publish("log", page_line))

@@ -1,11 +1,11 @@
-"""Group commit: concurrent requests' chunks share one transaction and one Redis pipeline.
+"""Group commit: concurrent requests' chunks share one transaction and one Redis script call.
 
 A request hands its checked chunk to :meth:`GroupCommit.accept` and waits. One flush at a time takes
 every chunk waiting (up to ``max_batch``) to a worker thread, which reads what the batch's meetings and
 webhook-ids hold, inserts the rows of the new chunks in one statement, stores their files, records their
-deliveries and commits, then enqueues all their work in one pipeline. Chunks arriving meanwhile wait for
-the next flush, so a batch is as large as the load makes it and an idle gateway commits one chunk at a
-time with no added delay.
+deliveries and commits, then enqueues all their work in one script call (``events.WriteBatch``). Chunks
+arriving meanwhile wait for the next flush, so a batch is as large as the load makes it and an idle
+gateway commits one chunk at a time with no added delay.
 
 The promise is unchanged: a request is answered 201 only after its row is committed, its file stored
 (and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Only the usual case takes this path: a new
@@ -30,10 +30,11 @@ from audioflow.api.acceptance import (
     add_work,
     check_body,
     log_line,
-    page_logs_in_pipeline,
+    page_logs_with_work,
     report,
 )
 from audioflow.api.context import AppContext
+from audioflow.core import events
 from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import HeldMeeting, NewChunk
 from audioflow.core.db.engine import transaction
@@ -161,11 +162,11 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     accepted = [a for a in results if a is not None]
     INGEST_BATCH_CHUNKS.observe(len(accepted))
     if accepted:
-        in_pipeline = page_logs_in_pipeline()
-        pipe = ctx.redis.pipeline(transaction=True)  # all of the batch's work, or none of it
+        with_work = page_logs_with_work()
+        work = events.WriteBatch()  # all of the batch's work in one script call: all of it, or none
         for one in accepted:
-            add_work(pipe, ctx, one, log_line(one) if in_pipeline else None)
-        pipe.execute()
+            add_work(work, ctx, one, log_line(one) if with_work else None)
+        work.execute(ctx.redis)
         for one in accepted:
-            report(one, published=in_pipeline)
+            report(one, published=with_work)
     return results

@@ -52,19 +52,86 @@ def decode_event(meeting_id: str, event_id: str, fields: Mapping[str, str]) -> d
 # reaches a new meeting with the same id. With a mark, the event and a note of what it announced are
 # written atomically: a worker that dies between its database commit and its event finds on redelivery
 # whether the event went out (and, with ``once``, never sends it twice).
-_PUBLISH = """
-if ARGV[1] == '' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-elseif redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
-  return false
+_PUBLISH_FUNCTION = """
+local function publish(events, announced, deleted, generation, mark, value, once, maxlen, type, ts, data)
+  if generation == '' then
+    if redis.call('EXISTS', events) == 0 then return false end
+  elseif redis.call('SISMEMBER', deleted, generation) == 1 then
+    return false
+  end
+  if mark ~= '' then
+    if once == '1' and redis.call('HEXISTS', announced, mark) == 1 then return false end
+    redis.call('HSET', announced, mark, value)
+  end
+  return redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', type, 'ts', ts, 'data', data)
 end
-if ARGV[2] ~= '' then
-  if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return false end
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
-                  'type', ARGV[6], 'ts', ARGV[7], 'data', ARGV[8])
 """
+_PUBLISH = (
+    _PUBLISH_FUNCTION
+    + "return publish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], "
+    "ARGV[7], ARGV[8])\n"
+)
+_PUBLISH_KEYS, _PUBLISH_ARGS = 3, 8
+
+# A :class:`WriteBatch`: ARGV is a list of operations, each a letter and its arguments, KEYS indexed
+# by number. ``x``: the stream's key index, the number of field/value items, the items (an XADD).
+# ``p``: the three key indexes and eight arguments of an event (``publish`` above).
+_BATCH = (
+    _PUBLISH_FUNCTION
+    + """
+local i, n = 1, #ARGV
+while i <= n do
+  if ARGV[i] == 'x' then
+    local count = tonumber(ARGV[i + 2])
+    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', unpack(ARGV, i + 3, i + 2 + count))
+    i = i + 3 + count
+  else
+    publish(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])],
+            ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10],
+            ARGV[i + 11])
+    i = i + 12
+  end
+end
+return n
+"""
+)
+
+
+class WriteBatch:
+    """Stream entries and events written together by one script call.
+
+    As atomic as a MULTI/EXEC pipeline of the same XADDs and EVALs, at one command for all of them:
+    the gateway enqueues a chunk's two work items and its events this way, and a group commit a whole
+    batch's, where each command of a pipeline cost the gateway about 8 us of its own CPU (with hiredis)
+    and Redis a script lookup per event."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, str] = {}  # key -> its 1-based index in KEYS, as text
+        self._argv: list[EncodableT] = []
+
+    def _key(self, key: str) -> str:
+        return self._keys.setdefault(key, str(len(self._keys) + 1))
+
+    def xadd(self, name: str, fields: Mapping[FieldT, EncodableT]) -> None:
+        """XADD ``fields`` to stream ``name`` (as :meth:`redis.Redis.xadd` with an automatic id)."""
+        self._argv += ["x", self._key(name), 2 * len(fields)]
+        for field, value in fields.items():
+            self._argv += [field, value]
+
+    def publish(self, args: tuple[Any, ...]) -> None:
+        """Publish the event of :func:`publish_args` (refused silently, as there, when its meeting is
+        gone)."""
+        if args[0] is not _PUBLISH or args[1] != _PUBLISH_KEYS:
+            raise ValueError("not the arguments of publish_args")
+        keys, rest = args[2 : 2 + _PUBLISH_KEYS], args[2 + _PUBLISH_KEYS :]
+        if len(rest) != _PUBLISH_ARGS:
+            raise ValueError("not the arguments of publish_args")
+        self._argv += ["p", *(self._key(k) for k in keys), *rest]
+
+    def execute(self, client: redis.Redis) -> None:
+        if self._argv:
+            client.eval(_BATCH, len(self._keys), *self._keys, *self._argv)
+
 
 # How long a deleted generation is remembered: far longer than any handler that read the meeting before
 # its deletion can still be at work (work still queued carries its generation and is checked against the

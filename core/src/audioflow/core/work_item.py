@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-import redis
 from redis.typing import EncodableT, FieldT
 
 from audioflow.core.ids import check_meeting_id, parse_seq
 from audioflow.core.streams.consumer import Entry
 
-__all__ = ["WorkItem"]
+__all__ = ["StreamWriter", "WorkItem"]
+
+
+class StreamWriter(Protocol):
+    """Where an XADD can go: a Redis client, a pipeline, or an ``events.WriteBatch``."""
+
+    def xadd(self, name: str, fields: dict[FieldT, EncodableT]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class WorkItem:
             fields["generation"] = self.generation
         return fields
 
-    def add_to(self, client: redis.Redis, stream: str) -> None:
+    def add_to(self, client: StreamWriter, stream: str) -> None:
         """XADD this item to ``stream`` (on a client or inside a pipeline, which is one)."""
         wire: dict[FieldT, EncodableT] = {key: value for key, value in self.fields().items()}
         client.xadd(stream, wire)
