@@ -63,17 +63,19 @@ def _member_of(column: Any, postgresql_dialect: bool) -> Any:
 
 
 def _held_meetings_statement(postgresql_dialect: bool) -> Any:
+    # The highest seq as a scalar subquery per meeting: each is one descent of the (meeting_id, seq)
+    # index, whatever the meeting's length. A max() grouped over all the batch's meetings' chunks read
+    # every chunk they hold instead: 9 ms per batch ten seconds into a 64-meeting run, growing with it.
     highest = (
-        select(_CHUNKS.c.meeting_id, func.max(_CHUNKS.c.seq).label("highest"))
-        .where(_member_of(_CHUNKS.c.meeting_id, postgresql_dialect))
-        .group_by(_CHUNKS.c.meeting_id)
-        .subquery()
+        select(func.max(_CHUNKS.c.seq))
+        .where(_CHUNKS.c.meeting_id == _MEETINGS.c.id)
+        .scalar_subquery()
+        .label("highest")
     )
     m, deleted = _MEETINGS.c, _DELETED.c
     return (
-        select(m.id, m.sample_rate, m.channels, m.bits, m.created_at, deleted.deleted_at, highest.c.highest)
+        select(m.id, m.sample_rate, m.channels, m.bits, m.created_at, deleted.deleted_at, highest)
         .outerjoin(_DELETED, deleted.meeting_id == m.id)
-        .outerjoin(highest, highest.c.meeting_id == m.id)
         .where(_member_of(m.id, postgresql_dialect))
     )
 
