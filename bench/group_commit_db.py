@@ -1,13 +1,14 @@
 """The database work of one group commit, on real PostgreSQL: ``python -m bench.group_commit_db``.
 
-wrk's end-to-end figures on this 2-core machine move by several percent from one run to the next, as
-much as many single changes gain. This measures one part alone and steadily: the four statements and the commit of
-``api/group_commit.py`` (``core/db/batch_ingest.py``) for batches of 32 new chunks of 64 meetings, each
-with a webhook-id, as the gateway runs them under load. It reports the calling thread's CPU time per
-batch (Python, driver and system calls; not PostgreSQL's own), the median of many batches, per
-statement, and the wall time of the whole batch (PostgreSQL's work included); the meetings grow by 250
-chunks each over a run, as meetings under way do. With ``--also-src`` the same runs for another tree's
-``batch_ingest`` too (say, ``git archive`` of an older commit), alternately, in processes of their own.
+wrk's end-to-end figures on this 2-core machine move by several percent from one run to the next,
+as much as many single changes gain. This measures one part alone and steadily: the four statements
+and the commit of ``api/group_commit.py`` (``core/db/batch_ingest.py``) for batches of 32 new chunks
+of 64 meetings, each with a webhook-id, as the gateway runs them under load. It reports the calling
+thread's CPU time per batch (Python, driver and system calls; not PostgreSQL's own), the median of many
+batches, per statement, and the wall time of the whole batch (PostgreSQL's work included); the
+meetings grow by 250 chunks each over a run, as meetings under way do. With ``--also-src`` the same
+runs for another tree's ``batch_ingest`` too (say, ``git archive`` of an older commit), alternately, in
+processes of their own.
 """
 
 from __future__ import annotations
