@@ -37,7 +37,6 @@ from audioflow.api.context import AppContext
 from audioflow.core import events
 from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import HeldMeeting, NewChunk
-from audioflow.core.db.engine import transaction
 from audioflow.core.db.queries import generation_at
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import INGEST_BATCH_CHUNKS
@@ -128,10 +127,10 @@ def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -
 def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]:
     """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one."""
     results: list[Accepted | None] = [None] * len(batch)
-    with transaction(ctx.sessions) as session:
-        meetings = batch_ingest.held_meetings(session, (p.meeting_id for p in batch))
+    with ctx.engine.begin() as conn:
+        meetings = batch_ingest.held_meetings(conn, (p.meeting_id for p in batch))
         webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
-        seen = batch_ingest.seen_webhook_ids(session, webhook_ids)
+        seen = batch_ingest.seen_webhook_ids(conn, webhook_ids)
         chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
             key, webhook_id = (pending.meeting_id, pending.seq), pending.webhook_id
@@ -141,11 +140,11 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
                 continue
             chosen[key] = i
         rows = {i: batch[i].row() for i in chosen.values()}
-        inserted = batch_ingest.insert_new_chunks(session, list(rows.values()))
+        inserted = batch_ingest.insert_new_chunks(conn, list(rows.values()))
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
-        batch_ingest.record_deliveries(session, [rows[i] for i in stored])
+        batch_ingest.record_deliveries(conn, [rows[i] for i in stored])
     for i in stored:
         pending = batch[i]
         results[i] = Accepted(

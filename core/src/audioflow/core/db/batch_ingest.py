@@ -2,8 +2,8 @@
 
 Four statements serve a whole batch, whatever its size: two reads of what its meetings and webhook-ids
 already hold, one multi-row insert of the chunks that tells new from held (``ON CONFLICT DO NOTHING
-RETURNING``), one insert of the deliveries. They run on the session's connection as Core statements,
-without the ORM's unit of work, because a batch is only ever inserted, never read back as objects.
+RETURNING``), one insert of the deliveries. They run on a Core connection, without an ORM session
+(whose unit of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, func, select, text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.orm import Session
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery, utcnow
 from audioflow.core.wav import AudioFormat
@@ -49,8 +48,8 @@ class NewChunk:
     webhook_id: str | None
 
 
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _is_postgresql(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
 
 
 def _member_of(column: Any, postgresql_dialect: bool) -> Any:
@@ -87,10 +86,10 @@ _SEEN_WEBHOOK_IDS = {
 }
 
 
-def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
+def held_meetings(conn: Connection, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
     """The batch's meetings that exist, by id (one round trip)."""
-    statement = _HELD_MEETINGS[_is_postgresql(session)]
-    rows = session.connection().execute(statement, {"ids": sorted(set(meeting_ids))})
+    statement = _HELD_MEETINGS[_is_postgresql(conn)]
+    rows = conn.execute(statement, {"ids": sorted(set(meeting_ids))})
     return {
         row.id: HeldMeeting(
             format=AudioFormat(sample_rate=row.sample_rate, channels=row.channels, bits=row.bits),
@@ -102,16 +101,16 @@ def held_meetings(session: Session, meeting_ids: Iterable[str]) -> dict[str, Hel
     }
 
 
-def seen_webhook_ids(session: Session, webhook_ids: Iterable[str]) -> set[str]:
+def seen_webhook_ids(conn: Connection, webhook_ids: Iterable[str]) -> set[str]:
     """Which of these webhook-ids a delivery already used (one round trip)."""
     ids = sorted(set(webhook_ids))
     if not ids:
         return set()
-    found = session.connection().execute(_SEEN_WEBHOOK_IDS[_is_postgresql(session)], {"ids": ids})
+    found = conn.execute(_SEEN_WEBHOOK_IDS[_is_postgresql(conn)], {"ids": ids})
     return {row.id for row in found}
 
 
-def insert_new_chunks(session: Session, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
+def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
     """Insert the chunks whose key is free, in one statement; returns the keys inserted. A key already
     held (or taken meanwhile: the insert waits for a concurrent one to commit) is left out, for the
     caller to tell duplicate from conflict the one-by-one way."""
@@ -128,10 +127,10 @@ def insert_new_chunks(session: Session, chunks: Sequence[NewChunk]) -> set[tuple
         }
         for c in chunks
     ]
-    return {(row.meeting_id, row.seq) for row in _INSERT_CHUNKS.execute(session, rows)}
+    return {(row.meeting_id, row.seq) for row in _INSERT_CHUNKS.execute(conn, rows)}
 
 
-def record_deliveries(session: Session, chunks: Sequence[NewChunk]) -> None:
+def record_deliveries(conn: Connection, chunks: Sequence[NewChunk]) -> None:
     """Remember the webhook-ids of these chunks' deliveries (one statement)."""
     rows = [
         {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256}
@@ -139,7 +138,7 @@ def record_deliveries(session: Session, chunks: Sequence[NewChunk]) -> None:
         if c.webhook_id is not None
     ]
     if rows:
-        _INSERT_DELIVERIES.execute(session, rows)
+        _INSERT_DELIVERIES.execute(conn, rows)
 
 
 class _ManyRowInsert:
@@ -176,12 +175,12 @@ class _ManyRowInsert:
         self._sqlite = statement.returning(*(table.c[name] for name in returning)) if returning else statement
         self._names = tuple(types)
 
-    def execute(self, session: Session, rows: list[dict[str, Any]]) -> Any:
+    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
         now = utcnow()
-        if _is_postgresql(session):
+        if _is_postgresql(conn):
             columns: dict[str, Any] = {name: [row[name] for row in rows] for name in self._names}
-            return session.connection().execute(self._postgresql, {**columns, "received_at": now})
-        return session.connection().execute(self._sqlite, [{**row, "received_at": now} for row in rows])
+            return conn.execute(self._postgresql, {**columns, "received_at": now})
+        return conn.execute(self._sqlite, [{**row, "received_at": now} for row in rows])
 
 
 _INSERT_CHUNKS = _ManyRowInsert(
