@@ -162,7 +162,7 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     INGEST_BATCH_CHUNKS.observe(len(accepted))
     if accepted:
         with_work = page_logs_with_work()
-        work = events.WriteBatch()  # all of the batch's work in one script call: all of it, or none
+        work = events.WriteBatch()  # the whole batch's work in one script call, run without interleaving
         for one in accepted:
             add_work(work, ctx, one, log_line(one) if with_work else None)
         work.execute(ctx.redis)
