@@ -3,12 +3,13 @@ contained in the ingest root even when the root itself is reached through a syml
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from audioflow.api import fetch
-from audioflow.core.errors import Forbidden, PayloadTooLarge
+from audioflow.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from audioflow.core.settings import Settings
 
 LIMIT = 1000
@@ -57,3 +58,29 @@ def test_a_root_reached_through_a_symlink_still_contains_its_files_only(tmp_path
         (tmp_path / "real2").mkdir()
         (tmp_path / "real2" / "x.wav").write_bytes(b"x")
         fetch._read_file((tmp_path / "real2" / "x.wav").as_uri(), settings)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """The name is looked up without opening what it names: a FIFO, inside the root or reached through a
+    symlink out of it, is refused at once (an open for reading would wait for a writer forever)."""
+    os.mkfifo(tmp_path / "pipe.wav")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.mkfifo(outside / "pipe.wav")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "pipe.wav").symlink_to(tmp_path / "pipe.wav")
+    os.mkfifo(root / "own.wav")
+    settings = _settings(root)
+    with pytest.raises(BadRequest, match="regular file"):
+        fetch._read_file("file:own.wav", settings)
+    with pytest.raises(Forbidden, match="outside"):
+        fetch._read_file("file:pipe.wav", settings)
+
+
+def test_a_file_is_read_by_its_real_path(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "c.wav").write_bytes(b"c")
+    (tmp_path / "alias.wav").symlink_to(tmp_path / "real" / "c.wav")
+    target, size = fetch._file_target("file:alias.wav", _settings(tmp_path))
+    assert (target, size) == (str((tmp_path / "real" / "c.wav").resolve()), 1)
