@@ -31,8 +31,8 @@ def test_a_new_meetings_folders_are_synced_with_its_first_chunk(
     synced: list[Path] = []
     real = storage._fsync_dir
 
-    def recording(folder: Path) -> None:
-        synced.append(folder)
+    def recording(folder: str | Path) -> None:
+        synced.append(Path(folder))
         real(folder)
 
     monkeypatch.setattr(storage, "_fsync_dir", recording)
@@ -59,8 +59,8 @@ def test_a_group_of_chunks_is_synced_file_by_file_and_each_folder_once(
     files: list[int] = []
     real_dir, real_fsync = storage._fsync_dir, os.fsync
 
-    def folder_synced(folder: Path) -> None:
-        folders.append(folder)
+    def folder_synced(folder: str | Path) -> None:
+        folders.append(Path(folder))
         real_dir(folder)
 
     def file_synced(fd: int) -> None:

@@ -29,7 +29,7 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

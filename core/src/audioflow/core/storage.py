@@ -9,11 +9,12 @@ implementation without touching the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import random
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -130,6 +131,8 @@ class Storage(ChunkStore, RecordingStore, Protocol):
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_TEMP_NAME_ATTEMPTS = 100  # 64 random bits each (random reseeds in a forked child)
 T = TypeVar("T")
 
 
@@ -153,7 +156,7 @@ class _Staged:
 
     fd: int  # -1 once closed
     tmp: str
-    path: Path
+    path: str
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -165,12 +168,19 @@ class LocalStorage:
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root.resolve()
         self.fsync = fsync
+        self._meetings = str(self.root / "meetings")
 
     def meeting_dir(self, meeting_id: str) -> Path:
         return self.root / "meetings" / check_meeting_id(meeting_id)
 
     def chunk_path(self, meeting_id: str, seq: int) -> Path:
-        return self.meeting_dir(meeting_id) / "chunks" / f"{check_seq(seq):08d}.wav"
+        return Path(self._chunk_file(meeting_id, seq))
+
+    def _chunk_file(self, meeting_id: str, seq: int) -> str:
+        """:meth:`chunk_path` as a string: no path object per chunk on the group commit's path."""
+        return os.path.join(
+            self._meetings, check_meeting_id(meeting_id), "chunks", f"{check_seq(seq):08d}.wav"
+        )
 
     def recording_path(self, meeting_id: str) -> Path:
         return self.meeting_dir(meeting_id) / "recording.wav"
@@ -192,8 +202,8 @@ class LocalStorage:
         staged: list[_Staged] = []
         try:
             for meeting_id, seq, data in chunks:
-                path = self.chunk_path(meeting_id, seq)
-                staged.append(_Staged(*self._create_temp(path.parent), path))
+                path = self._chunk_file(meeting_id, seq)
+                staged.append(_Staged(*self._create_temp(os.path.dirname(path)), path))
                 fileio.pwrite_all(staged[-1].fd, data, 0)
             if self.fsync:
                 _each(os.fsync, [one.fd for one in staged])
@@ -201,24 +211,31 @@ class LocalStorage:
                 one.close()
                 os.replace(one.tmp, one.path)
             if self.fsync:
-                _each(_fsync_dir, list(dict.fromkeys(one.path.parent for one in staged)))
+                _each(_fsync_dir, list(dict.fromkeys(os.path.dirname(one.path) for one in staged)))
         except BaseException as exc:
             for one in staged:
                 one.close()
-                Path(one.tmp).unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(one.tmp)
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 raise StorageFull("the data folder is full: the chunk was not stored; retry later") from exc
             raise
 
-    def _create_temp(self, folder: Path) -> tuple[int, str]:
+    def _create_temp(self, folder: str) -> tuple[int, str]:
         """A new temporary file in ``folder`` (created, with its parents, if missing): its descriptor
         and name. The folder is assumed there, and made only when the create says it is not: every chunk
-        but a meeting's first then costs no stat."""
-        try:
-            return tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        except FileNotFoundError:
-            self._make_folders(folder)
-            return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        but a meeting's first then costs no stat. Named as ``tempfile.mkstemp`` would (random, created
+        exclusively), without its per-call setup."""
+        for _ in range(_TEMP_NAME_ATTEMPTS):
+            name = os.path.join(folder, f".tmp-{random.getrandbits(64):016x}")
+            try:
+                return os.open(name, _CREATE_NEW, 0o600), name
+            except FileNotFoundError:
+                self._make_folders(Path(folder))
+                return os.open(name, _CREATE_NEW, 0o600), name
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "no unused temporary name", folder)
 
     def _make_folders(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents; with fsync on, each new folder's parent is synced,
