@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -228,22 +229,25 @@ def announce(ctx: AppContext, accepted: Accepted) -> Accepted:
         batch = events.WriteBatch()
         add_work(batch, ctx, accepted, log_line(accepted) if with_work else None)
         batch.execute(ctx.redis)
-    return report(accepted, published=with_work)
-
-
-def report(accepted: Accepted, *, published: bool) -> Accepted:
-    """Count and log an accepted chunk (after its work is enqueued)."""
-    CHUNKS_INGESTED.labels(accepted.status).inc()
-    if accepted.status == "created":
-        INGEST_BYTES.inc(accepted.bytes)
-    extra = {
-        "meeting_id": accepted.meeting_id,
-        "seq": accepted.seq,
-        "generation": accepted.generation,
-        "published": published,
-    }
-    log.info("%s", log_line(accepted), extra=extra)
+    report([accepted], published=with_work)
     return accepted
+
+
+def report(accepted: Sequence[Accepted], *, published: bool) -> None:
+    """Count and log accepted chunks (after their work is enqueued): the counters once per status, so a
+    group commit's chunks take one increment, a line each."""
+    for status, count in Counter(one.status for one in accepted).items():
+        CHUNKS_INGESTED.labels(status).inc(count)
+    if created_bytes := sum(one.bytes for one in accepted if one.status == "created"):
+        INGEST_BYTES.inc(created_bytes)
+    for one in accepted:
+        extra = {
+            "meeting_id": one.meeting_id,
+            "seq": one.seq,
+            "generation": one.generation,
+            "published": published,
+        }
+        log.info("%s", log_line(one), extra=extra)
 
 
 def add_work(batch: events.WriteBatch, ctx: AppContext, accepted: Accepted, line: str | None) -> None:

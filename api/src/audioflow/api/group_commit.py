@@ -166,6 +166,5 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
         for one in accepted:
             add_work(work, ctx, one, log_line(one) if with_work else None)
         work.execute(ctx.redis)
-        for one in accepted:
-            report(one, published=with_work)
+        report(accepted, published=with_work)
     return results
