@@ -463,6 +463,40 @@ def test_an_ack_lost_to_an_outage_is_sent_later(
     assert [e.id for e in handler.entries] == [entry_id]  # acked later, not handled twice
 
 
+def test_after_an_outage_the_consumer_handles_what_it_held_again_at_once(
+    redis_client: redis.Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry this consumer held when Redis went away (here: one it asked to retry) is handled again
+    as soon as Redis answers, not a lease (60 s here) later by a reclaim."""
+    stream = redis_prefix + "s"
+    outcomes = [Outcome.RETRY, Outcome.ACK]
+    seen: list[Entry] = []
+
+    def handler(entry: Entry) -> Outcome:
+        seen.append(entry)
+        return outcomes.pop(0)
+
+    real_xreadgroup = redis_client.xreadgroup
+    outage = threading.Event()
+
+    def flaky_xreadgroup(*args: object, **kwargs: object) -> object:
+        if outage.is_set():
+            outage.clear()
+            raise redis.ConnectionError("connection reset")
+        return real_xreadgroup(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis_client, "xreadgroup", flaky_xreadgroup)
+    consumer = make(redis_client, stream, handler, "a")
+    with running(consumer):
+        wait_until(lambda: redis_client.exists(stream), what="the group")
+        entry_id = enqueue(redis_client, stream, {"n": 1})
+        wait_until(lambda: len(seen) == 1, what="the first delivery")
+        outage.set()
+        wait_until(lambda: len(seen) == 2, what="the entry handled again after the outage")
+        wait_until(lambda: pending_ids(redis_client, stream) == [], what="its ack")
+    assert [(e.id, e.deliveries) for e in seen] == [(entry_id, 1), (entry_id, 2)]
+
+
 def test_run_recreates_a_vanished_group(redis_client: redis.Redis, redis_prefix: str) -> None:
     stream = redis_prefix + "s"
     handler = Recorder()

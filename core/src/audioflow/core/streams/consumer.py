@@ -139,6 +139,9 @@ class StreamConsumer:
                 stop.wait(delay)
                 self._reconnect()
                 need_group = True  # a Redis restarted without persistence has lost stream and group
+                # What this consumer held when Redis went away is handled again at once, not one lease
+                # later by a reclaim (its deferred acks are sent first, so nothing acked is redone).
+                replayed = False
             except ResponseError as exc:
                 # NOGROUP: the stream or group is gone. UNBLOCKED: Redis 7 ends a blocked XREADGROUP
                 # with "UNBLOCKED the stream key no longer exists" when the key is deleted.
@@ -331,7 +334,9 @@ class StreamConsumer:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _replay_own_pending(self) -> int:
-        """Re-handle what this consumer name held when it last stopped (XREADGROUP from id 0)."""
+        """Re-handle what this consumer name held when it last stopped, or when Redis went away
+        (XREADGROUP from id 0), after sending the acks an outage deferred."""
+        self._flush_acks()
         handled = 0
         last = "0"
         while not self._stopping():
