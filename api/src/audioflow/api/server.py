@@ -104,8 +104,13 @@ def _raise_file_limit(max_connections: int) -> int:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Serve on ``host:port``; with ``workers`` > 1, that many processes accept on one listening socket
-    (bound here, then inherited by forked children, each with its own app, pools and connection cap)."""
+    """Serve on ``host:port``; with ``workers`` > 1, that many forked processes (each with its own app,
+    pools and connection cap) listen on the port, each on a socket of its own (``SO_REUSEPORT``).
+
+    Not one socket inherited by all: on a shared socket every process wakes for each new connection and
+    whichever is idlest takes it, so a burst of connections went nearly all to one process (62 of 64,
+    measured) and the others idled. The kernel spreads connections across ``SO_REUSEPORT`` sockets by
+    their addresses instead."""
     max_connections = _raise_file_limit(settings.max_connections)
     if workers <= 1:
         _server(settings, max_connections, host, port).run()
@@ -116,13 +121,17 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             "(AUDIOFLOW_API_WORKERS, --workers), leave it unset or run one process per pod"
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family, backlog=2048)
+    # Bound, never listening: the port is taken (a clash fails here, once) and no connection waits on it.
+    holder = _reuse_port_socket(host, port, family)
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # the child: nothing but serving, then leave without the parent's cleanup
             code = 1
             try:
+                holder.close()
+                listener = _reuse_port_socket(host, port, family)
+                listener.listen(2048)
                 _server(settings, max_connections, host, port).run(sockets=[listener])
                 code = 0
             except BaseException:
@@ -130,9 +139,25 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             finally:
                 os._exit(code)
         children.append(pid)
-    listener.close()
+    holder.close()
     log.info("gateway: %d processes on %s:%d", workers, host, port)
     _supervise(children)
+
+
+def _reuse_port_socket(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT`` (otherwise as ``socket.create_server``
+    makes it: address reuse, IPv6 only for an IPv6 host), not yet listening."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 # Python's cyclic collector by default runs every 700 net allocations; a gateway serving a few thousand
