@@ -261,7 +261,10 @@ def scratch_space(kind: str) -> Iterator[str]:
         before = tempfile.tempdir
         tempfile.tempdir = str(mount)
         try:
-            yield "files on a fresh journaled ext4 (a 16 GiB loop-mounted image), not the root file system"
+            yield (
+                "files on a fresh journaled ext4 (a 16 GiB image on a loop device with direct I/O), "
+                "not the root file system"
+            )
         finally:
             tempfile.tempdir = before
             subprocess.run(["umount", "-l", str(mount)], check=False)
