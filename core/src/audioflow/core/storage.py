@@ -171,7 +171,7 @@ class LocalStorage:
         self._meetings = str(self.root / "meetings")
 
     def meeting_dir(self, meeting_id: str) -> Path:
-        return self.root / "meetings" / check_meeting_id(meeting_id)
+        return Path(self._meetings, check_meeting_id(meeting_id))
 
     def chunk_path(self, meeting_id: str, seq: int) -> Path:
         return Path(self._chunk_file(meeting_id, seq))
