@@ -91,17 +91,21 @@ def _finish_and_check(stack: Stack, meeting_id: str, chunks: list[bytes], redis_
             # Eventually nothing pending: an entry can still be in a worker's hands when the meeting
             # completes (the last chunk queued again by the end, or one read just before the outage and
             # taken back by the reclaim after its lease), so this waits, bounded, for it to be acknowledged.
-            deadline = time.monotonic() + PENDING_SETTLE_S
-            while True:
+            def settled(stream: str = stream, group: str = group) -> Any:
                 try:
-                    pending: Any = client.xpending(stream, group)
+                    pending = client.xpending(stream, group)
                 except redis.ResponseError as exc:  # NOGROUP: say what was there
                     groups = client.xinfo_groups(stream) if client.exists(stream) else "no such key"
                     found = f"{exc}; {stream}: groups {groups}"
                     raise AssertionError(f"{found}; worker logs:\n{_worker_logs(stack)}") from exc
-                if pending["pending"] == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+                return pending if pending["pending"] == 0 else None
+
+            pending = services.eventually(
+                f"nothing pending on {stream}",
+                settled,
+                within=PENDING_SETTLE_S,
+                logs=lambda: _worker_logs(stack),
+            )
             assert pending["pending"] == 0, (stream, pending, _worker_logs(stack))
             assert client.xlen(dead_letter_stream(stream)) == 0, f"{stream}: entries were dead-lettered"
     finally:
