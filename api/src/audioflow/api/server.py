@@ -19,11 +19,13 @@ import os
 import resource
 import signal
 import socket
+from typing import cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from audioflow.api.app import create_app
+from audioflow.api.write_coalescing import CoalescingTransport
 from audioflow.core.settings import Settings
 
 log = logging.getLogger("audioflow.api.server")
@@ -42,7 +44,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
 
     class GuardedProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # A response's head and body leave in one send (write_coalescing.py).
+            super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
             if len(self.connections) > max_connections:
                 oldest = next(iter(waiting), None)
                 if oldest is None:  # every connection is in a request: no room for this one
@@ -51,6 +54,11 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
                 oldest._head_done()
                 oldest.transport.abort()
             self._await_head()
+
+        def handle_websocket_upgrade(self) -> None:
+            # The WebSocket protocol takes the real transport: its frames go out as they are written.
+            self.transport = cast(CoalescingTransport, self.transport).wrapped
+            super().handle_websocket_upgrade()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
