@@ -139,12 +139,10 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
             if webhook_id is not None and (webhook_id in seen or webhook_ids[webhook_id] > 1):
                 continue
             chosen[key] = i
-        rows = {i: batch[i].row() for i in chosen.values()}
-        inserted = batch_ingest.insert_new_chunks(conn, list(rows.values()))
+        inserted = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in chosen.values()])
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
-        batch_ingest.record_deliveries(conn, [rows[i] for i in stored])
     for i in stored:
         pending = batch[i]
         results[i] = Accepted(

@@ -1,13 +1,15 @@
 """Many chunks' rows in one transaction: the gateway's group commit (``api/group_commit.py``).
 
-Four statements serve a whole batch, whatever its size: two reads of what its meetings and webhook-ids
-already hold, one multi-row insert of the chunks that tells new from held (``ON CONFLICT DO NOTHING
-RETURNING``), one insert of the deliveries. They run on a Core connection, without an ORM session
-(whose unit of work a batch does not need: it is only ever inserted, never read back as objects).
+Three statements serve a whole batch on PostgreSQL, whatever its size: two reads of what its meetings
+and webhook-ids already hold, and one insert of the chunks that tells new from held (``ON CONFLICT DO
+NOTHING RETURNING``) and records the new ones' deliveries (SQLite: one insert per table). They run on a
+Core connection, without an ORM session (whose unit of work a batch does not need: it is only ever
+inserted, never read back as objects).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,91 +113,62 @@ def seen_webhook_ids(conn: Connection, webhook_ids: Iterable[str]) -> set[str]:
 
 
 def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
-    """Insert the chunks whose key is free, in one statement; returns the keys inserted. A key already
-    held (or taken meanwhile: the insert waits for a concurrent one to commit) is left out, for the
-    caller to tell duplicate from conflict the one-by-one way."""
+    """Insert the chunks whose key is free, and the webhook deliveries of those inserted; returns the
+    keys inserted. A key already held (or taken meanwhile: the insert waits for a concurrent one to
+    commit) is left out, with its delivery, for the caller to tell duplicate from conflict the one-by-one
+    way. On PostgreSQL one statement (one round trip); on SQLite one per table."""
     if not chunks:
         return set()
-    rows = [
-        {
-            "meeting_id": c.meeting_id,
-            "seq": c.seq,
-            "sha256": c.sha256,
-            "size_bytes": c.size_bytes,
-            "data_bytes": c.data_bytes,
-            "duration_s": c.duration_s,
-        }
+    now = utcnow()
+    if _is_postgresql(conn):
+        rows = json.dumps([{name: getattr(c, name) for name in _BATCH_COLUMNS} for c in chunks])
+        return {(row.meeting_id, row.seq) for row in conn.execute(_PG_INSERT, {"rows": rows, "now": now})}
+    found = conn.execute(
+        _SQLITE_INSERT_CHUNKS,
+        [{**{name: getattr(c, name) for name in _CHUNK_COLUMNS}, "received_at": now} for c in chunks],
+    )
+    inserted = {(row.meeting_id, row.seq) for row in found}
+    deliveries = [
+        {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256, "received_at": now}
         for c in chunks
+        if c.webhook_id is not None and (c.meeting_id, c.seq) in inserted
     ]
-    return {(row.meeting_id, row.seq) for row in _INSERT_CHUNKS.execute(conn, rows)}
+    if deliveries:
+        conn.execute(sqlite.insert(WebhookDelivery), deliveries)
+    return inserted
 
 
-def record_deliveries(conn: Connection, chunks: Sequence[NewChunk]) -> None:
-    """Remember the webhook-ids of these chunks' deliveries (one statement)."""
-    rows = [
-        {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256}
-        for c in chunks
-        if c.webhook_id is not None
-    ]
-    if rows:
-        _INSERT_DELIVERIES.execute(conn, rows)
-
-
-class _ManyRowInsert:
-    """One INSERT of many rows that all get the same ``received_at``, in a statement whose text does not
-    depend on how many rows there are.
-
-    On PostgreSQL each column is one array parameter, unnested: psycopg then converts the statement's
-    text once and keeps it, where a multi-row ``VALUES`` is a new text, parsed again, for every batch size
-    (the unnest form halved the database work of a 32-chunk group commit: bench/RESULTS.md). SQLite has
-    no arrays: there SQLAlchemy's multi-row ``VALUES`` ("insertmanyvalues") of the same insert."""
-
-    def __init__(
-        self,
-        table: Any,
-        types: dict[str, str],
-        *,
-        skip_taken: tuple[str, ...] = (),
-        returning: tuple[str, ...] = (),
-    ) -> None:
-        """``types``: the PostgreSQL type of each column given; ``skip_taken``: the unique key whose
-        rows already held are left out (``ON CONFLICT DO NOTHING``); ``returning``: columns of the
-        rows inserted."""
-        names = ", ".join(types)
-        arrays = ", ".join(f"CAST(:{name} AS {sql_type}[])" for name, sql_type in types.items())
-        self._postgresql = text(  # names and types from this module's constants, never from input
-            f"INSERT INTO {table.name} ({names}, received_at) SELECT {names}, :received_at "  # noqa: S608
-            f"FROM unnest({arrays}) AS batch({names})"
-            + (f" ON CONFLICT ({', '.join(skip_taken)}) DO NOTHING" if skip_taken else "")
-            + (f" RETURNING {', '.join(returning)}" if returning else "")
-        )
-        statement = sqlite.insert(table)
-        if skip_taken:
-            statement = statement.on_conflict_do_nothing(index_elements=[table.c[k] for k in skip_taken])
-        self._sqlite = statement.returning(*(table.c[name] for name in returning)) if returning else statement
-        self._names = tuple(types)
-
-    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
-        now = utcnow()
-        if _is_postgresql(conn):
-            columns: dict[str, Any] = {name: [row[name] for row in rows] for name in self._names}
-            return conn.execute(self._postgresql, {**columns, "received_at": now})
-        return conn.execute(self._sqlite, [{**row, "received_at": now} for row in rows])
-
-
-_INSERT_CHUNKS = _ManyRowInsert(
-    _CHUNKS,
-    {
-        "meeting_id": "text",
-        "seq": "integer",
-        "sha256": "text",
-        "size_bytes": "integer",
-        "data_bytes": "integer",
-        "duration_s": "float8",
-    },
-    skip_taken=("meeting_id", "seq"),
-    returning=("meeting_id", "seq"),
+# A batch's chunks as one JSON array of objects, read back by ``json_to_recordset``:
+# one parameter, dumped by the json module's C encoder, where one array parameter per column made psycopg
+# dump every value of every column in Python; and one statement text whatever the batch's size, which
+# psycopg converts once and keeps (a multi-row VALUES is a new text, parsed again, per batch size).
+_CHUNK_TYPES = {
+    "meeting_id": "text",
+    "seq": "integer",
+    "sha256": "text",
+    "size_bytes": "integer",
+    "data_bytes": "integer",
+    "duration_s": "float8",
+}
+_CHUNK_COLUMNS = tuple(_CHUNK_TYPES)
+_BATCH_COLUMNS = (*_CHUNK_COLUMNS, "webhook_id")
+_BATCH_RECORD = ", ".join(
+    f"{name} {sql_type}" for name, sql_type in {**_CHUNK_TYPES, "webhook_id": "text"}.items()
 )
-_INSERT_DELIVERIES = _ManyRowInsert(
-    _DELIVERIES, {"id": "text", "meeting_id": "text", "seq": "integer", "sha256": "text"}
+# Names and types from this module's constants, never from input. The deliveries' insert joins the
+# chunks' RETURNING, so a chunk left out (its key held) records no delivery.
+_PG_INSERT = text(
+    f"WITH batch AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS b({_BATCH_RECORD})), "  # noqa: S608
+    f"inserted AS (INSERT INTO {Chunk.__tablename__} ({', '.join(_CHUNK_COLUMNS)}, received_at) "
+    f"SELECT {', '.join(_CHUNK_COLUMNS)}, :now FROM batch "
+    f"ON CONFLICT (meeting_id, seq) DO NOTHING RETURNING meeting_id, seq), "
+    f"delivered AS (INSERT INTO {WebhookDelivery.__tablename__} (id, meeting_id, seq, sha256, received_at) "
+    f"SELECT batch.webhook_id, batch.meeting_id, batch.seq, batch.sha256, :now "
+    f"FROM batch JOIN inserted USING (meeting_id, seq) WHERE batch.webhook_id IS NOT NULL) "
+    f"SELECT meeting_id, seq FROM inserted"
+)
+_SQLITE_INSERT_CHUNKS = (
+    sqlite.insert(Chunk)
+    .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
+    .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
 )

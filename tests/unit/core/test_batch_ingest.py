@@ -1,0 +1,58 @@
+"""A group commit's insert (``core/db/batch_ingest.py``) on real PostgreSQL and SQLite: the chunks whose
+key is free are inserted and their deliveries recorded; a chunk whose key is held records nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from audioflow.core.db import batch_ingest
+from audioflow.core.db.batch_ingest import NewChunk
+from audioflow.core.db.engine import make_engine
+from audioflow.core.db.migrate import upgrade
+from audioflow.core.db.models import Chunk, Meeting, WebhookDelivery
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    upgrade(database_url)
+    made = make_engine(database_url, fsync=False)
+    with made.begin() as conn:
+        conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
+    yield made
+    made.dispose()
+
+
+def _chunk(seq: int, webhook_id: str | None, sha: str = "a") -> NewChunk:
+    return NewChunk("m", seq, sha * 64, 32044, 32000, 1.0 + seq / 8, webhook_id)
+
+
+def test_free_keys_are_inserted_with_their_deliveries_and_held_keys_record_nothing(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0")]) == {("m", 0)}
+    batch = [
+        _chunk(0, "w-again", sha="b"),  # key held: left out, and its delivery too
+        _chunk(1, "w-1"),
+        _chunk(2, None),  # not a webhook delivery: no delivery row
+        _chunk(3, 'w-3 "quoted" \\ é'),  # any header text survives the statement's encoding
+    ]
+    with engine.begin() as conn:
+        assert batch_ingest.insert_new_chunks(conn, batch) == {("m", 1), ("m", 2), ("m", 3)}
+        assert batch_ingest.insert_new_chunks(conn, []) == set()
+    with engine.connect() as conn:
+        chunks = {
+            row.seq: (row.sha256, row.size_bytes, row.data_bytes, row.duration_s, row.received_at is not None)
+            for row in conn.execute(select(Chunk.__table__))
+        }
+        deliveries = {
+            (row.id, row.meeting_id, row.seq, row.sha256)
+            for row in conn.execute(select(WebhookDelivery.__table__))
+        }
+    assert chunks == {seq: ("a" * 64, 32044, 32000, 1.0 + seq / 8, True) for seq in range(4)}
+    assert deliveries == {
+        ("w-0", "m", 0, "a" * 64),
+        ("w-1", "m", 1, "a" * 64),
+        ('w-3 "quoted" \\ é', "m", 3, "a" * 64),
+    }
