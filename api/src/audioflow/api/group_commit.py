@@ -143,9 +143,11 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
+    generations = {m: generation_at(meetings[m].created_at) for m in {batch[i].meeting_id for i in stored}}
     for i in stored:
         pending = batch[i]
-        results[i] = Accepted(
+        # Every value below is the gateway's own, checked already: built without validating it again.
+        results[i] = Accepted.model_construct(
             meeting_id=pending.meeting_id,
             seq=pending.seq,
             status="created",
@@ -154,7 +156,7 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
             sha256=pending.checked.sha256,
             needs_work=True,
             first_chunk=False,
-            generation=generation_at(meetings[pending.meeting_id].created_at),
+            generation=generations[pending.meeting_id],
         )
     accepted = [a for a in results if a is not None]
     INGEST_BATCH_CHUNKS.observe(len(accepted))
