@@ -5,7 +5,8 @@ sends ``http.response.body``: two ``send`` system calls, and on a TCP connection
 client to wake up for, for every small answer (an ingest's 201 is about 300 bytes). Both are written in
 the same turn of the loop (uvicorn's ``send`` does not wait unless the connection's buffer is full), so
 here writes are collected and passed on together at the end of that turn: one system call, one segment.
-Measured with wrk at 64 senders (bench/RESULTS.md): the webhook's accepted/s rose by 9-18 %.
+Measured with wrk at 64 senders (bench/RESULTS.md): the client's CPU per answer fell by about a quarter
+and py-spy's share of the gateway's samples in uvicorn's ``send`` from 13.8 to 8.2 %.
 
 Everything but writing is the wrapped transport's own: reading, flow control (``pause_writing`` still
 comes from the real buffer, one turn later at most), addresses. ``close`` and ``write_eof`` first send
