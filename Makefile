@@ -124,7 +124,7 @@ bench: install speech-corpora ## Benchmarks on 127.0.0.1 (about 20 min on 2 core
 	$(UV) run python -m bench
 
 .PHONY: bench-ingest
-bench-ingest: install services wrk ## Ingest at 64 senders with wrk (seed-work baseline, JSON webhook, PUT; fsync off and on; 1 and 2 gateway processes; files on a journaled ext4 of its own when root; about 7 min): prints a Markdown table
+bench-ingest: install services wrk ## Ingest at 64 senders with wrk (seed-work baseline, JSON webhook, PUT; fsync off and on; 1 and 2 gateway processes; files on a journaled ext4 of its own when root; about 12 min): prints a Markdown table
 	$(UV) run python -m bench.ingest_wrk --fsync off,on --workers 1,2
 
 .PHONY: wrk

@@ -43,17 +43,21 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 def eventually(
-    what: str, check: Callable[[], T | None], within: float = 60.0, logs: Callable[[], str] = str
+    what: str,
+    check: Callable[[], T | None],
+    within: float = 60.0,
+    logs: Callable[[], str] = str,
+    step: float = 0.3,
 ) -> T:
-    """Poll ``check`` until it returns something truthy; on time-out, say what was awaited, the last
-    answer and ``logs()``."""
+    """Poll ``check`` every ``step`` seconds until it returns something truthy; on time-out, say what was
+    awaited, the last answer and ``logs()``."""
     deadline = time.monotonic() + within
     last: T | None = None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
-        time.sleep(0.3)
+        time.sleep(step)
     raise AssertionError(f"timed out after {within} s waiting for {what} (last: {last!r})\n{logs()}")
 
 

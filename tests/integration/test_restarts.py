@@ -4,6 +4,7 @@ nothing else; workers hold their entry and retry; afterwards the recording and t
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -53,12 +54,18 @@ def _wait_for_groups(stack: Stack, timeout_s: float = 30.0) -> None:
     gateway's group commit made the first half take well under a second)."""
     keys = Keys(stack.env["AUDIOFLOW_REDIS_PREFIX"])
     client = redis.Redis.from_url(stack.env["REDIS_URL"], decode_responses=True)
-    deadline = time.monotonic() + timeout_s
+
+    def has_group(stream: str, group: str) -> bool:
+        return bool(client.exists(stream)) and group in {g["name"] for g in client.xinfo_groups(stream)}
+
     try:
         for stream, group in ((keys.transcribe, PROCESSING_GROUP), (keys.concat, CONCAT_GROUP)):
-            while not (client.exists(stream) and group in {g["name"] for g in client.xinfo_groups(stream)}):
-                assert time.monotonic() < deadline, f"no group {group} on {stream} after {timeout_s:g} s"
-                time.sleep(0.05)
+            services.eventually(
+                f"consumer group {group} on {stream}",
+                functools.partial(has_group, stream, group),
+                within=timeout_s,
+                step=0.05,
+            )
     finally:
         client.close()
 
