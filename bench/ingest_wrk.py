@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.insert(0, scratch_note)
         cfg = BenchConfig(redis_url=redis_url, postgres_url=postgres_url)
         common = {"seconds": args.seconds, "warmup": args.warmup, "connections": args.connections}
-        # Not recorded: the first run on fresh services was measured up to a fifth slower than the same
-        # code's later runs (the first of two trees compared looked slower for it).
+        # Not recorded: the first run on fresh services looked up to a fifth slower than the same code's
+        # later runs, twice (bench/RESULTS.md), and whichever tree always went first would carry that.
         first = args.what.split(",")[0]
         measure(cfg, first, fsync=False, workers=1, **{**common, "seconds": min(args.seconds, 5.0)})
         pairs = 0
