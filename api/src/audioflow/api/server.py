@@ -19,12 +19,15 @@ import os
 import resource
 import signal
 import socket
+import threading
+from collections.abc import Callable
 from typing import cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from audioflow.api.app import create_app
+from audioflow.api.connection_handoff import Channels, Intake, Loads, hand_out
 from audioflow.api.write_coalescing import CoalescingTransport
 from audioflow.core.settings import Settings
 
@@ -37,8 +40,11 @@ _HEAD_TIMEOUT = (
 )
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
-    """An HTTP/1.1 protocol class with the head deadline and the connection cap; one per server."""
+def guarded_protocol(
+    header_timeout_s: float, max_connections: int, on_closed: Callable[[int], None] | None = None
+) -> type[HttpToolsProtocol]:
+    """An HTTP/1.1 protocol class with the head deadline and the connection cap; one per server.
+    ``on_closed`` is told how many connections are left open after each one closes."""
     # Connections waiting for a request head, oldest first (dicts keep insertion order).
     waiting: dict[GuardedProtocol, asyncio.TimerHandle] = {}
 
@@ -63,6 +69,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
             super().connection_lost(exc)
+            if on_closed is not None:
+                on_closed(len(self.connections))
 
         def on_headers_complete(self) -> None:
             self._head_done()
@@ -113,12 +121,8 @@ def _raise_file_limit(max_connections: int) -> int:
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """Serve on ``host:port``; with ``workers`` > 1, that many forked processes (each with its own app,
-    pools and connection cap) listen on the port, each on a socket of its own (``SO_REUSEPORT``).
-
-    Not one socket inherited by all: on a shared socket every process wakes for each new connection and
-    whichever is idlest takes it, so a burst of connections went nearly all to one process (62 of 64,
-    measured) and the others idled. The kernel spreads connections across ``SO_REUSEPORT`` sockets by
-    their addresses instead."""
+    pools and connection cap) serve the connections the parent accepts on the port and hands to whichever
+    holds the fewest (``connection_handoff.py``: why not each process accepting for itself)."""
     max_connections = _raise_file_limit(settings.max_connections)
     if workers <= 1:
         _server(settings, max_connections, host, port).run()
@@ -128,44 +132,91 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             "AUDIOFLOW_METRICS_PORT is one port for one process: with more than one gateway process "
             "(AUDIOFLOW_API_WORKERS, --workers), leave it unset or run one process per pod"
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # Bound, never listening: the port is taken (a clash fails here, once) and no connection waits on it.
-    holder = _reuse_port_socket(host, port, family)
+    listener = _listening_socket(host, port)  # a clash fails here, once, before any process starts
+    channels, loads = Channels(workers), Loads(workers)
     children: list[int] = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:  # the child: nothing but serving, then leave without the parent's cleanup
             code = 1
             try:
-                holder.close()
-                listener = _reuse_port_socket(host, port, family)
-                listener.listen(2048)
-                _server(settings, max_connections, host, port).run(sockets=[listener])
+                listener.close()
+                intake = Intake(channels.keep_for_process(index), loads, index)
+                _server(settings, max_connections, host, port, intake).run(sockets=[])
                 code = 0
             except BaseException:
                 log.exception("gateway process %d failed", os.getpid())
             finally:
                 os._exit(code)
         children.append(pid)
-    holder.close()
+    # Only once every child is forked: a thread running in the parent would be half-copied into them.
+    handing_out = threading.Thread(
+        target=hand_out, args=(listener, channels.keep_for_parent(), loads), name="hand-out", daemon=True
+    )
+    handing_out.start()
     log.info("gateway: %d processes on %s:%d", workers, host, port)
-    _supervise(children)
+    try:
+        _supervise(children, stop_accepting=lambda: _stop_accepting(listener))
+    finally:
+        listener.close()
 
 
-def _reuse_port_socket(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
-    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT`` (otherwise as ``socket.create_server``
-    makes it: address reuse, IPv6 only for an IPv6 host), not yet listening."""
+def _stop_accepting(listener: socket.socket) -> None:
+    # Wakes the thread blocked in accept() (closing the socket under it would not, on Linux).
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` as uvicorn makes one (address reuse; IPv6 only for an IPv6
+    host)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
+        sock.listen(2048)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+class _HandedServer(uvicorn.Server):
+    """A uvicorn server listening on nothing: its connections come from the parent (``Intake``)."""
+
+    def __init__(self, config: uvicorn.Config, intake: Intake) -> None:
+        super().__init__(config)
+        self._intake = intake
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])
+        self._intake.start(asyncio.get_running_loop(), self)
+
+    def new_protocol(self) -> asyncio.Protocol:
+        # As uvicorn's own startup makes each connection's protocol.
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    def open_connections(self) -> int:
+        return len(self.server_state.connections)
+
+    def parent_gone(self) -> None:
+        log.error("gateway process %d: the parent process is gone; stopping", os.getpid())
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        # An HTTP connection leaves the count as it closes (guarded_protocol's on_closed); one upgraded to a
+        # WebSocket is no longer the guarded protocol's, and leaves it here, within a tick (0.1 s).
+        self._intake.report(self.open_connections())
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._intake.stop(asyncio.get_running_loop())
+        await super().shutdown(sockets)
 
 
 # Python's cyclic collector by default runs every 700 net allocations; a gateway serving a few thousand
@@ -176,31 +227,36 @@ def _reuse_port_socket(host: str, port: int, family: socket.AddressFamily) -> so
 GC_THRESHOLDS = (10_000, 20, 50)
 
 
-def _server(settings: Settings, max_connections: int, host: str, port: int) -> uvicorn.Server:
+def _server(
+    settings: Settings, max_connections: int, host: str, port: int, intake: Intake | None = None
+) -> uvicorn.Server:
     app = create_app(settings)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    return uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            http=guarded_protocol(settings.header_timeout_s, max_connections),
-            loop="uvloop",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(
+            settings.header_timeout_s, max_connections, on_closed=None if intake is None else intake.report
+        ),
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
+    return uvicorn.Server(config) if intake is None else _HandedServer(config, intake)
 
 
-def _supervise(children: list[int]) -> None:
+def _supervise(children: list[int], stop_accepting: Callable[[], None]) -> None:
     """Pass SIGTERM and SIGINT on to the children and wait for them. A child that exits while no stop was
     asked for stops the others and the parent exits 1, so whatever runs it restarts the whole gateway."""
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            stop_accepting()
         stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,118 @@
+"""The parent's hand-out of connections and a gateway process's intake, on real sockets (the server they
+serve is a test double: ``RecordingServer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from audioflow.api.connection_handoff import Intake, Loads, hand_out
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    """A parent's and a process's end, as ``Channels`` makes them."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def _received(channel: socket.socket) -> int:
+    """How many connections were passed into ``channel`` (closing them)."""
+    channel.setblocking(False)
+    count = 0
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 1, 8)
+        except BlockingIOError:
+            return count
+        for fd in fds:
+            socket.socket(fileno=fd).close()
+            count += 1
+
+
+def test_each_connection_goes_to_the_process_with_the_lowest_load(listener: socket.socket) -> None:
+    pairs, loads = [_pair() for _ in range(2)], Loads(2)
+    process_ends = [process_end for _, process_end in pairs]  # read here, as the processes would
+    loads.report(0, taken=0, open_now=5)  # process 0 already holds 5 connections
+    handing_out = threading.Thread(target=hand_out, args=(listener, [p for p, _ in pairs], loads))
+    handing_out.start()
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(7)]
+    try:
+        # Process 1 takes connections until it holds as many (5), then ties go to the first process.
+        deadline = 50
+        counts = [0, 0]
+        while sum(counts) < 7 and deadline:
+            counts = [c + _received(end) for c, end in zip(counts, process_ends, strict=True)]
+            deadline -= 1
+            threading.Event().wait(0.05)
+        assert counts == [1, 6]
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        handing_out.join(5)
+        for sock in [*clients, *(end for pair in pairs for end in pair)]:
+            sock.close()
+    assert not handing_out.is_alive()  # a shut-down listener ends the hand-out
+
+
+class RecordingServer:
+    """Test double of the gateway process's server: records the connections it is given."""
+
+    def __init__(self) -> None:
+        self.made: list[asyncio.Transport] = []
+        self.gone = asyncio.Event()
+
+    def new_protocol(self) -> asyncio.Protocol:
+        server = self
+
+        class Recording(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                server.made.append(transport)  # type: ignore[arg-type]
+
+        return Recording()
+
+    def open_connections(self) -> int:
+        return len(self.made)
+
+    def parent_gone(self) -> None:
+        self.gone.set()
+
+
+def test_the_intake_sets_up_what_it_is_passed_reports_it_and_sees_the_parent_go() -> None:
+    (parent_end, process_end), loads = _pair(), Loads(1)
+    intake = Intake(process_end, loads, 0)
+    server = RecordingServer()
+
+    async def run() -> None:
+        intake.start(asyncio.get_running_loop(), server)
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+            for _ in clients:
+                conn, _ = listening.accept()
+                with conn:
+                    socket.send_fds(parent_end, [b"c"], [conn.fileno()])
+            for _ in range(100):
+                if len(server.made) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(server.made) == 3
+            assert loads.read(0) == (3, 3)  # taken in 3, all 3 open
+            parent_end.close()  # the parent is gone
+            await asyncio.wait_for(server.gone.wait(), 5)
+            for transport in server.made:
+                transport.close()
+            for client in clients:
+                client.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        process_end.close()
