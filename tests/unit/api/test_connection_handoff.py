@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from audioflow.api.connection_handoff import Intake, Loads, hand_out
+from audioflow.api.connection_handoff import HandOut, Intake, Loads
 
 
 @pytest.fixture
@@ -43,24 +44,50 @@ def test_each_connection_goes_to_the_process_with_the_lowest_load(listener: sock
     pairs, loads = [_pair() for _ in range(2)], Loads(2)
     process_ends = [process_end for _, process_end in pairs]  # read here, as the processes would
     loads.report(0, taken=0, open_now=5)  # process 0 already holds 5 connections
-    handing_out = threading.Thread(target=hand_out, args=(listener, [p for p, _ in pairs], loads))
+    hand_out = HandOut(listener, [parent_end for parent_end, _ in pairs], loads)
+    handing_out = threading.Thread(target=hand_out.run)
     handing_out.start()
     clients = [socket.create_connection(listener.getsockname()) for _ in range(7)]
     try:
         # Process 1 takes connections until it holds as many (5), then ties go to the first process.
-        deadline = 50
         counts = [0, 0]
-        while sum(counts) < 7 and deadline:
+        for _ in range(100):
             counts = [c + _received(end) for c, end in zip(counts, process_ends, strict=True)]
-            deadline -= 1
-            threading.Event().wait(0.05)
+            if sum(counts) == 7:
+                break
+            time.sleep(0.02)
         assert counts == [1, 6]
     finally:
-        listener.shutdown(socket.SHUT_RDWR)
+        hand_out.stop()
         handing_out.join(5)
         for sock in [*clients, *(end for pair in pairs for end in pair)]:
             sock.close()
-    assert not handing_out.is_alive()  # a shut-down listener ends the hand-out
+    assert not handing_out.is_alive()  # stop() ends it
+
+
+def test_a_process_whose_queue_is_full_does_not_hold_up_the_others(listener: socket.socket) -> None:
+    pairs, loads = [_pair() for _ in range(2)], Loads(2)
+    # A small send buffer: process 0's queue fills after a few connections (by default, a few hundred).
+    pairs[0][0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    loads.report(1, taken=0, open_now=10_000)  # process 1 looks busy: everything goes to 0 while it can
+    hand_out = HandOut(listener, [parent_end for parent_end, _ in pairs], loads)
+    handing_out = threading.Thread(target=hand_out.run)
+    handing_out.start()
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(40)]
+    try:
+        # Process 0 reads nothing until the hand-out is done: once its queue is full, the rest go to 1.
+        to_1, quiet = 0, 0
+        while quiet < 10:  # until nothing more arrives for 0.2 s
+            arrived = _received(pairs[1][1])
+            to_1, quiet = to_1 + arrived, 0 if arrived else quiet + 1
+            time.sleep(0.02)
+        to_0 = _received(pairs[0][1])
+        assert to_0 + to_1 == 40 and to_0 > 0 and to_1 > 0, (to_0, to_1)
+    finally:
+        hand_out.stop()
+        handing_out.join(5)
+        for sock in [*clients, *(end for pair in pairs for end in pair)]:
+            sock.close()
 
 
 class RecordingServer:

@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 import mmap
+import select
 import socket
 import struct
+import threading
 from typing import Protocol
 
 log = logging.getLogger("audioflow.api.server")
@@ -63,27 +65,58 @@ class Channels:
         return [parent_end for parent_end, _ in self._pairs]
 
 
-def hand_out(listener: socket.socket, channels: list[socket.socket], loads: Loads) -> None:
-    """Accept on ``listener`` until it is shut down, passing each connection to the least loaded process.
-    Runs in a thread of the parent, which does nothing else but supervise."""
-    passed = [0] * len(channels)
+class HandOut:
+    """The parent's side: accepts on ``listener`` and passes each connection to the least loaded process.
+    :meth:`run` is a thread of the parent, which does nothing else but supervise; :meth:`stop` ends it."""
 
-    def load(index: int) -> int:
-        taken, open_now = loads.read(index)
-        return open_now + passed[index] - taken
+    def __init__(self, listener: socket.socket, channels: list[socket.socket], loads: Loads) -> None:
+        self._listener = listener
+        self._channels = channels
+        self._loads = loads
+        self._passed = [0] * len(channels)
+        self._stopping = threading.Event()
+        for channel in channels:  # a process whose queue is full must not hold up the others' connections
+            channel.setblocking(False)
 
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:  # shut down: the gateway is stopping
-            return
-        with conn:  # the process holds its own copy once passed; the parent's closes here
-            index = min(range(len(channels)), key=load)
+    def run(self) -> None:
+        while True:
             try:
-                socket.send_fds(channels[index], [b"c"], [conn.fileno()])
-            except OSError:  # that process is gone: the supervisor stops the gateway
+                conn, _ = self._listener.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # Out of file descriptors, say: the connection waits in the backlog meanwhile.
+                log.warning("accepting a connection failed (%s); trying again", exc)
+                self._stopping.wait(0.1)
                 continue
-            passed[index] += 1
+            with conn:  # once passed, the process holds its own copy; the parent's closes here
+                self._pass(conn)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):  # wakes run's accept() (closing the socket would not, on Linux)
+            self._listener.shutdown(socket.SHUT_RDWR)
+
+    def _load(self, index: int) -> int:
+        taken, open_now = self._loads.read(index)
+        return open_now + self._passed[index] - taken
+
+    def _pass(self, conn: socket.socket) -> None:
+        while not self._stopping.is_set():
+            full = []
+            for index in sorted(range(len(self._channels)), key=self._load):
+                try:
+                    socket.send_fds(self._channels[index], [b"c"], [conn.fileno()])
+                except BlockingIOError:  # its queue is full (net.unix.max_dgram_qlen): the next one
+                    full.append(self._channels[index])
+                    continue
+                except OSError:  # that process is gone: the supervisor stops the gateway
+                    continue
+                self._passed[index] += 1
+                return
+            if not full:
+                return  # no process left to take it: it closes
+            select.select([], full, [], 1.0)
 
 
 class Server(Protocol):

@@ -27,7 +27,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from audioflow.api.app import create_app
-from audioflow.api.connection_handoff import Channels, Intake, Loads, hand_out
+from audioflow.api.connection_handoff import Channels, HandOut, Intake, Loads
 from audioflow.api.write_coalescing import CoalescingTransport
 from audioflow.core.settings import Settings
 
@@ -150,21 +150,13 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
                 os._exit(code)
         children.append(pid)
     # Only once every child is forked: a thread running in the parent would be half-copied into them.
-    handing_out = threading.Thread(
-        target=hand_out, args=(listener, channels.keep_for_parent(), loads), name="hand-out", daemon=True
-    )
-    handing_out.start()
+    hand_out = HandOut(listener, channels.keep_for_parent(), loads)
+    threading.Thread(target=hand_out.run, name="hand-out", daemon=True).start()
     log.info("gateway: %d processes on %s:%d", workers, host, port)
     try:
-        _supervise(children, stop_accepting=lambda: _stop_accepting(listener))
+        _supervise(children, stop_accepting=hand_out.stop)
     finally:
         listener.close()
-
-
-def _stop_accepting(listener: socket.socket) -> None:
-    # Wakes the thread blocked in accept() (closing the socket under it would not, on Linux).
-    with contextlib.suppress(OSError):
-        listener.shutdown(socket.SHUT_RDWR)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
