@@ -80,6 +80,8 @@ def test_connections_are_shared_out_evenly(make: Callable[..., Stack]) -> None:
             counts = [_established(child, gateway.port) for child in children]
             return counts if sum(counts) == len(opened) else None
 
+        eventually("the readiness probes' connections closed", shares, within=10, logs=gateway.logs)
+
         opened += [socket.create_connection(("127.0.0.1", gateway.port), timeout=10) for _ in range(64)]
         assert eventually("all 64 connections taken in", shares, within=10, logs=gateway.logs) == [32, 32]
         assert _established(parent, gateway.port) == 0  # the parent keeps none of them

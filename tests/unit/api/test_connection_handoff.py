@@ -50,12 +50,11 @@ def test_each_connection_goes_to_the_process_with_the_lowest_load(listener: sock
     clients = [socket.create_connection(listener.getsockname()) for _ in range(7)]
     try:
         # Process 1 takes connections until it holds as many (5), then ties go to the first process.
-        counts = [0, 0]
-        for _ in range(100):
-            counts = [c + _received(end) for c, end in zip(counts, process_ends, strict=True)]
-            if sum(counts) == 7:
+        for _ in range(500):
+            if hand_out.passed == 7:
                 break
             time.sleep(0.02)
+        counts = [_received(end) for end in process_ends]
         assert counts == [1, 6]
     finally:
         hand_out.stop()
@@ -76,11 +75,13 @@ def test_a_process_whose_queue_is_full_does_not_hold_up_the_others(listener: soc
     clients = [socket.create_connection(listener.getsockname()) for _ in range(40)]
     try:
         # Process 0 reads nothing until the hand-out is done: once its queue is full, the rest go to 1.
-        to_1, quiet = 0, 0
-        while quiet < 10:  # until nothing more arrives for 0.2 s
-            arrived = _received(pairs[1][1])
-            to_1, quiet = to_1 + arrived, 0 if arrived else quiet + 1
+        to_1 = 0
+        for _ in range(500):
+            to_1 += _received(pairs[1][1])
+            if hand_out.passed == 40:
+                break
             time.sleep(0.02)
+        to_1 += _received(pairs[1][1])
         to_0 = _received(pairs[0][1])
         assert to_0 + to_1 == 40 and to_0 > 0 and to_1 > 0, (to_0, to_1)
     finally:

@@ -92,6 +92,11 @@ class HandOut:
             with conn:  # once passed, the process holds its own copy; the parent's closes here
                 self._pass(conn)
 
+    @property
+    def passed(self) -> int:
+        """Connections passed on so far."""
+        return sum(self._passed)
+
     def stop(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):  # wakes run's accept() (closing the socket would not, on Linux)
