@@ -106,12 +106,20 @@ def _cpu(pids: list[int]) -> tuple[float, float]:
 
 
 def wrk(
-    url: str, requests_file: Path, chunk_file: Path, first: int, last: int, seconds: float, c: int
+    url: str,
+    requests_file: Path,
+    chunk_file: Path,
+    first: int,
+    last: int,
+    seconds: float,
+    c: int,
+    close: bool = False,
 ) -> dict[str, float]:
-    """One wrk run over lines (first, last] of the file; its JSON summary plus its own CPU seconds."""
+    """One wrk run over lines (first, last] of the file; its JSON summary plus its own CPU seconds. With
+    ``close``, a new connection per request."""
     cmd = [
         "wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url,
-        "--", str(requests_file), str(first), str(last), str(chunk_file),
+        "--", str(requests_file), str(first), str(last), str(chunk_file), "close" if close else "keep",
     ]  # fmt: skip
     before = psutil.Process().cpu_times()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -173,6 +181,7 @@ def measure(
     seconds: float,
     warmup: float,
     connections: int,
+    close: bool = False,
     profile: Path | None = None,
     src: Path | None = None,
 ) -> Run:
@@ -202,19 +211,20 @@ def measure(
             prefix = f"{what[:2]}{uuid.uuid4().hex[:6]}"
             write_requests(requests_file, what, stack.secret, prefix, chunk_file.as_uri())
             url = f"http://127.0.0.1:{port}"
-            warm = wrk(url, requests_file, chunk_file, 0, LINES // 5, warmup, connections)
+            warm = wrk(url, requests_file, chunk_file, 0, LINES // 5, warmup, connections, close)
             start = int(warm["requests"]) + connections  # past what the warm-up sent, in-flight ones too
             cpu0 = _cpu([proc.pid])
             with _profiled(profile, proc.pid, f"{what}-fsync{int(fsync)}-x{workers}", seconds):
-                timed = wrk(url, requests_file, chunk_file, start, LINES, seconds, connections)
+                timed = wrk(url, requests_file, chunk_file, start, LINES, seconds, connections, close)
             cpu1 = _cpu([proc.pid])
             # Refusals (say 503 when a cap is reached) are counted apart; rates and CPU are per accepted.
             n = int(timed["c201"] + timed["c200"])
             if n == 0:
                 log = (work / "server.log").read_text()[-2000:]
                 raise Unmeasured(f"{what}: nothing accepted: {timed}\n{log}")
+        label = what + (", a connection per request" if close else "")
         return Run(
-            what if src is None else f"{what} ({src.name})",
+            label if src is None else f"{label} ({src.name})",
             fsync,
             workers,
             n,
@@ -266,7 +276,7 @@ def scratch_space(kind: str) -> Iterator[str]:
 def table(runs: list[Run]) -> str:
     rows = []
     for r in runs:
-        base = next((b for b in runs if b.what == "baseline" and b.fsync == r.fsync), None)
+        base = next((b for b in runs if b.what.startswith("baseline") and b.fsync == r.fsync), None)
         rows.append(
             [
                 r.what,
@@ -300,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="a new connection per request (Connection: close), not keep-alive",
+    )
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     parser.add_argument("--profile", type=Path, help="py-spy the servers into this folder (slows them)")
     parser.add_argument(
@@ -321,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_space(args.scratch) as scratch_note, local_or_embedded() as (redis_url, postgres_url, notes):
         notes.insert(0, scratch_note)
         cfg = BenchConfig(redis_url=redis_url, postgres_url=postgres_url)
-        common = {"seconds": args.seconds, "warmup": args.warmup, "connections": args.connections}
+        common = {
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "connections": args.connections,
+            "close": args.close,
+        }
         # Not recorded: the first run on fresh services looked up to a fifth slower than the same code's
         # later runs, twice (bench/RESULTS.md), and whichever tree always went first would carry that.
         first = args.what.split(",")[0]
@@ -342,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(1)
     load1 = os.getloadavg()
     text = (
-        f"{started}, wrk -t1 -c{args.connections}, {args.warmup:g} s warm-up then {args.seconds:g} s; "
+        f"{started}, wrk -t1 -c{args.connections}{' (Connection: close)' if args.close else ''}, "
+        f"{args.warmup:g} s warm-up then {args.seconds:g} s; "
         f"{'; '.join(notes)}; load average {' / '.join(f'{x:.2f}' for x in load0)} at start, "
         f"{' / '.join(f'{x:.2f}' for x in load1)} at the end.\n\n{table(runs)}\n"
     )

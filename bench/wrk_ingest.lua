@@ -1,10 +1,11 @@
 -- wrk script for bench/ingest_wrk.py: replays pre-signed requests from a file, one per line:
 -- method, path, content type, webhook-id, webhook-timestamp, webhook-signature, body (tab-separated;
 -- a body of "@" is the chunk file's bytes). Arguments: the file, the first and last line to use, the
--- chunk file. Answers are counted by status (201 new, 200 duplicate, anything else) for done().
+-- chunk file, and "close" to ask for a new connection per request (Connection: close). Answers are counted by status (201 new, 200 duplicate, anything else) for done().
 local reqs = {}
 local chunk = ""
 local at = 0
+local close = false
 c201, c200, cother = 0, 0, 0
 first_other = "" -- the first answer that was neither, for the report
 
@@ -12,6 +13,7 @@ function init(args)
   local f = assert(io.open(args[4], "rb"))
   chunk = f:read("*a")
   f:close()
+  close = args[5] == "close"
   local first, last = tonumber(args[2]), tonumber(args[3])
   local n = 0
   for line in io.lines(args[1]) do
@@ -30,9 +32,11 @@ function request()
   local r = reqs[at]
   local body = r[7]
   if body == "@" then body = chunk end
-  return wrk.format(r[1], r[2], {
+  local headers = {
     ["Content-Type"] = r[3], ["webhook-id"] = r[4], ["webhook-timestamp"] = r[5], ["webhook-signature"] = r[6],
-  }, body)
+  }
+  if close then headers["Connection"] = "close" end
+  return wrk.format(r[1], r[2], headers, body)
 end
 
 function response(status, headers, body)
