@@ -134,7 +134,7 @@ def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple
         if c.webhook_id is not None and (c.meeting_id, c.seq) in inserted
     ]
     if deliveries:
-        conn.execute(sqlite.insert(WebhookDelivery), deliveries)
+        conn.execute(_SQLITE_INSERT_DELIVERIES, deliveries)
     return inserted
 
 
@@ -172,3 +172,4 @@ _SQLITE_INSERT_CHUNKS = (
     .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
     .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
 )
+_SQLITE_INSERT_DELIVERIES = sqlite.insert(WebhookDelivery)
