@@ -24,7 +24,7 @@ import struct
 import threading
 from typing import Protocol
 
-log = logging.getLogger("audioflow.api.server")
+log = logging.getLogger("audioflow.api.connection_handoff")
 
 # Per process: connections taken in so far, connections open now. Written by that process only.
 _SLOT = struct.Struct("=qq")
