@@ -132,7 +132,9 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             "AUDIOFLOW_METRICS_PORT is one port for one process: with more than one gateway process "
             "(AUDIOFLOW_API_WORKERS, --workers), leave it unset or run one process per pod"
         )
-    listener = _listening_socket(host, port)  # a clash fails here, once, before any process starts
+    # As uvicorn makes one (address reuse; IPv6 only for an IPv6 host). A clash fails here, once.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=2048)
     channels, loads = Channels(workers), Loads(workers)
     children: list[int] = []
     for index in range(workers):
@@ -157,23 +159,6 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
         _supervise(children, stop_accepting=hand_out.stop)
     finally:
         listener.close()
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on ``host:port`` as uvicorn makes one (address reuse; IPv6 only for an IPv6
-    host)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _HandedServer(uvicorn.Server):
