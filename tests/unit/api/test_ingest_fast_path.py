@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
 
 from audioflow.api import app as app_module
+from audioflow.api.ingest_fast_path import IngestFastPath
 from audioflow.api.routes import ingest as ingest_routes
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.settings import Settings
@@ -81,7 +82,10 @@ def gateway(
             fsync=False,
         )
         application = app_module.create_app(settings)
-        application.ingest_fast_path = fast_path
+        if not fast_path:
+            application.user_middleware = [
+                m for m in application.user_middleware if cast(object, m.cls) is not IngestFastPath
+            ]
         with TestClient(application) as client:
             return _requests(client, secret, ingest)
 

@@ -12,14 +12,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audioflow.api.acceptance import LOG_COMPONENT, check_signature_headers
 from audioflow.api.context import AppContext
 from audioflow.api.errors import install_error_handlers
 from audioflow.api.group_commit import GroupCommit
-from audioflow.api.guards import BodyGuard, SecurityHeaders, UploadSlots
-from audioflow.api.ingest_fast_path import ingest_path_params, serve_ingest
+from audioflow.api.guards import BodyGuard, SecurityHeaders
+from audioflow.api.ingest_fast_path import IngestFastPath
 from audioflow.api.routes import (
     audio,
     events,
@@ -39,31 +38,6 @@ from audioflow.core.settings import Settings
 from audioflow.core.storage import LocalStorage
 
 FRONTEND = Path(__file__).with_name("static")
-
-
-class Gateway(FastAPI):
-    """FastAPI, with the two ingest routes' requests sent through the app's own middleware straight to
-    the ingest fast path (``api/ingest_fast_path.py``), past the framework's layers and routing."""
-
-    ingest_fast_path = True  # False: the routes answer them too (the fast path's tests compare the two)
-    _ingest_stack: ASGIApp
-
-    def build_middleware_stack(self) -> ASGIApp:
-        ingest: ASGIApp = serve_ingest
-        for cls, args, kwargs in reversed(self.user_middleware):  # as Starlette wraps the router in them
-            ingest = cls(ingest, *args, **kwargs)
-        self._ingest_stack = ingest
-        return super().build_middleware_stack()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.ingest_fast_path and not self.root_path and (params := ingest_path_params(scope)) is not None:
-            if self.middleware_stack is None:
-                self.middleware_stack = self.build_middleware_stack()
-            scope["app"] = self
-            scope["path_params"] = params
-            await self._ingest_stack(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -127,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             sync_redis.close()
             engine.dispose()
 
-    app = Gateway(
+    app = FastAPI(
         title="audioflow gateway",
         version="0.1.0",
         summary="Signed WAV chunk ingest, meetings, transcripts, live audio and events",
@@ -151,11 +125,12 @@ def create_app(settings: Settings) -> FastAPI:
         listeners="live.wav followers",
     )
     # Outermost last: headers go on every answer, the guards' own refusals included.
+    app.add_middleware(IngestFastPath)  # innermost: behind the body guard, like the routes it serves
     app.add_middleware(
         BodyGuard,
         max_chunk_bytes=settings.max_chunk_bytes,
         timeout_s=settings.body_timeout_s,
-        uploads=UploadSlots(settings.max_uploads_in_flight),  # one count for both guards (see Gateway)
+        max_uploads=settings.max_uploads_in_flight,
         spool_dir=settings.data_dir / ".incoming",
         check_signature=functools.partial(check_signature_headers, settings),
     )

@@ -102,26 +102,6 @@ def chunk_body(request: Request) -> memoryview:
     return spool.view()
 
 
-class UploadSlots:
-    """Chunk bodies being received, at most ``limit`` (``AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT``) at once."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.taken = 0
-
-    def take(self) -> None:
-        if self.taken >= self.limit:
-            raise Unavailable(
-                f"{self.limit} chunk uploads are already being received "
-                "(AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT); retry later",
-                code="uploads_busy",
-            )
-        self.taken += 1
-
-    def give_back(self) -> None:
-        self.taken -= 1
-
-
 class BodyGuard:
     def __init__(
         self,
@@ -129,16 +109,17 @@ class BodyGuard:
         *,
         max_chunk_bytes: int,
         timeout_s: float,
-        uploads: UploadSlots,
+        max_uploads: int,
         spool_dir: Path,
         check_signature: Callable[[Mapping[str, str]], object],
     ) -> None:
         self.app = app
         self.max_chunk_bytes = max_chunk_bytes
         self.timeout_s = timeout_s
-        self.uploads = uploads  # shared by every guard of one app: one count of bodies being received
+        self.max_uploads = max_uploads
         self.spool_dir = spool_dir
         self.check_signature = check_signature  # raises for headers that can never verify
+        self.uploads = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,12 +137,12 @@ class BodyGuard:
                 if upload or (scope["method"] == "POST" and scope["path"] == _WEBHOOK):
                     self.check_signature(Headers(scope=scope))
                 if upload:
-                    self.uploads.take()
+                    self._take_upload_slot()
                     taken = True
                 if not await self._read(receive, spool, limit):
                     return  # the client left mid-body: nobody to answer, nothing to store
                 if taken:  # the slot bounds bodies being received; this one is in (in memory <= 1 MiB)
-                    self.uploads.give_back()
+                    self.uploads -= 1
                     taken = False
             except AudioflowError as exc:
                 headers = {"Retry-After": RETRY_AFTER_S} if exc.retry else None
@@ -184,8 +165,17 @@ class BodyGuard:
             await self.app(scope, replay, send)
         finally:
             if taken:
-                self.uploads.give_back()
+                self.uploads -= 1
             spool.close()
+
+    def _take_upload_slot(self) -> None:
+        if self.uploads >= self.max_uploads:
+            raise Unavailable(
+                f"{self.max_uploads} chunk uploads are already being received "
+                "(AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT); retry later",
+                code="uploads_busy",
+            )
+        self.uploads += 1
 
     @staticmethod
     def _check_declared(scope: Scope, limit: int) -> None:
