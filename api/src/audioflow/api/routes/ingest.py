@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -91,20 +90,17 @@ async def accept_webhook(request: Request) -> Accepted:
 
 
 def _webhook_payload(body: bytes) -> WebhookChunk:
-    try:
-        return WebhookChunk.model_validate(json.loads(body))
+    try:  # parsed and validated in one pass (pydantic-core): malformed JSON is a ValidationError too
+        return WebhookChunk.model_validate_json(body)
     except ValidationError as exc:
+        errors = exc.errors()
+        if errors[0]["type"] == "json_invalid":  # not JSON at all (bad UTF-8, syntax, nesting too deep)
+            raise BadRequest(f"body is not UTF-8 JSON: {errors[0]['msg']}", code="invalid_json") from None
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:3]
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:3]
         )
         raise BadRequest(
             f"body is not the JSON {{meetingId, seq, url}}: {problems}", code="invalid_json"
-        ) from None
-    # UnicodeDecodeError and JSONDecodeError are ValueErrors; RecursionError: nesting too deep.
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(
-            f"body is not the JSON {{meetingId, seq, url}}: {str(exc).splitlines()[0]}",
-            code="invalid_json",
         ) from None
 
 
