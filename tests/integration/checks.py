@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import wave
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from audioflow.core.wav import canonical_header, parse_wav, pcm_view
@@ -55,15 +54,3 @@ def assert_recording_events_monotonic(events: list[dict[str, Any]], last_seq: in
 
 def completed(events: list[dict[str, Any]]) -> bool:
     return any(e["type"] == "meeting.phase" and e["data"]["phase"] == "completed" for e in events)
-
-
-def completed_and_transcribed(count: int) -> Callable[[list[dict[str, Any]]], bool]:
-    """Until the meeting completed and each of its ``count`` chunks was announced transcribed. The events
-    carry no order between the two: a worker that finishes the meeting may announce it a moment before
-    another worker, whose segment it already counted, publishes that segment's ``chunk.transcribed``."""
-
-    def until(events: list[dict[str, Any]]) -> bool:
-        transcribed = {e["data"]["seq"] for e in events if e["type"] == "chunk.transcribed"}
-        return completed(events) and transcribed >= set(range(count))
-
-    return until

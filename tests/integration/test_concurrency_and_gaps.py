@@ -20,7 +20,7 @@ from tests.integration.checks import (
     assert_recording_events_monotonic,
     assert_recording_exact,
     assert_transcribed_once,
-    completed_and_transcribed,
+    completed,
     pcm_of,
 )
 from tests.integration.stack import Stack
@@ -42,8 +42,7 @@ def test_several_workers_of_each_kind_on_two_meetings(make: Callable[..., Stack]
         assert statuses.count(201) == 40 and statuses.count(200) == 4
         for meeting_id in ("one", "two"):
             assert stack.post(f"/v1/meetings/{meeting_id}/end").status_code == 200
-        until = completed_and_transcribed(20)
-        events = {"one": stack.read_events(ws_one, until), "two": stack.read_events(ws_two, until)}
+        events = {"one": stack.read_events(ws_one, completed), "two": stack.read_events(ws_two, completed)}
     for meeting_id, got in events.items():
         assert_recording_exact(stack, meeting_id, chunks)
         assert_transcribed_once(stack, meeting_id, 20, got)

@@ -13,6 +13,7 @@ import pytest
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from audioflow.core import announcements
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
@@ -162,3 +163,49 @@ def test_an_ended_meeting_is_finalizing_until_its_last_segment_has_its_tail(
         segment.tail_kept = True
     with sessions() as session:
         assert queries.meeting_status(session, "tail-phase").phase == "completed"
+
+
+def test_completed_follows_a_peers_event_that_was_still_on_its_way(
+    sessions: sessionmaker[Session],
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    # Worker A committed seq 0's segment and was about to publish its event (here: it died there). Worker
+    # B then transcribes seq 1, the last, which finishes the meeting in the database: B holds completed
+    # back. A's redelivery publishes seq 0's event and then completed, so completed is the last event.
+    deps, _ = _deps(sessions, tmp_path, redis_client, redis_prefix, [Word("inside", 3.0, 3.5)])
+    keys = Keys(redis_prefix)
+    _meeting(sessions, deps.storage, "race", range(2), ended=True)
+    with transaction(sessions) as session:
+        generation = queries.generation(queries.get_meeting(session, "race"))
+        session.add(Recording(meeting_id="race", concatenated_through=1))
+        session.add(
+            Segment(meeting_id="race", seq=0, engine="x", start_s=0, end_s=5, text="zero", decode_s=0)
+        )
+    deps.publish.marked(
+        "race",
+        "recording.extended",
+        {"concatenated_through": 1},
+        generation=generation,
+        mark=announcements.RECORDING,
+        value="1",
+        once=False,
+    )
+
+    def told() -> list[tuple[str, Any]]:
+        published: Any = redis_client.xrange(keys.events("race"))
+        data = [(fields["type"], json.loads(fields["data"])) for _, fields in published]
+        return [(type_, fields.get("phase", fields.get("seq"))) for type_, fields in data]
+
+    assert handle(Entry("0-2", {"meeting_id": "race", "seq": "1"}, 1), deps) is Outcome.ACK
+    with sessions() as session:
+        assert queries.meeting_status(session, "race").phase == "completed"
+    assert told() == [("recording.extended", None), ("chunk.transcribed", 1)]  # held back
+
+    assert handle(Entry("0-1", {"meeting_id": "race", "seq": "0"}, 2), deps) is Outcome.ACK
+    assert told()[2:] == [("chunk.transcribed", 0), ("meeting.phase", "completed")]
+    # Another redelivery announces nothing twice; it may say completed again (any worker that finds the
+    # meeting finished may), never anything before it.
+    assert handle(Entry("0-1", {"meeting_id": "race", "seq": "0"}, 3), deps) is Outcome.ACK
+    assert set(told()[4:]) <= {("meeting.phase", "completed")}

@@ -1,20 +1,24 @@
 """The reconciler (audioflow.workers.reconcile) on a real Redis and both databases: it enqueues again
-exactly the untranscribed chunks whose entry is not in the stream, and a second pass adds nothing."""
+exactly the untranscribed chunks whose entry is not in the stream, and a second pass adds nothing; a
+finished meeting whose events Redis lost gets them made again, and then its phase."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 
+from audioflow.core import announcements, events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Segment, WebhookDelivery
+from audioflow.core.db.models import Chunk, Recording, Segment, WebhookDelivery
 from audioflow.core.keys import Keys
 from audioflow.core.wav import AudioFormat
-from audioflow.workers.reconcile import prune, reconcile
+from audioflow.workers.publisher import Publisher
+from audioflow.workers.reconcile import announce_lost, prune, reconcile
 
 FMT = AudioFormat(16000, 1, 16)
 
@@ -110,4 +114,64 @@ def test_replay_records_older_than_twice_the_tolerance_are_pruned(database_url: 
     with sessions() as session:
         assert [d.id for d in session.query(WebhookDelivery)] == ["young"]
         assert queries.deleted_at(session, "old") is None and queries.deleted_at(session, "young") is not None
+    engine.dispose()
+
+
+def test_a_finished_meeting_whose_events_redis_lost_gets_them_again_then_its_phase(
+    database_url: str, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """Meeting "done" finished in the database, but Redis lost seq 1's event and the recording's (an
+    empty restart, say): completed waits for them, so their work is queued again; once they are out (the
+    workers' part, done here by hand), the reconciler says completed itself, and then nothing more."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    keys = Keys(redis_prefix)
+    publish = Publisher(redis_client, keys, 100)
+    with transaction(sessions) as session:
+        generation = queries.generation(queries.create_meeting(session, "done", FMT))
+        queries.get_meeting(session, "done").ended_at = datetime.now(UTC)
+        queries.create_meeting(session, "live", FMT)  # not ended: never looked at
+        for seq in range(2):
+            session.add(
+                Chunk(meeting_id="done", seq=seq, sha256="0" * 64, size_bytes=0, data_bytes=0, duration_s=1)
+            )
+            session.add(
+                Segment(
+                    meeting_id="done",
+                    seq=seq,
+                    engine="x",
+                    start_s=0,
+                    end_s=1,
+                    text="",
+                    decode_s=0,
+                    tail_kept=True,
+                )
+            )
+        session.add(Recording(meeting_id="done", concatenated_through=1))
+
+    def mark(type_: events.EventType, name: str, value: str) -> None:
+        publish.marked("done", type_, {}, generation=generation, mark=name, value=value, once=True)
+
+    def queued(stream: str) -> list[int]:
+        entries: Any = redis_client.xrange(stream)
+        return [int(fields["seq"]) for _, fields in entries]
+
+    def phases() -> list[str]:
+        entries: Any = redis_client.xrange(keys.events("done"))
+        return [json.loads(f["data"])["phase"] for _, f in entries if f["type"] == "meeting.phase"]
+
+    mark("chunk.transcribed", announcements.transcribed(0), "1")
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert announce_lost(publish, sessions, grace_s=30) == 0  # ended just now: its workers may be at it
+    assert announce_lost(publish, sessions, grace_s=30, now=lambda: later) == 1
+    assert (queued(keys.transcribe), queued(keys.concat)) == ([1], [1])
+    assert phases() == []
+
+    mark("chunk.transcribed", announcements.transcribed(1), announcements.WITH_TAIL)
+    mark("recording.extended", announcements.RECORDING, "1")
+    assert announce_lost(publish, sessions, grace_s=30, now=lambda: later) == 1
+    assert phases() == ["completed"]
+    assert announce_lost(publish, sessions, grace_s=30, now=lambda: later) == 0
+    assert (queued(keys.transcribe), queued(keys.concat)) == ([1], [1])
     engine.dispose()

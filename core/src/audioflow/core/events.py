@@ -51,7 +51,8 @@ def decode_event(meeting_id: str, event_id: str, fields: Mapping[str, str]) -> d
 # still busy with a meeting when it is deleted cannot re-create its stream or marks, and nothing of it
 # reaches a new meeting with the same id. With a mark, the event and a note of what it announced are
 # written atomically: a worker that dies between its database commit and its event finds on redelivery
-# whether the event went out (and, with ``once``, never sends it twice).
+# whether the event went out (and, with ``once``, never sends it twice). With ``unless``, an event is held
+# back by a mark that something else noted (see ``meeting_phase``).
 _PUBLISH_FUNCTION = """
 local function publish(events, announced, deleted, generation, mark, value, once, maxlen, type, ts, data)
   if generation == '' then
@@ -60,8 +61,8 @@ local function publish(events, announced, deleted, generation, mark, value, once
     return false
   end
   if mark ~= '' then
-    if once == '1' and redis.call('HEXISTS', announced, mark) == 1 then return false end
-    redis.call('HSET', announced, mark, value)
+    if once ~= '0' and redis.call('HEXISTS', announced, mark) == 1 then return false end
+    if once ~= 'unless' then redis.call('HSET', announced, mark, value) end
   end
   return redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'type', type, 'ts', ts, 'data', data)
 end
@@ -150,9 +151,12 @@ def publish_args(
     mark: str = "",
     value: str = "1",
     once: bool = False,
+    unless: str = "",
 ) -> tuple[Any, ...]:
     """The arguments of ``EVAL`` for one event (script, key count, keys, arguments), for a client or a
-    pipeline."""
+    pipeline. With ``unless``, nothing is published once that mark was noted, and nothing is noted."""
+    if unless and mark:
+        raise ValueError("an event either notes a mark or is held back by one")
     fields = event_fields(type_, data)
     return (
         _PUBLISH,
@@ -161,9 +165,9 @@ def publish_args(
         keys.announced(meeting_id),
         keys.deleted(meeting_id),
         generation or "",
-        mark,
+        unless or mark,
         value,
-        "1" if once else "0",
+        "unless" if unless else "1" if once else "0",
         maxlen,
         str(fields["type"]),
         str(fields["ts"]),
@@ -194,7 +198,12 @@ def publish(
 ) -> str | None:
     """Append an event (sync) to the meeting's stream (see :class:`Destination`). Returns its id, or
     None when the meeting is gone."""
-    return _event_id(client.eval(*publish_args(keys, meeting_id, type_, data, **to)))
+    return send(client, publish_args(keys, meeting_id, type_, data, **to))
+
+
+def send(client: redis.Redis, args: tuple[Any, ...]) -> str | None:
+    """Append an event (sync) given its :func:`publish_args`; see :func:`publish`."""
+    return _event_id(client.eval(*args))
 
 
 def publish_marked(
@@ -218,6 +227,12 @@ def publish_marked(
 def announced(client: redis.Redis, keys: Keys, meeting_id: str, mark: str) -> str | None:
     value: Any = client.hget(keys.announced(meeting_id), mark)
     return None if value is None else str(value)
+
+
+def all_announced(client: redis.Redis, keys: Keys, meeting_id: str) -> dict[str, str]:
+    """Every mark noted for the meeting, with its value (see ``announcements``)."""
+    marks: Any = client.hgetall(keys.announced(meeting_id))
+    return {str(mark): str(value) for mark, value in (marks or {}).items()}
 
 
 def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:

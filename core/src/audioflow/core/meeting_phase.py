@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy.orm import Session
 
-from audioflow.core import events
+from audioflow.core import announcements, events
 from audioflow.core.db import queries
 from audioflow.core.db.queries import Phase
 from audioflow.core.errors import NotFound
@@ -30,19 +30,32 @@ EVENT: events.EventType = "meeting.phase"
 def phase_event_args(
     keys: Keys, meeting_id: str, phase: Phase, generation: str, maxlen: int
 ) -> tuple[Any, ...]:
-    """The ``EVAL`` arguments announcing ``phase``, for a pipeline (``pipe.eval(*...)``) or a client."""
+    """The ``EVAL`` arguments announcing ``phase``, for a pipeline (``pipe.eval(*...)``) or a client.
+
+    A finished phase notes that it was announced; any other is held back from then on, so a phase read
+    before the meeting finished (``finalizing`` from an end request, say) never lands after it."""
+    data = MeetingPhase(phase=phase)
+    if phase in FINISHED:
+        return events.publish_args(
+            keys,
+            meeting_id,
+            EVENT,
+            data,
+            generation=generation,
+            maxlen=maxlen,
+            mark=announcements.FINISHED,
+            value=phase,
+        )
     return events.publish_args(
-        keys, meeting_id, EVENT, MeetingPhase(phase=phase), generation=generation, maxlen=maxlen
+        keys, meeting_id, EVENT, data, generation=generation, maxlen=maxlen, unless=announcements.FINISHED
     )
 
 
 def publish_phase(
     client: redis.Redis, keys: Keys, meeting_id: str, phase: Phase, *, generation: str, maxlen: int
 ) -> str | None:
-    """Announce ``phase`` (sync); the event id, or None when that meeting is gone."""
-    return events.publish(
-        client, keys, meeting_id, EVENT, MeetingPhase(phase=phase), generation=generation, maxlen=maxlen
-    )
+    """Announce ``phase`` (sync); the event id, or None when that meeting is gone or it was held back."""
+    return events.send(client, phase_event_args(keys, meeting_id, phase, generation, maxlen))
 
 
 async def apublish_phase(
@@ -65,3 +78,21 @@ def finished_phase(session: Session, meeting_id: str, generation: str) -> Phase 
     except NotFound:
         return None
     return status.phase if status.ended_at is not None and status.phase in FINISHED else None
+
+
+def outstanding(
+    session: Session, client: redis.Redis, keys: Keys, meeting_id: str
+) -> announcements.Outstanding:
+    """The events a completed meeting's ``completed`` still waits for (see ``announcements``)."""
+    recording = queries.get_recording(session, meeting_id)
+    settled = announcements.Settled(
+        segments=queries.segment_outcomes(session, meeting_id),
+        concatenated_through=recording.concatenated_through if recording else -1,
+    )
+    return announcements.outstanding(events.all_announced(client, keys, meeting_id), settled)
+
+
+def announceable(session: Session, client: redis.Redis, keys: Keys, meeting_id: str, phase: Phase) -> bool:
+    """Whether ``phase``, just read from the rows, may be announced now: ``completed`` only once every
+    event it sums up is out; the one holding it back announces it after that."""
+    return phase != "completed" or not outstanding(session, client, keys, meeting_id)

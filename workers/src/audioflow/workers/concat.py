@@ -27,6 +27,7 @@ import sqlalchemy.exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from audioflow.core import announcements
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Chunk, Gap, Meeting, Recording
@@ -40,8 +41,6 @@ from audioflow.workers.publisher import Publisher, announce_if_completed
 from audioflow.workers.work import Work
 
 log = logging.getLogger(__name__)
-
-RECORDING_MARK = "recording"  # the concatenated_through last announced
 
 
 @dataclass
@@ -172,14 +171,14 @@ def advance(deps: ConcatDeps, meeting_id: str, generation: str | None = None) ->
             if not alive.now():  # deleted while this worker waited for its turn
                 return 0
             with deps.storage.open_for_append(meeting_id, waiting.fmt) as rec:
-                added, failed = _advance_locked(deps, meeting_id, generation, waiting, rec, alive)
+                added, announced = _advance_locked(deps, meeting_id, generation, waiting, rec, alive)
     except _Gone:
         return 0
     except FileNotFoundError:
         if alive.now():
             raise
         return 0  # deleted mid-step, files and all
-    if added or failed:
+    if announced:  # also a redelivery's event: it may be the one that held completed back
         announce_if_completed(deps.sessions, deps.publish, meeting_id, generation)
     return len(added)
 
@@ -187,7 +186,7 @@ def advance(deps: ConcatDeps, meeting_id: str, generation: str | None = None) ->
 def _advance_locked(
     deps: ConcatDeps, meeting_id: str, generation: str, waiting: Waiting, rec: RecordingWriter, alive: _Alive
 ) -> tuple[list[int], bool]:
-    """The step itself, under the lock: the seqs appended, and whether the recording failed."""
+    """The step itself, under the lock: the seqs appended, and whether it announced anything."""
     if rec.held_through < waiting.recorded_through:  # the file lost a tail the database recorded
         with deps.sessions() as session:
             meeting = queries.get_live_meeting(session, meeting_id, generation)
@@ -229,8 +228,9 @@ def _advance_locked(
         _fail(deps, meeting_id, generation, exc.code, exc.reason)
         failed = True
     # Also when only the event is missing: a worker killed after mirroring, before announcing.
-    announced = deps.publish.announced(meeting_id, RECORDING_MARK)
-    if added or rec.held_through != waiting.recorded_through or announced != str(rec.held_through):
+    told = deps.publish.announced(meeting_id, announcements.RECORDING)
+    extended = added or rec.held_through != waiting.recorded_through or told != str(rec.held_through)
+    if extended:
         _mirror(deps, meeting_id, generation, rec, bridged)
         for seq, frames in bridged:
             log.warning(
@@ -251,11 +251,11 @@ def _advance_locked(
                 gaps=[seq for seq, _ in bridged],
             ),
             generation=generation,
-            mark=RECORDING_MARK,
+            mark=announcements.RECORDING,
             value=str(rec.held_through),
             once=False,  # under the recording's lock: one announcer at a time
         )
-    return added, failed
+    return added, failed or bool(extended)
 
 
 @contextlib.contextmanager
@@ -305,7 +305,7 @@ def _fail(deps: ConcatDeps, meeting_id: str, generation: str, code: str, reason:
         "chunk.failed",
         ChunkFailed(stage="concat", code=code, reason=reason),
         generation=generation,
-        mark="failed:recording",
+        mark=announcements.RECORDING_FAILED,
         once=True,  # two workers that both hit the limit announce it once
     )
     log.error("recording failed: %s", reason, extra={"meeting_id": meeting_id, "generation": generation})

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from audioflow.core import announcements
 from audioflow.core.db import queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.db.models import Meeting, Segment
@@ -91,11 +92,10 @@ def _save(deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment)
     return True
 
 
-def _gone(work: Work) -> Outcome:
+def _gone(work: Work) -> None:
     """Work for a meeting that was deleted: dropped. Logged without the meeting's id, so that the line is
     not forwarded to an event stream (of the deleted meeting, or of a new one with that id)."""
     log.info("dropping work for %s seq %d: the meeting was deleted", work.meeting_id, work.seq)
-    return Outcome.ACK
 
 
 def _alive(session: Session, meeting: _Meeting) -> bool:
@@ -111,24 +111,35 @@ def _load(deps: ProcessingDeps, work: Work) -> _Meeting | None:
 
 def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     work = Work.of(entry)
+    meeting = _settle(deps, work)
+    if meeting is not None:  # after every announcement, also a redelivery's: it may be the one held back
+        announce_if_completed(deps.sessions, deps.publish, meeting.id, meeting.generation)
+    return Outcome.ACK
+
+
+def _settle(deps: ProcessingDeps, work: Work) -> _Meeting | None:
+    """Transcribe the chunk unless that is done, and announce its segment; its meeting, or None when
+    that is gone."""
     with deps.sessions() as session:
         row = queries.get_live_meeting(session, work.meeting_id, work.generation)
         if row is None or queries.get_chunk(session, work.meeting_id, work.seq) is None:
-            return _gone(work)
+            _gone(work)
+            return None
         meeting = _Meeting.of(row)
         # The last chunk of an ended meeting keeps the words after its trailing cut: no successor comes.
         final = row.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
         existing = queries.get_segment(session, work.meeting_id, work.seq)
         if existing is not None and (existing.tail_kept or existing.error is not None or not final):
-            _announce(deps, work, meeting, existing)  # a re-delivery or a duplicate: done, its event?
-            return Outcome.ACK
+            _announce_stored(deps, work, meeting, existing, final=final)  # a re-delivery or a duplicate
+            return meeting
         # New, or transcribed before its meeting ended with it (ending enqueues it again): decode it.
         fmt = queries.meeting_format(row)
     context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": meeting.generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
-        if _load(deps, work) is None:
-            return _gone(work)  # deleted meanwhile, with its files
+        if _load(deps, work) is None:  # deleted meanwhile, with its files
+            _gone(work)
+            return None
         raise ChunkMissing(f"chunk file of {work.meeting_id}/{work.seq} is missing from storage")
     previous = _pcm(deps.storage, work.meeting_id, work.seq - 1) if deps.overlap_s > 0 else None
     result = transcribe_chunk(
@@ -153,45 +164,63 @@ def handle(entry: Entry, deps: ProcessingDeps) -> Outcome:
     if existing is None and _save(deps, work, meeting, segment):
         _announce(deps, work, meeting, segment)
         log.info("transcribed in %.2f s: %r", result.decode_s, result.text[:80], extra=context)
-    elif final and (before := _keep_tail(deps, work, meeting, segment)) is not None:
+    elif final and _keep_tail(deps, work, meeting, segment):
         # Its words now run to the end (a peer's or an earlier segment left them to a successor); the
-        # page replaces the row when they differ.
-        if segment.text != before:
-            _announce(deps, work, meeting, segment, tail=True)
+        # page replaces the row.
+        _announce(deps, work, meeting, segment, tail=True)
         log.info("last chunk transcribed with its tail: %r", result.text[-80:], extra=context)
     else:  # a peer transcribed it at the same moment (or the meeting was deleted)
         with deps.sessions() as session:
             stored = queries.get_segment(session, work.meeting_id, work.seq)
         if stored is not None:
-            _announce(deps, work, meeting, stored)
-        return Outcome.ACK
-    announce_if_completed(deps.sessions, deps.publish, meeting.id, meeting.generation)
-    return Outcome.ACK
+            _announce_stored(deps, work, meeting, stored, final=final)
+    return meeting
 
 
-def _keep_tail(deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment) -> str | None:
-    """Replace a stored segment that left its tail to a successor with ``segment``, which holds it, and
-    return the text it had; None if there is none such (a peer did it first) or the meeting is gone."""
+def _keep_tail(deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment) -> bool:
+    """Replace a stored segment that left its tail to a successor with ``segment``, which holds it;
+    False if there is none such (a peer did it first) or the meeting is gone."""
     with transaction(deps.sessions) as session:
         if not _alive(session, meeting):
-            return None
+            return False
         stored = session.get(Segment, (work.meeting_id, work.seq), with_for_update=True)
         if stored is None or stored.tail_kept:
-            return None
-        before = stored.text
+            return False
         stored.text, stored.words, stored.end_s = segment.text, segment.words, segment.end_s
         stored.decode_s, stored.tail_kept = segment.decode_s, True
-        return before
+        return True
+
+
+def _announce_stored(
+    deps: ProcessingDeps, work: Work, meeting: _Meeting, stored: Segment, *, final: bool
+) -> None:
+    """Announce a segment found stored (its events may be out already): the last chunk's with its tail,
+    also when a worker died between keeping the tail and announcing it."""
+    _announce(deps, work, meeting, stored)
+    if final and stored.tail_kept and stored.error is None:
+        names = (announcements.transcribed(work.seq), announcements.transcribed_tail(work.seq))
+        marks = {name: value for name in names if (value := deps.publish.announced(work.meeting_id, name))}
+        if not announcements.tail_announced(marks, work.seq):
+            _announce(deps, work, meeting, stored, tail=True)
 
 
 def _announce(
     deps: ProcessingDeps, work: Work, meeting: _Meeting, segment: Segment, *, tail: bool = False
 ) -> None:
-    """``chunk.transcribed`` for a stored segment, exactly once (and once more when the last chunk's tail
-    is added; the page replaces the row): the mark and the event are written together, so a worker
-    killed after its commit but before its event is made good by redelivery."""
+    """``chunk.transcribed`` for a stored segment, or ``chunk.failed`` for a failure, exactly once (and
+    once more when the last chunk's tail is added; the page replaces the row): the mark and the event are
+    written together, so a worker killed after its commit but before its event is made good by
+    redelivery."""
     if segment.error is not None:
-        return  # failures are announced as chunk.failed
+        deps.publish.marked(
+            work.meeting_id,
+            "chunk.failed",
+            ChunkFailed(seq=work.seq, stage="transcribe", reason=segment.error),
+            generation=meeting.generation,
+            mark=announcements.failed(work.seq),
+            once=True,  # a dead-lettering repeated after a crash announces once
+        )
+        return
     data = ChunkTranscribed(
         seq=work.seq,
         text=segment.text,
@@ -204,7 +233,8 @@ def _announce(
         "chunk.transcribed",
         data,
         generation=meeting.generation,
-        mark=f"transcribed-tail:{work.seq}" if tail else f"transcribed:{work.seq}",
+        mark=announcements.transcribed_tail(work.seq) if tail else announcements.transcribed(work.seq),
+        value=announcements.WITH_TAIL if segment.tail_kept else "1",
         once=True,
     )
 
@@ -225,15 +255,15 @@ def on_dead_letter(entry: Entry, reason: str, deps: ProcessingDeps) -> None:
     if meeting is None:
         _gone(work)
         return
-    _save(deps, work, meeting, Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500]))
-    deps.publish.marked(
-        work.meeting_id,
-        "chunk.failed",
-        ChunkFailed(seq=work.seq, stage="transcribe", reason=reason[:500]),
-        generation=meeting.generation,
-        mark=f"failed:{work.seq}",
-        once=True,  # a dead-lettering repeated after a crash announces once
-    )
+    segment = Segment(end_s=0.0, text="", words=[], decode_s=0.0, error=reason[:500])
+    if not _save(deps, work, meeting, segment):
+        with deps.sessions() as session:
+            stored = queries.get_segment(session, work.meeting_id, work.seq)
+        if stored is None:
+            _gone(work)
+            return
+        segment = stored  # a peer's, or this failure stored before a crash: announced as it is
+    _announce(deps, work, meeting, segment)
     context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": meeting.generation}
     log.error("transcription failed for good: %s", reason, extra=context)
     announce_if_completed(deps.sessions, deps.publish, meeting.id, meeting.generation)

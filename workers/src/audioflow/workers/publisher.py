@@ -75,8 +75,12 @@ class Publisher:
 def announce_if_completed(
     sessions: sessionmaker[Session], publish: Publisher, meeting_id: str, generation: str
 ) -> None:
-    """After a worker's commit: if that finished an ended meeting, say so (both workers may; harmless)."""
+    """After a worker's commit and its event: if that finished an ended meeting, say so (both workers
+    may; harmless), unless a peer's event is still on its way (that peer says so after it)."""
     with sessions() as session:
         phase = meeting_phase.finished_phase(session, meeting_id, generation)
-    if phase is not None:
+        ready = phase is not None and meeting_phase.announceable(
+            session, publish.client, publish.keys, meeting_id, phase
+        )
+    if phase is not None and ready:
         publish.phase(meeting_id, phase, generation=generation)

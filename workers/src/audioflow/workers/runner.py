@@ -105,8 +105,7 @@ def run_worker(kind: Kind, settings: Settings) -> None:
             settings.reconcile_interval_s,
             functools.partial(
                 reconcile.reconcile_once_per_interval,
-                client,
-                keys,
+                cdeps.publish,
                 sessions,
                 settings.reconcile_interval_s,
                 settings.signature_tolerance_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -33,19 +34,38 @@ def _status(ctx: AppContext, meeting_id: str) -> MeetingPublic:
         return queries.meeting_status(session, meeting_id)
 
 
-def _changed(ctx: AppContext, meeting_id: str) -> tuple[MeetingPublic, str]:
-    """The status after a change made here, and which meeting of that id it is."""
+@dataclass(frozen=True)
+class _Changed:
+    """The status after a change made here, which meeting of that id it is, and whether its phase may be
+    announced now (``completed`` waits for the workers' last events: ``meeting_phase.announceable``)."""
+
+    status: MeetingPublic
+    generation: str
+    announceable: bool
+
+
+def _changed(ctx: AppContext, meeting_id: str) -> _Changed:
     with ctx.sessions() as session:
         status = queries.meeting_status(session, meeting_id)
-        return status, queries.generation(queries.get_meeting(session, meeting_id))
+        generation = queries.generation(queries.get_meeting(session, meeting_id))
+        try:
+            ready = meeting_phase.announceable(session, ctx.redis, ctx.keys, meeting_id, status.phase)
+        except redis.exceptions.RedisError as exc:
+            log.warning(
+                "meeting.phase %s not announced: %s", status.phase, exc, extra={"meeting_id": meeting_id}
+            )
+            ready = False
+        return _Changed(status, generation, ready)
 
 
-async def _announced(ctx: AppContext, changed: tuple[MeetingPublic, str]) -> MeetingPublic:
+async def _announced(ctx: AppContext, changed: _Changed) -> MeetingPublic:
     """Tell the meeting's followers its phase after a change made here (unless it was deleted since).
 
     The change is committed by now, so a failure to announce it must not answer 5xx: a retry would find
     the meeting created (409) or change nothing. The event is only missed; the status says the phase."""
-    status, generation = changed
+    status, generation = changed.status, changed.generation
+    if not changed.announceable:
+        return status
     try:
         await meeting_phase.apublish_phase(
             ctx.aredis,
@@ -67,7 +87,7 @@ async def create_meeting(body: MeetingCreate, ctx: Ctx) -> MeetingPublic:
     meeting_id = body.id or "m-" + secrets.token_hex(6)
     fmt = AudioFormat(body.format.sample_rate, body.format.channels, body.format.bits)
 
-    def create() -> tuple[MeetingPublic, str]:
+    def create() -> _Changed:
         with transaction(ctx.sessions) as session:
             queries.create_meeting(session, meeting_id, fmt)
         return _changed(ctx, meeting_id)
@@ -98,7 +118,7 @@ async def get_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
 async def end_meeting(meeting_id: MeetingId, ctx: Ctx) -> MeetingPublic:
     """Mark the meeting ended (idempotent): it finalizes once every chunk is transcribed and recorded."""
 
-    def end() -> tuple[MeetingPublic, str]:
+    def end() -> _Changed:
         with transaction(ctx.sessions) as session:
             meeting = queries.get_meeting(session, meeting_id)
             newly = meeting.ended_at is None

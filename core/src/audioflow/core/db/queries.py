@@ -231,6 +231,14 @@ def segments(session: Session, meeting_id: str) -> Sequence[Segment]:
     ).all()
 
 
+def segment_outcomes(session: Session, meeting_id: str) -> list[tuple[int, bool]]:
+    """Each stored segment's seq, and whether it is a failure."""
+    rows = session.execute(
+        select(Segment.seq, Segment.error.is_not(None)).where(Segment.meeting_id == meeting_id)
+    ).all()
+    return [(int(seq), bool(is_failed)) for seq, is_failed in rows]
+
+
 def gaps(session: Session, meeting_id: str) -> Sequence[Gap]:
     return session.scalars(select(Gap).where(Gap.meeting_id == meeting_id).order_by(Gap.seq)).all()
 
