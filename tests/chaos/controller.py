@@ -31,6 +31,7 @@ from audioflow.core.keys import CONCAT_GROUP, PROCESSING_GROUP, Keys
 from audioflow.core.streams.queues import dead_letter_stream
 from audioflow.workers.simulate import Delivery, cut_chunks, load_speech, plan, send
 from tests.integration.checks import (
+    assert_completed_last,
     assert_recording_events_monotonic,
     assert_recording_exact,
     assert_transcribed_once,
@@ -448,6 +449,11 @@ def _check_meeting(
         result,
         f"{meeting_id}: recording.extended never went backwards",
         lambda: assert_recording_events_monotonic(events, count - 1),
+    )
+    _add(
+        result,
+        f"{meeting_id}: nothing announced after completed",
+        lambda: assert_completed_last(events),
     )
 
 

@@ -52,5 +52,20 @@ def assert_recording_events_monotonic(events: list[dict[str, Any]], last_seq: in
     assert through[-1] == last_seq
 
 
+def assert_completed_last(events: list[dict[str, Any]]) -> None:
+    """A whole event history (not one read until ``completed``): ``completed`` is announced, and after
+    the first one nothing but ``completed`` again and log lines (a follower may stop at it)."""
+    phases = [
+        i for i, e in enumerate(events) if e["type"] == "meeting.phase" and e["data"]["phase"] == "completed"
+    ]
+    assert phases, "completed was never announced"
+    after = [
+        (e["type"], e["data"].get("phase", e["data"].get("seq")))
+        for e in events[phases[0] + 1 :]
+        if e["type"] != "log" and not (e["type"] == "meeting.phase" and e["data"]["phase"] == "completed")
+    ]
+    assert not after, f"announced after completed: {after}"
+
+
 def completed(events: list[dict[str, Any]]) -> bool:
     return any(e["type"] == "meeting.phase" and e["data"]["phase"] == "completed" for e in events)
