@@ -51,11 +51,13 @@ def _changed(ctx: AppContext, meeting_id: str) -> _Changed:
         try:
             ready = meeting_phase.announceable(session, ctx.redis, ctx.keys, meeting_id, status.phase)
         except redis.exceptions.RedisError as exc:
-            log.warning(
-                "meeting.phase %s not announced: %s", status.phase, exc, extra={"meeting_id": meeting_id}
-            )
+            _not_announced(status, exc)
             ready = False
         return _Changed(status, generation, ready)
+
+
+def _not_announced(status: MeetingPublic, exc: redis.exceptions.RedisError) -> None:
+    log.warning("meeting.phase %s not announced: %s", status.phase, exc, extra={"meeting_id": status.id})
 
 
 async def _announced(ctx: AppContext, changed: _Changed) -> MeetingPublic:
@@ -76,7 +78,7 @@ async def _announced(ctx: AppContext, changed: _Changed) -> MeetingPublic:
             maxlen=ctx.settings.events_maxlen,
         )
     except redis.exceptions.RedisError as exc:
-        log.warning("meeting.phase %s not announced: %s", status.phase, exc, extra={"meeting_id": status.id})
+        _not_announced(status, exc)
     return status
 
 
