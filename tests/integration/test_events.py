@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
+import redis
+
+from audioflow.core import announcements, events
+from audioflow.core.db import queries
+from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
+from audioflow.core.db.models import Recording, Segment
+from audioflow.core.keys import Keys
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.integration.checks import completed
 from tests.integration.stack import Stack
@@ -67,3 +75,55 @@ def test_reconnect_with_since_gets_exactly_what_was_missed(stack: Stack) -> None
     assert completed(resumed)
     ids = [e["id"] for e in everything]
     assert len(ids) == len(set(ids)) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+
+
+def test_the_end_route_holds_completed_back_until_the_workers_events_are_out(
+    make: Callable[..., Stack], database_url: str, redis_server_url: str, redis_prefix: str
+) -> None:
+    """A worker's commit and its event are two steps. Here the rows say chunk 0 is transcribed and
+    recorded, but neither event is out (a worker between the two): ending the meeting answers
+    ``completed`` from the rows and does not announce it; once the events are out, it does."""
+    stack = make()
+    stack.start_api()  # no workers: the test plays their part
+    fmt, pcm = load_speech()
+    assert stack.send("held", 0, cut_chunks(fmt, pcm, 1.0, 1)[0]) == 201
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        generation = queries.generation(queries.get_meeting(session, "held"))
+        session.add(
+            Segment(
+                meeting_id="held", seq=0, engine="x", start_s=0, end_s=1, text="", decode_s=0, tail_kept=True
+            )
+        )
+        session.add(Recording(meeting_id="held", concatenated_through=0))
+    engine.dispose()
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    keys = Keys(redis_prefix)
+
+    def phases() -> list[str]:
+        entries: Any = client.xrange(keys.events("held"))
+        return [json.loads(f["data"])["phase"] for _, f in entries if f["type"] == "meeting.phase"]
+
+    ended = stack.post("/v1/meetings/held/end")
+    assert ended.status_code == 200 and ended.json()["phase"] == "completed"
+    assert phases() == ["live"]  # held back
+    for type_, mark, value in (
+        ("chunk.transcribed", announcements.transcribed(0), announcements.WITH_TAIL),
+        ("recording.extended", announcements.RECORDING, "0"),
+    ):
+        events.publish_marked(
+            client,
+            keys,
+            "held",
+            type_,
+            {},
+            mark=mark,
+            value=value,
+            once=True,
+            generation=generation,
+            maxlen=100,
+        )
+    assert stack.post("/v1/meetings/held/end").status_code == 200  # idempotent: says it now
+    assert phases() == ["live", "completed"]
+    client.close()
