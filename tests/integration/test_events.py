@@ -108,10 +108,11 @@ def test_the_end_route_holds_completed_back_until_the_workers_events_are_out(
     ended = stack.post("/v1/meetings/held/end")
     assert ended.status_code == 200 and ended.json()["phase"] == "completed"
     assert phases() == ["live"]  # held back
-    for type_, mark, value in (
+    outstanding: list[tuple[events.EventType, str, str]] = [
         ("chunk.transcribed", announcements.transcribed(0), announcements.WITH_TAIL),
         ("recording.extended", announcements.RECORDING, "0"),
-    ):
+    ]
+    for type_, mark, value in outstanding:
         events.publish_marked(
             client,
             keys,
