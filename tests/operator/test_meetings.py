@@ -121,9 +121,12 @@ async def test_simulator_job_runs_against_the_meeting_and_ends_it(
             "valueFrom": {"secretKeyRef": {"name": "hooks", "key": "signing"}},
         }
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert (condition(stored(emulator, MEETINGS, "sim-demo"), "Simulated") or {}).get(
-            "reason"
-        ) == "JobRunning"
+        # The operator creates the Job, then writes the condition: wait for the second write too.
+        simulated = await eventually(
+            "the Simulated condition",
+            lambda: condition(stored(emulator, MEETINGS, "sim-demo"), "Simulated"),
+        )
+        assert simulated.get("reason") == "JobRunning"
 
         # Be the kubelet: run the container's command with its Secret, then report the Job done.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOFLOW_")}
