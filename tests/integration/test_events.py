@@ -12,11 +12,11 @@ import redis
 from audioflow.core import announcements, events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
-from audioflow.core.db.models import Recording, Segment
 from audioflow.core.keys import Keys
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests.integration.checks import completed
 from tests.integration.stack import Stack
+from tests.rows import settle
 
 
 def drain(ws: Any, idle: float = 1.5) -> list[dict[str, Any]]:
@@ -91,12 +91,7 @@ def test_the_end_route_holds_completed_back_until_the_workers_events_are_out(
     sessions = make_sessionmaker(engine)
     with transaction(sessions) as session:
         generation = queries.generation(queries.get_meeting(session, "held"))
-        session.add(
-            Segment(
-                meeting_id="held", seq=0, engine="x", start_s=0, end_s=1, text="", decode_s=0, tail_kept=True
-            )
-        )
-        session.add(Recording(meeting_id="held", concatenated_through=0))
+        settle(session, "held", [0], with_chunks=False)  # the gateway stored the chunk
     engine.dispose()
     client = redis.Redis.from_url(redis_server_url, decode_responses=True)
     keys = Keys(redis_prefix)

@@ -15,10 +15,10 @@ from audioflow.core import announcements, events, meeting_phase
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Recording, Segment
 from audioflow.core.events import decode_event
 from audioflow.core.keys import Keys
 from audioflow.core.wav import AudioFormat
+from tests.rows import settle
 
 GEN = "1700000000000001"
 
@@ -65,20 +65,7 @@ def settled(database_url: str) -> Iterator[tuple[sessionmaker[Session], str]]:
     sessions = make_sessionmaker(engine)
     with transaction(sessions) as session:
         generation = queries.generation(queries.create_meeting(session, "f", AudioFormat(16000, 1, 16)))
-        session.add(Chunk(meeting_id="f", seq=0, sha256="0" * 64, size_bytes=0, data_bytes=0, duration_s=1.0))
-        session.add(
-            Segment(
-                meeting_id="f",
-                seq=0,
-                engine="e",
-                start_s=0.0,
-                end_s=1.0,
-                text="",
-                decode_s=0.0,
-                tail_kept=True,
-            )
-        )
-        session.add(Recording(meeting_id="f", concatenated_through=0))
+        settle(session, "f", [0])
     yield sessions, generation
     engine.dispose()
 

@@ -14,11 +14,12 @@ from audioflow.core import announcements, events
 from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Recording, Segment, WebhookDelivery
+from audioflow.core.db.models import Chunk, Segment, WebhookDelivery
 from audioflow.core.keys import Keys
 from audioflow.core.wav import AudioFormat
 from audioflow.workers.publisher import Publisher
 from audioflow.workers.reconcile import announce_lost, prune, reconcile
+from tests.rows import settle
 
 FMT = AudioFormat(16000, 1, 16)
 
@@ -132,23 +133,7 @@ def test_a_finished_meeting_whose_events_redis_lost_gets_them_again_then_its_pha
         generation = queries.generation(queries.create_meeting(session, "done", FMT))
         queries.get_meeting(session, "done").ended_at = datetime.now(UTC)
         queries.create_meeting(session, "live", FMT)  # not ended: never looked at
-        for seq in range(2):
-            session.add(
-                Chunk(meeting_id="done", seq=seq, sha256="0" * 64, size_bytes=0, data_bytes=0, duration_s=1)
-            )
-            session.add(
-                Segment(
-                    meeting_id="done",
-                    seq=seq,
-                    engine="x",
-                    start_s=0,
-                    end_s=1,
-                    text="",
-                    decode_s=0,
-                    tail_kept=True,
-                )
-            )
-        session.add(Recording(meeting_id="done", concatenated_through=1))
+        settle(session, "done", range(2))
 
     def mark(type_: events.EventType, name: str, value: str) -> None:
         publish.marked("done", type_, {}, generation=generation, mark=name, value=value, once=True)
