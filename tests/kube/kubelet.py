@@ -3,8 +3,9 @@
 There are no nodes here (no kubelet can run on these machines), so a Pod stays Pending for ever. Where a
 test needs a Pod to finish (a Job's Pod, a ``helm test`` hook), this stand-in does what a kubelet would
 do for it and nothing more: it runs the Pod's container command as a local process (the image's
-entrypoint replaced by the matching local command, the container's environment resolved from its values
-and Secrets), then reports the exit code to the Pod's status through the ``pods/status`` subresource.
+entrypoint replaced by the matching local command, the container's environment resolved as a
+kubelet resolves it, ``pod_env``), then reports the exit code to the Pod's status through the
+``pods/status`` subresource.
 Service addresses in the container's arguments and environment can be routed to local processes
 (``routes``), standing in for cluster DNS and kube-proxy. Everything after that (the Job controller
 counting a success, helm reading the phase) is the real control plane's. What only real nodes show
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kube.controlplane import ControlPlane
+from tests.kube.pod_env import Lookups, container_env
 
 
 def _now() -> str:
@@ -53,22 +55,20 @@ class NodelessKubelet:
             time.sleep(0.2)
         return pod
 
-    def environment(self, container: dict[str, Any]) -> dict[str, str]:
-        """The container's ``env``: plain values and ``secretKeyRef``s (read as the admin, as a kubelet
-        reads them for its Pods)."""
-        env: dict[str, str] = {}
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-                continue
-            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if ref is None:
-                raise NotImplementedError(f"env {item['name']}: only values and secretKeyRefs are resolved")
-            secret = self.plane.get("secret", ref["name"], self.namespace)
-            if secret is None:
-                raise LookupError(f"Secret {ref['name']} is missing")
-            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
-        return env
+    def environment(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's environment as a kubelet builds it (``pod_env``), its Secrets and ConfigMaps
+        read from the API server as the admin, as a kubelet reads them for its Pods."""
+        return container_env(container, pod, Lookups(secret=self._secret, config_map=self._config_map))
+
+    def _secret(self, name: str) -> dict[str, str] | None:
+        found = self.plane.get("secret", name, self.namespace)
+        if found is None:
+            return None
+        return {key: base64.b64decode(value).decode() for key, value in (found.get("data") or {}).items()}
+
+    def _config_map(self, name: str) -> dict[str, str] | None:
+        found = self.plane.get("configmap", name, self.namespace)
+        return None if found is None else dict(found.get("data") or {})
 
     def run_locally(
         self,
@@ -93,7 +93,7 @@ class NodelessKubelet:
             return value
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOFLOW_")}
-        env.update({k: routed(v) for k, v in self.environment(container).items()})
+        env.update({k: routed(v) for k, v in self.environment(pod, container).items()})
         result = subprocess.run(
             [*image_command, *(routed(arg) for arg in container.get("args", []))],
             env=env,

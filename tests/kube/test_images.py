@@ -40,6 +40,7 @@ from audioflow.core.signing import generate_secret, sign_chunk
 from audioflow.core.wav import canonical_header, parse_wav, pcm_view
 from audioflow.workers.simulate import cut_chunks, load_speech
 from tests import services
+from tests.kube import pod_env
 from tests.kube.controlplane import ROOT, ControlPlane
 from tests.kube.operator_process import apply_crd, install_identity, render_chart
 from tests.services import eventually
@@ -105,22 +106,12 @@ def memory_flag(quantity: str) -> str:
 def container_env(
     container: dict[str, Any], secrets: dict[str, str], namespace: str, overrides: dict[str, str]
 ) -> dict[str, str]:
-    """The container's environment as Kubernetes would build it (ConfigMap, then env; Secret keys from
-    ``secrets``, the namespace from the downward API), then ``overrides``."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        assert "configMapRef" in source, f"unexpected envFrom {source}"
-        env.update(config_map())
-    for item in container.get("env", []):
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
-        elif "secretKeyRef" in item["valueFrom"]:
-            env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["key"]]
-        elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            env[item["name"]] = namespace
-        else:
-            raise AssertionError(f"unexpected env source {item}")
-    return {**env, **overrides}
+    """The container's environment as Kubernetes would build it (``pod_env``): the chart's ConfigMap,
+    Secret keys from ``secrets`` whatever the Secret's name, the namespace from the downward API; then
+    ``overrides``."""
+    pod = {"metadata": {"namespace": namespace}, "spec": {}}
+    lookups = pod_env.Lookups(secret=lambda _name: secrets, config_map=lambda _name: config_map())
+    return {**pod_env.container_env(container, pod, lookups), **overrides}
 
 
 def podman_run_args(
