@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,12 +49,12 @@ class Stack:
 
     # processes -----------------------------------------------------------------------------------
     def _spawn(
-        self, name: str, args: list[str], extra_env: dict[str, str] | None = None
+        self, name: str, args: list[str], extra_env: dict[str, str] | None = None, wrapper: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
         index = len(self.procs.get(name, []))
         with (self.workdir / f"{name}-{index}.log").open("wb") as log:  # the child keeps its own handle
             proc = subprocess.Popen(
-                [sys.executable, "-m", "audioflow.cli", *args],
+                [*wrapper, sys.executable, "-m", "audioflow.cli", *args],
                 env={**self.env, **(extra_env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -62,9 +62,11 @@ class Stack:
         self.procs.setdefault(name, []).append(proc)
         return proc
 
-    def start_api(self) -> None:
-        self._spawn("api", ["api", "--port", str(self.port)])
+    def start_api(self, wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """The gateway; ``wrapper`` is a command that runs it (say, in a namespace of its own)."""
+        proc = self._spawn("api", ["api", "--port", str(self.port)], wrapper=wrapper)
         wait_for_port(self.port, timeout=30)
+        return proc
 
     def start_worker(self, kind: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self._spawn(kind, ["worker", kind], extra_env)
