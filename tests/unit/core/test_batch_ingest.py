@@ -3,6 +3,7 @@ key is free are inserted and their deliveries recorded; a chunk whose key is hel
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import NewChunk
 from audioflow.core.db.engine import make_engine
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Meeting, WebhookDelivery
+from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery
 
 
 @pytest.fixture
@@ -56,3 +57,37 @@ def test_free_keys_are_inserted_with_their_deliveries_and_held_keys_record_nothi
         ("w-1", "m", 1, "a" * 64),
         ('w-3 "quoted" \\ é', "m", 3, "a" * 64),
     }
+
+
+def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(engine: Engine) -> None:
+    """On PostgreSQL both reads go out pipelined with the transaction's BEGIN: what they find is right,
+    and the insert after them is part of one transaction (rolled back with it, committed with it)."""
+    with engine.begin() as conn:
+        conn.execute(insert(Meeting), [{"id": "gone", "sample_rate": 8000, "channels": 2, "bits": 8}])
+        conn.execute(insert(DeletedMeeting), [{"meeting_id": "gone"}])
+        batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0"), _chunk(4, None)])
+    with engine.connect() as conn:
+        assert batch_ingest.held(conn, ["nobody"], []) == batch_ingest.Held(
+            meetings={}, seen_webhook_ids=set()
+        )
+
+    for outcome in ("rolled back", "committed"):
+        with contextlib.suppress(_RolledBack), engine.begin() as conn:
+            held = batch_ingest.held(conn, ["m", "gone", "nobody", "m"], ["w-0", "w-new"])
+            assert set(held.meetings) == {"m", "gone"}
+            m, gone = held.meetings["m"], held.meetings["gone"]
+            assert (m.format.sample_rate, m.format.channels, m.format.bits) == (16000, 1, 16)
+            assert m.highest_seq == 4 and m.deleted_at is None and m.created_at.tzinfo is not None
+            assert (gone.format.sample_rate, gone.format.channels, gone.format.bits) == (8000, 2, 8)
+            assert gone.highest_seq == -1 and gone.deleted_at is not None
+            assert held.seen_webhook_ids == {"w-0"}
+            assert batch_ingest.insert_new_chunks(conn, [_chunk(5, "w-new")]) == {("m", 5)}
+            if outcome == "rolled back":
+                raise _RolledBack
+        with engine.connect() as conn:
+            seqs = set(conn.execute(select(Chunk.seq).where(Chunk.meeting_id == "m")).scalars())
+        assert (5 in seqs) == (outcome == "committed"), outcome
+
+
+class _RolledBack(Exception):
+    """Raised inside ``engine.begin()`` to roll its transaction back."""

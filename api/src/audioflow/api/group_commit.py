@@ -128,9 +128,9 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one."""
     results: list[Accepted | None] = [None] * len(batch)
     with ctx.engine.begin() as conn:
-        meetings = batch_ingest.held_meetings(conn, (p.meeting_id for p in batch))
         webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
-        seen = batch_ingest.seen_webhook_ids(conn, webhook_ids)
+        held = batch_ingest.held(conn, (p.meeting_id for p in batch), webhook_ids)
+        meetings, seen = held.meetings, held.seen_webhook_ids
         chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
             key, webhook_id = (pending.meeting_id, pending.seq), pending.webhook_id

@@ -1,10 +1,10 @@
 """Many chunks' rows in one transaction: the gateway's group commit (``api/group_commit.py``).
 
-Three statements serve a whole batch on PostgreSQL, whatever its size: two reads of what its meetings
-and webhook-ids already hold, and one insert of the chunks that tells new from held (``ON CONFLICT DO
-NOTHING RETURNING``) and records the new ones' deliveries (SQLite: one insert per table). They run on a
-Core connection, without an ORM session (whose unit of work a batch does not need: it is only ever
-inserted, never read back as objects).
+Three statements serve a whole batch on PostgreSQL, whatever its size, in two round trips before the
+``COMMIT``: two reads of what its meetings and webhook-ids already hold (pipelined), and one insert of
+the chunks that tells new from held (``ON CONFLICT DO NOTHING RETURNING``) and records the new ones'
+deliveries (SQLite: one insert per table). They run on a Core connection, without an ORM session
+(whose unit of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, func, select, text
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import ARRAY, Connection, Dialect, String, any_, bindparam, func, select, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery, utcnow
 from audioflow.core.wav import AudioFormat
@@ -86,30 +89,50 @@ _HELD_MEETINGS = {pg: _held_meetings_statement(pg) for pg in (True, False)}
 _SEEN_WEBHOOK_IDS = {
     pg: select(_DELIVERIES.c.id).where(_member_of(_DELIVERIES.c.id, pg)) for pg in (True, False)
 }
+# The PostgreSQL texts as psycopg takes them, for its pipeline (below).
+_PSYCOPG: Dialect = psycopg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
+_PG_HELD_MEETINGS, _PG_SEEN_WEBHOOK_IDS = (
+    str(statement.compile(dialect=_PSYCOPG)) for statement in (_HELD_MEETINGS[True], _SEEN_WEBHOOK_IDS[True])
+)
 
 
-def held_meetings(conn: Connection, meeting_ids: Iterable[str]) -> dict[str, HeldMeeting]:
-    """The batch's meetings that exist, by id (one round trip)."""
-    statement = _HELD_MEETINGS[_is_postgresql(conn)]
-    rows = conn.execute(statement, {"ids": sorted(set(meeting_ids))})
-    return {
-        row.id: HeldMeeting(
-            format=AudioFormat(sample_rate=row.sample_rate, channels=row.channels, bits=row.bits),
-            created_at=row.created_at,
-            deleted_at=row.deleted_at,
-            highest_seq=-1 if row.highest is None else int(row.highest),
-        )
-        for row in rows
-    }
+@dataclass(frozen=True)
+class Held:
+    """What the database holds of a batch's meetings and webhook-ids."""
+
+    meetings: dict[str, HeldMeeting]  # the batch's meetings that exist, by id
+    seen_webhook_ids: set[str]  # the batch's webhook-ids a delivery already used
 
 
-def seen_webhook_ids(conn: Connection, webhook_ids: Iterable[str]) -> set[str]:
-    """Which of these webhook-ids a delivery already used (one round trip)."""
-    ids = sorted(set(webhook_ids))
-    if not ids:
-        return set()
-    found = conn.execute(_SEEN_WEBHOOK_IDS[_is_postgresql(conn)], {"ids": ids})
-    return {row.id for row in found}
+def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str]) -> Held:
+    """Both reads a batch starts with. On PostgreSQL they leave together with the transaction's
+    ``BEGIN`` in psycopg's pipeline mode and come back together: one round trip where there were three.
+    Each round trip also costs the group commit's thread a wait for the GIL that the busy event loop
+    holds, so round trips cost more than the network's time under load."""
+    meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
+    if _is_postgresql(conn):
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        with raw.pipeline():  # the results are read once it is synced, on leaving the block
+            meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(_PG_HELD_MEETINGS, meetings)
+            seen_rows = raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks) if webhooks["ids"] else None
+        rows: Iterable[Any] = meeting_rows.fetchall()
+        seen: Iterable[Any] = [] if seen_rows is None else seen_rows.fetchall()
+    else:
+        rows = conn.execute(_HELD_MEETINGS[False], meetings)
+        seen = conn.execute(_SEEN_WEBHOOK_IDS[False], webhooks) if webhooks["ids"] else []
+    return Held(
+        meetings={row.id: _held_meeting(row) for row in rows}, seen_webhook_ids={row[0] for row in seen}
+    )
+
+
+def _held_meeting(row: Any) -> HeldMeeting:
+    return HeldMeeting(
+        format=AudioFormat(sample_rate=row.sample_rate, channels=row.channels, bits=row.bits),
+        created_at=row.created_at,
+        deleted_at=row.deleted_at,
+        highest_seq=-1 if row.highest is None else int(row.highest),
+    )
 
 
 def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
