@@ -11,6 +11,7 @@ import pytest
 
 from tests.kube import controlplane
 from tests.kube.controlplane import ControlPlane
+from tests.services import eventually
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +23,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 @contextlib.contextmanager
 def fresh_namespace(plane: ControlPlane) -> Iterator[str]:
-    """A namespace of the caller's own, deleted afterwards without waiting."""
+    """A namespace of the caller's own, once the controller manager gave it its ``default``
+    ServiceAccount (it does so a moment after the namespace is made, as in any cluster; a token asked for
+    before that is refused: CI failed on it once); deleted afterwards without waiting."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     plane.kubectl("create", "namespace", name)
+    eventually(
+        f"namespace {name}'s default ServiceAccount", lambda: plane.get("serviceaccount", "default", name), 30
+    )
     try:
         yield name
     finally:
