@@ -8,6 +8,10 @@ each request a new (meeting, seq) over 64 meetings. Measured, one after the othe
 - **webhook**: ``POST /webhooks/chunk`` ``{meetingId, seq, url}``, the gateway fetching a 32 KB WAV from a
   ``file:`` URL under ``AUDIOFLOW_INGEST_ROOT``;
 - **put**: ``PUT /v1/meetings/{id}/chunks/{seq}`` with the same WAV as body;
+- **seed** (with ``--seed DIR``): the seed's own Node backend (``services/backend``, run by its own
+  ``ts-node`` as its ``npm start`` does) from a checkout of it in ``DIR``, with bodies
+  ``{meetingId, seq, path}``, on a Redis of its own (it runs ``FLUSHALL`` when it starts) and a fresh
+  database. Its code is not part of this repository: the checkout is the caller's;
 
 for ``AUDIOFLOW_FSYNC`` off and on and 1 or N gateway processes (``audioflow api --workers N``). Every
 request is signed in advance (the Lua script cycles through the file; the signatures' tolerance is 5
@@ -35,13 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev tools
+from sqlalchemy import make_url
 
 from audioflow.core.signing import sign, sign_chunk
 from bench.common import BENCH_DIR, BenchConfig, Unmeasured, md_table
 from bench.env import bench_stack
 from tests import machine as where
 from tests.factories import tone_pcm, wav_bytes
-from tests.services import free_port, local_or_embedded, wait_for_port
+from tests.services import (
+    embedded_redis,
+    free_port,
+    fresh_postgres_database,
+    local_or_embedded,
+    wait_for_port,
+)
 
 CHUNK = wav_bytes(tone_pcm(1.0))  # 1 s at 16 kHz mono 16-bit: 32,044 bytes, the seed comparison's size
 LUA = BENCH_DIR / "wrk_ingest.lua"
@@ -51,7 +62,7 @@ LINES = 120_000  # requests signed per run: more than the fastest run sends, so 
 
 @dataclass(frozen=True)
 class Run:
-    what: str  # baseline | webhook | put
+    what: str  # baseline | seed | webhook | put
     fsync: bool
     workers: int
     requests: int  # accepted (2xx)
@@ -79,9 +90,12 @@ def write_requests(path: Path, what: str, secret: str, prefix: str, chunk_url: s
                 signed = sign_chunk(secret, meeting, seq, CHUNK, msg_id=msg_id)
                 line = ["PUT", f"/v1/meetings/{meeting}/chunks/{seq}", "audio/wav", "@"]
             else:
-                body = json.dumps({"meetingId": meeting, "seq": seq, "url": chunk_url}, separators=(",", ":"))
+                where_ = "path" if what == "seed" else "url"  # the seed's field; the baseline takes either
+                body = json.dumps(
+                    {"meetingId": meeting, "seq": seq, where_: chunk_url}, separators=(",", ":")
+                )
                 signed = sign(secret, body.encode(), msg_id=msg_id)
-                path_ = "/webhook/chunk" if what == "baseline" else "/webhooks/chunk"
+                path_ = "/webhooks/chunk" if what == "webhook" else "/webhook/chunk"
                 line = ["POST", path_, "application/json", body]
             method, target, ctype, body_ = line
             out.write(
@@ -142,9 +156,11 @@ def wrk(
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], log: Path, port: int, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         wait_for_port(port, timeout=60)
         yield proc
@@ -155,6 +171,34 @@ def process(args: list[str], env: dict[str, str], log: Path, port: int) -> Itera
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def seed_command(seed_dir: Path) -> list[str]:
+    """The seed backend's ``npm start`` (``ts-node src/index.ts``) without npm in between; its packages
+    are installed from its lockfiles first if they are not."""
+    for package in (seed_dir / "common", seed_dir / "services" / "backend"):
+        if not (package / "node_modules").is_dir():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=package, check=True
+            )
+    backend = seed_dir / "services" / "backend"
+    return [str(backend / "node_modules" / ".bin" / "ts-node"), "src/index.ts"]
+
+
+def seed_env(port: int, database_url: str, redis_url: str) -> dict[str, str]:
+    """The seed's settings (``PG*`` and ``REDIS_URL``, as its ``.env`` names them) for this run's database."""
+    url = make_url(database_url)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "REDIS_", "DATABASE_"))},
+        "PORT": str(port),
+        "PGHOST": url.host or "127.0.0.1",
+        "PGPORT": str(url.port or 5432),
+        "PGUSER": url.username or "postgres",
+        "PGPASSWORD": url.password or "",
+        "PGDATABASE": url.database or "postgres",
+        "REDIS_URL": redis_url,
+        "FORCE_COLOR": "0",
+    }
 
 
 @contextlib.contextmanager
@@ -184,13 +228,18 @@ def measure(
     close: bool = False,
     profile: Path | None = None,
     src: Path | None = None,
+    seed_dir: Path | None = None,
 ) -> Run:
     # Every sender's upload is received at once (the default cap, 16, answers the rest 503 uploads_busy).
     env = {
         "AUDIOFLOW_FSYNC": "true" if fsync else "false",
         "AUDIOFLOW_MAX_UPLOADS_IN_FLIGHT": str(connections),
     }
-    with tempfile.TemporaryDirectory(prefix="afbench-wrk-") as tmp, bench_stack(cfg, "wrk", **env) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="afbench-wrk-") as tmp,
+        bench_stack(cfg, "wrk", **env) as stack,
+        contextlib.ExitStack() as later,
+    ):
         work = Path(tmp)
         ingest_root = work / "ingest"
         ingest_root.mkdir()
@@ -198,16 +247,26 @@ def measure(
         chunk_file.write_bytes(CHUNK)
         port = free_port()
         env = {**stack.env, "AUDIOFLOW_INGEST_ROOT": str(ingest_root)}
+        cwd: Path | None = None
         if src is not None:  # the gateway's code from another tree (say, an older commit's)
             env["PYTHONPATH"] = f"{src / 'api' / 'src'}{os.pathsep}{src / 'core' / 'src'}"
         if what == "baseline":
             args = [sys.executable, "-m", "bench.seed_baseline", "--port", str(port)]
+        elif what == "seed":
+            if seed_dir is None:
+                raise Unmeasured("seed: give a checkout of the seed with --seed")
+            # Services of its own: it flushes its Redis when it starts, and makes a `chunks` table of
+            # another shape than audioflow's (only if none exists).
+            redis_url = later.enter_context(embedded_redis())
+            database_url = later.enter_context(fresh_postgres_database(cfg.postgres_url))
+            args, cwd = seed_command(seed_dir), seed_dir / "services" / "backend"
+            env = seed_env(port, database_url, redis_url)
         else:
             args = [sys.executable, "-m", "audioflow.cli", "api", "--port", str(port)]
             if workers > 1:
                 args += ["--workers", str(workers)]
         requests_file = work / "requests.tsv"
-        with process(args, env, work / "server.log", port) as proc:
+        with process(args, env, work / "server.log", port, cwd) as proc:
             prefix = f"{what[:2]}{uuid.uuid4().hex[:6]}"
             write_requests(requests_file, what, stack.secret, prefix, chunk_file.as_uri())
             url = f"http://127.0.0.1:{port}"
@@ -231,7 +290,7 @@ def measure(
             timed["duration_us"] / 1e6,
             timed["p50_us"] / 1000,
             timed["p99_us"] / 1000,
-            int(timed["c201"] if what != "baseline" else timed["c200"]),
+            int(timed["c201"] if what in ("webhook", "put") else timed["c200"]),
             int(timed["cother"] + timed["socket_errors"]),
             (sum(cpu1) - sum(cpu0)) / n * 1000,
             (cpu1[1] - cpu0[1]) / n * 1000,
@@ -274,9 +333,13 @@ def scratch_space(kind: str) -> Iterator[str]:
 
 
 def table(runs: list[Run]) -> str:
+    def ratio(r: Run, to: str) -> str:
+        found = next((b for b in runs if b.what.startswith(to) and b.fsync == r.fsync), None)
+        return "-" if found is None else f"{r.rate / found.rate:.2f}"
+
+    with_seed = any(r.what.startswith("seed") for r in runs)
     rows = []
     for r in runs:
-        base = next((b for b in runs if b.what.startswith("baseline") and b.fsync == r.fsync), None)
         rows.append(
             [
                 r.what,
@@ -287,7 +350,8 @@ def table(runs: list[Run]) -> str:
                 f"{r.p99_ms:.1f}",
                 f"{r.server_cpu_ms:.2f} ({r.server_sys_ms:.2f})",
                 f"{r.wrk_cpu_ms:.3f}",
-                f"{r.rate / base.rate:.2f}" if base else "-",
+                ratio(r, "baseline"),
+                *([ratio(r, "seed")] if with_seed else []),
                 f"{r.created:,}",
                 r.other,
             ]
@@ -296,7 +360,7 @@ def table(runs: list[Run]) -> str:
         [
             "what", "fsync", "processes", "accepted/s", "p50 ms", "p99 ms",
             "server CPU ms per accepted (kernel)", "wrk CPU ms per accepted", "accepted/s / baseline",
-            "new chunks", "refused (other answers)",
+            *(["accepted/s / seed"] if with_seed else []), "new chunks", "refused (other answers)",
         ],
         rows,
     )  # fmt: skip
@@ -304,7 +368,7 @@ def table(runs: list[Run]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_wrk", description=__doc__.splitlines()[0])
-    parser.add_argument("--what", default="baseline,webhook,put", help="of baseline, webhook, put")
+    parser.add_argument("--what", default="baseline,webhook,put", help="of baseline, seed, webhook, put")
     parser.add_argument("--fsync", default="off", help="off, on, or off,on")
     parser.add_argument("--workers", default="1", help="gateway processes, e.g. 1,2")
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -325,11 +389,19 @@ def main(argv: list[str] | None = None) -> int:
         "system temp folder, or auto (journaled when root can mount one)",
     )
     parser.add_argument(
+        "--seed",
+        type=Path,
+        help="a checkout of the seed (github.com/JoeAxelrod/audio-chunk-flow-system): measure its own Node "
+        "backend too (`seed`, added to --what)",
+    )
+    parser.add_argument(
         "--also-src",
         type=Path,
         help="also measure the gateway from this tree (e.g. `git archive` of an older commit), run by run",
     )
     args = parser.parse_args(argv)
+    if args.seed is not None and "seed" not in args.what.split(","):
+        args.what = f"seed,{args.what}"
     runs: list[Run] = []
     load0 = os.getloadavg()
     started = where.now()
@@ -345,18 +417,21 @@ def main(argv: list[str] | None = None) -> int:
         # Not recorded: the first run on fresh services looked up to a fifth slower than the same code's
         # later runs, twice (bench/RESULTS.md), and whichever tree always went first would carry that.
         first = args.what.split(",")[0]
-        measure(cfg, first, fsync=False, workers=1, **{**common, "seconds": min(args.seconds, 5.0)})
+        warm = {**common, "seconds": min(args.seconds, 5.0)}
+        measure(cfg, first, fsync=False, workers=1, seed_dir=args.seed, **warm)
         pairs = 0
         for fsync in [f == "on" for f in args.fsync.split(",")]:
             for what in args.what.split(","):
-                for workers in [int(w) for w in args.workers.split(",")] if what != "baseline" else [1]:
-                    trees = [None] if what == "baseline" or args.also_src is None else [args.also_src, None]
+                gateway = what in ("webhook", "put")
+                for workers in [int(w) for w in args.workers.split(",")] if gateway else [1]:
+                    trees = [None] if not gateway or args.also_src is None else [args.also_src, None]
                     if len(trees) == 2:  # the two trees take turns at going first
                         trees, pairs = trees[:: 1 if pairs % 2 == 0 else -1], pairs + 1
                     for src in trees:
                         run = measure(
-                            cfg, what, fsync=fsync, workers=workers, profile=args.profile, src=src, **common
-                        )
+                            cfg, what, fsync=fsync, workers=workers, profile=args.profile, src=src,
+                            seed_dir=args.seed, **common,
+                        )  # fmt: skip
                         runs.append(run)
                         print(f"{run} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
                         time.sleep(1)
