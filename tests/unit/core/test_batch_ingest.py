@@ -7,13 +7,15 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import OperationalError
 
 from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import NewChunk
 from audioflow.core.db.engine import make_engine
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery
+from tests import services
 
 
 @pytest.fixture
@@ -91,3 +93,33 @@ def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(e
 
 class _RolledBack(Exception):
     """Raised inside ``engine.begin()`` to roll its transaction back."""
+
+
+def test_a_connection_lost_under_the_pipeline_fails_one_batch_and_is_replaced(
+    postgres_server_url: str,
+) -> None:
+    """The pipelined reads (PostgreSQL only) bypass SQLAlchemy's execute; a dropped connection must still
+    leave the pool, so that only the batch that met it fails (its chunks then go the one-by-one way) and
+    the next one reads."""
+    with services.fresh_postgres_database(postgres_server_url) as url:
+        upgrade(url)
+        engine, admin = make_engine(url, fsync=False), make_engine(url, fsync=False)
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
+                batch_ingest.held(conn, ["m"], ["w"])
+            with admin.begin() as other:  # as a PostgreSQL restart would: the pooled session ends
+                ended = other.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                    )
+                ).scalar_one()
+            assert ended == 1, "the pooled connection was not there to end"
+            with pytest.raises(OperationalError), engine.begin() as conn:
+                batch_ingest.held(conn, ["m"], ["w"])
+            with engine.begin() as conn:
+                assert set(batch_ingest.held(conn, ["m"], ["w"]).meetings) == {"m"}
+        finally:
+            engine.dispose()
+            admin.dispose()
