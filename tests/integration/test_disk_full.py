@@ -61,13 +61,14 @@ def test_full_disk_is_507_with_retry_after_and_loses_nothing(make: Callable[...,
     assert refused.headers["retry-after"]
     ready = stack.client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["storage"].startswith("full")
-    assert not list(data.rglob(".tmp-*")), "a partial chunk file was left behind"
 
     meeting = stack.meeting("full")
     assert meeting["chunks_received"] == len(accepted)
+    stored = data / "meetings" / "full" / "chunks"
+    # The accepted chunks' files, whole, and no part of the refused one's.
+    assert sorted(p.name for p in stored.iterdir()) == [f"{seq:08d}.wav" for seq in accepted]
     for seq in accepted:
-        stored = data / "meetings" / "full" / "chunks" / f"{seq:08d}.wav"
-        assert stored.read_bytes() == chunks[seq]
+        assert (stored / f"{seq:08d}.wav").read_bytes() == chunks[seq]
     assert not (folder / "meetings").exists(), "the gateway wrote to the host's folder, not its tmpfs"
 
     # Room again (an operator frees space): the refused chunk is accepted on retry.

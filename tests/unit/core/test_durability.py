@@ -96,3 +96,22 @@ def test_a_group_that_fails_leaves_no_partial_file(tmp_path: Path, monkeypatch: 
         store.put_chunks([("a", seq, b"x") for seq in (1, 2, 3, 4)])
     chunks = tmp_path.resolve() / "meetings" / "a" / "chunks"
     assert sorted(p.name for p in chunks.iterdir()) == ["00000000.wav"]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_file_left_by_an_attempt_that_did_not_commit_is_overwritten_whole(
+    tmp_path: Path, fsync: bool
+) -> None:
+    """A chunk's file is written under its own name by the holder of its key. One left by an attempt
+    that crashed or rolled back (longer, or cut short) has no row; the next holder's bytes replace it
+    entirely, with nothing of the old file's tail."""
+    store = storage.LocalStorage(tmp_path, fsync=fsync)
+    store.put_chunk("m", 0, b"first")
+    store.chunk_path("m", 1).write_bytes(b"left by a crashed attempt, longer than the chunk")
+    store.put_chunks([("m", 1, b"the chunk"), ("m", 2, b"next")])
+    assert [store.get_chunk("m", seq) for seq in (0, 1, 2)] == [b"first", b"the chunk", b"next"]
+    assert sorted(p.name for p in store.chunk_path("m", 0).parent.iterdir()) == [
+        "00000000.wav",
+        "00000001.wav",
+        "00000002.wav",
+    ]
