@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -20,6 +22,7 @@ from audioflow.api import group_commit
 from audioflow.api.acceptance import Accepted, accept_chunk, check_body
 from audioflow.api.context import AppContext
 from audioflow.api.group_commit import GroupCommit, Pending, commit_batch
+from audioflow.core.db import queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.db.models import Chunk, WebhookDelivery
@@ -28,6 +31,7 @@ from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
 from audioflow.core.signing import PresentedSignature
 from audioflow.core.storage import LocalStorage
+from tests import services
 from tests.factories import tone_pcm, wav_bytes
 
 CHUNK = wav_bytes(tone_pcm(0.25))
@@ -172,3 +176,48 @@ def test_concurrent_requests_are_committed_in_one_batch(
     with ctx.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Chunk)) == 21
     assert ctx.redis.xlen(ctx.keys.transcribe) == 21
+
+
+def test_concurrent_duplicates_as_many_as_the_pools_connections_are_answered(
+    postgres_server_url: str,
+    redis_server_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A duplicate's check of its unfinished work reads in the duplicate's own transaction. It used to
+    take a second connection while holding the first: as many concurrent duplicates as the pool has
+    connections then held them all, each waiting for one more, and the gateway answered nothing until
+    the pool's timeout (a burst of retried deliveries stopped it). Here two duplicates meet, with a pool
+    of two, where each holds its connection. PostgreSQL only: on SQLite one writer at a time is ever
+    inside that transaction."""
+    with services.fresh_postgres_database(postgres_server_url) as database_url:
+        upgrade(database_url)
+        engine = make_engine(database_url, fsync=False, pool_size=2, max_overflow=0, pool_timeout=5)
+        context = AppContext(
+            settings=Settings(max_seq_ahead=1000),
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=redis.Redis.from_url(redis_server_url, decode_responses=True),
+            aredis=aioredis.Redis.from_url(redis_server_url, decode_responses=True),
+            storage=LocalStorage(tmp_path / "data", fsync=False),
+            keys=Keys(redis_prefix),
+        )
+        try:
+            for seq in (0, 1):
+                assert accept_chunk(context, "m", seq, CHUNK, None).status == "created"
+            both_inside = threading.Barrier(2, timeout=10)
+            real = queries.get_segment
+
+            def get_segment_once_both_hold_a_connection(*args: Any, **kwargs: Any) -> Any:
+                """Test double around the real read: it waits until both duplicates are inside theirs."""
+                both_inside.wait()
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(queries, "get_segment", get_segment_once_both_hold_a_connection)
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda seq: accept_chunk(context, "m", seq, CHUNK, None), (0, 1)))
+            assert [a.status for a in answers] == ["duplicate", "duplicate"]
+        finally:
+            context.redis.close()
+            engine.dispose()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy.exc
 from pydantic import ConfigDict
+from sqlalchemy.orm import Session
 
 from audioflow.api.context import AppContext
 from audioflow.api.schemas import ChunkAccepted
@@ -132,7 +133,7 @@ def _record(
             ctx.storage.put_chunk(meeting_id, seq, body)
             needs_work, first_chunk = True, view.highest_seq < 0
         else:
-            needs_work, first_chunk = _work_unfinished(ctx, meeting_id, seq), False
+            needs_work, first_chunk = _work_unfinished(session, meeting_id, seq), False
         if webhook_id is not None and view.seen is None:
             queries.record_delivery(session, webhook_id, meeting_id, seq, sha)
     return Accepted(
@@ -178,12 +179,13 @@ def _check_seq_ahead(limit: int, meeting_id: str, seq: int, highest: int) -> Non
     )
 
 
-def _work_unfinished(ctx: AppContext, meeting_id: str, seq: int) -> bool:
-    with ctx.sessions() as session:
-        transcribed = queries.get_segment(session, meeting_id, seq) is not None
-        recording = queries.get_recording(session, meeting_id)
-        in_recording = recording is not None and recording.concatenated_through >= seq
-    return not (transcribed and in_recording)
+def _work_unfinished(session: Session, meeting_id: str, seq: int) -> bool:
+    """Read in the caller's transaction, on its connection: a second checkout while holding one let as
+    many concurrent duplicates as the pool has connections hold them all and wait for one more, and the
+    gateway stood still until the pool's timeout."""
+    transcribed = queries.get_segment(session, meeting_id, seq) is not None
+    recording = queries.get_recording(session, meeting_id)
+    return not (transcribed and recording is not None and recording.concatenated_through >= seq)
 
 
 def accept_chunk(
