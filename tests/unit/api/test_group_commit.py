@@ -5,6 +5,7 @@ left to the one-by-one path, which then answers exactly as before; a batch that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -38,22 +39,33 @@ CHUNK = wav_bytes(tone_pcm(0.25))
 OTHER = wav_bytes(tone_pcm(0.25, freq=660.0))
 
 
-@pytest.fixture
-def ctx(database_url: str, redis_server_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[AppContext]:
+@contextlib.contextmanager
+def _context(
+    database_url: str, redis_server_url: str, redis_prefix: str, data: Path, **pool: int
+) -> Iterator[AppContext]:
+    """A gateway's context on a migrated database, real Redis and real files; ``pool``: the engine's."""
     upgrade(database_url)
-    engine = make_engine(database_url, fsync=False)
+    engine = make_engine(database_url, fsync=False, **pool)
     context = AppContext(
         settings=Settings(max_seq_ahead=1000),
         engine=engine,
         sessions=make_sessionmaker(engine),
         redis=redis.Redis.from_url(redis_server_url, decode_responses=True),
         aredis=aioredis.Redis.from_url(redis_server_url, decode_responses=True),
-        storage=LocalStorage(tmp_path / "data", fsync=False),
+        storage=LocalStorage(data, fsync=False),
         keys=Keys(redis_prefix),
     )
-    yield context
-    context.redis.close()
-    engine.dispose()
+    try:
+        yield context
+    finally:
+        context.redis.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def ctx(database_url: str, redis_server_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[AppContext]:
+    with _context(database_url, redis_server_url, redis_prefix, tmp_path / "data") as context:
+        yield context
 
 
 def _signed(webhook_id: str) -> PresentedSignature:
@@ -191,33 +203,29 @@ def test_concurrent_duplicates_as_many_as_the_pools_connections_are_answered(
     the pool's timeout (a burst of retried deliveries stopped it). Here two duplicates meet, with a pool
     of two, where each holds its connection. PostgreSQL only: on SQLite one writer at a time is ever
     inside that transaction."""
-    with services.fresh_postgres_database(postgres_server_url) as database_url:
-        upgrade(database_url)
-        engine = make_engine(database_url, fsync=False, pool_size=2, max_overflow=0, pool_timeout=5)
-        context = AppContext(
-            settings=Settings(max_seq_ahead=1000),
-            engine=engine,
-            sessions=make_sessionmaker(engine),
-            redis=redis.Redis.from_url(redis_server_url, decode_responses=True),
-            aredis=aioredis.Redis.from_url(redis_server_url, decode_responses=True),
-            storage=LocalStorage(tmp_path / "data", fsync=False),
-            keys=Keys(redis_prefix),
-        )
-        try:
-            for seq in (0, 1):
-                assert accept_chunk(context, "m", seq, CHUNK, None).status == "created"
-            both_inside = threading.Barrier(2, timeout=10)
-            real = queries.get_segment
+    with (
+        services.fresh_postgres_database(postgres_server_url) as database_url,
+        _context(
+            database_url,
+            redis_server_url,
+            redis_prefix,
+            tmp_path / "data",
+            pool_size=2,
+            max_overflow=0,
+            pool_timeout=5,
+        ) as context,
+    ):
+        for seq in (0, 1):
+            assert accept_chunk(context, "m", seq, CHUNK, None).status == "created"
+        both_inside = threading.Barrier(2, timeout=10)
+        real = queries.get_segment
 
-            def get_segment_once_both_hold_a_connection(*args: Any, **kwargs: Any) -> Any:
-                """Test double around the real read: it waits until both duplicates are inside theirs."""
-                both_inside.wait()
-                return real(*args, **kwargs)
+        def get_segment_once_both_hold_a_connection(*args: Any, **kwargs: Any) -> Any:
+            """Test double around the real read: it waits until both duplicates are inside theirs."""
+            both_inside.wait()
+            return real(*args, **kwargs)
 
-            monkeypatch.setattr(queries, "get_segment", get_segment_once_both_hold_a_connection)
-            with ThreadPoolExecutor(2) as pool:
-                answers = list(pool.map(lambda seq: accept_chunk(context, "m", seq, CHUNK, None), (0, 1)))
-            assert [a.status for a in answers] == ["duplicate", "duplicate"]
-        finally:
-            context.redis.close()
-            engine.dispose()
+        monkeypatch.setattr(queries, "get_segment", get_segment_once_both_hold_a_connection)
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda seq: accept_chunk(context, "m", seq, CHUNK, None), (0, 1)))
+        assert [a.status for a in answers] == ["duplicate", "duplicate"]
