@@ -53,7 +53,7 @@ kube-tools: $(if $(filter .tools/%,$(GO)),$(GO)) ## Build kube-apiserver, kube-c
 
 prometheus: ; @test -x /usr/bin/prometheus || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus && { $(SUDO) service prometheus stop 2>/dev/null || true; }; } ## Debian's Prometheus for tests/dashboards (a service it starts is stopped)
 .PHONY: test-python wav-tools
-test-python: install services wav-tools prometheus kube-tools images speech-corpora ## Every Python test (real Redis and PostgreSQL, and SQLite)
+test-python: install services wav-tools prometheus kube-tools images speech-corpora wrk ## Every Python test (real Redis and PostgreSQL, and SQLite)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

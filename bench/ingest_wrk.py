@@ -14,12 +14,12 @@ each request a new (meeting, seq) over 64 meetings. Measured, one after the othe
   database. Its code is not part of this repository: the checkout is the caller's;
 
 for ``AUDIOFLOW_FSYNC`` off and on and 1 or N gateway processes (``audioflow api --workers N``). Every
-request is signed in advance (the Lua script cycles through the file; the signatures' tolerance is 5
-minutes, so the file is written just before its run). The CPU the loaded processes (gateway or baseline,
-children included) used during the timed run, divided by the requests, is their CPU per chunk. wrk runs
-on the same 2 cores; its own CPU is reported too. With ``--also-src``, another tree's gateway is measured
-beside this one, run by run; the two take turns at going first, after one unrecorded run that warms the
-services up.
+request is signed in advance, enough for the run at ``CEILING_RATE`` (a run that runs out is refused; the
+signatures' tolerance is 5 minutes, so the file is written just before its run). The CPU the loaded
+processes (gateway or baseline, children included) used during the timed run, divided by the requests, is
+their CPU per chunk. wrk runs on the same 2 cores; its own CPU is reported too. With ``--also-src``,
+another tree's gateway is measured beside this one, run by run; the two take turns at going first, after
+one unrecorded run that warms the services up.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ CHUNK = wav_bytes(tone_pcm(1.0))  # 1 s at 16 kHz mono 16-bit: 32,044 bytes, the
 LUA = BENCH_DIR / "wrk_ingest.lua"
 MEETINGS = 64
 GATEWAY = ("webhook", "put")  # the kinds that run audioflow's gateway (answered 201); the others answer 200
-LINES = 120_000  # requests signed per run: more than the fastest run sends, so none repeats
+# Requests signed per second of a run: over any rate measured here (the seed's best, 5,636/s), so a run
+# never reaches the end of its list. If one does, wrk would resend (duplicates) and the run is refused.
+CEILING_RATE = 8_000
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,15 @@ class Run:
         return self.requests / self.seconds
 
 
-def write_requests(path: Path, what: str, secret: str, prefix: str, chunk_url: str) -> None:
-    """``LINES`` signed requests, request i for meeting ``i % 64`` and seq ``i // 64``."""
+def lines_for(seconds: float) -> int:
+    """Requests to sign for ``seconds`` of sending."""
+    return int(seconds * CEILING_RATE) + 1
+
+
+def write_requests(path: Path, lines: int, what: str, secret: str, prefix: str, chunk_url: str) -> None:
+    """``lines`` signed requests, request i for meeting ``i % 64`` and seq ``i // 64``."""
     with path.open("w") as out:
-        for i in range(LINES):
+        for i in range(lines):
             meeting, seq = f"{prefix}-{i % MEETINGS}", i // MEETINGS
             msg_id = f"msg_{prefix}_{i}"
             if what == "put":
@@ -131,7 +138,8 @@ def wrk(
     close: bool = False,
 ) -> dict[str, float]:
     """One wrk run over lines (first, last] of the file; its JSON summary plus its own CPU seconds. With
-    ``close``, a new connection per request."""
+    ``close``, a new connection per request. A run that reached the end of those lines is refused: the
+    script resends from the first, and their answers (duplicates) measure another path."""
     cmd = [
         "wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url,
         "--", str(requests_file), str(first), str(last), str(chunk_file), "close" if close else "keep",
@@ -143,6 +151,11 @@ def wrk(
     if done.returncode != 0 or line is None:
         raise Unmeasured(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]} {done.stdout[-300:]}")
     summary: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    if summary["resent"]:
+        raise Unmeasured(
+            f"wrk ran out of the {last - first} requests signed for the run and resent "
+            f"{summary['resent']:.0f}: raise CEILING_RATE"
+        )
     other = next((x for x in done.stdout.splitlines() if x.startswith("WRKOTHER ")), "").removeprefix(
         "WRKOTHER "
     )
@@ -269,13 +282,19 @@ def measure(
         requests_file = work / "requests.tsv"
         with process(args, env, work / "server.log", port, cwd) as proc:
             prefix = f"{what[:2]}{uuid.uuid4().hex[:6]}"
-            write_requests(requests_file, what, stack.secret, prefix, chunk_file.as_uri())
+            warm_lines, timed_lines = lines_for(warmup), lines_for(seconds)
+            write_requests(
+                requests_file, warm_lines + timed_lines + connections, what, stack.secret, prefix,
+                chunk_file.as_uri(),
+            )  # fmt: skip
             url = f"http://127.0.0.1:{port}"
-            warm = wrk(url, requests_file, chunk_file, 0, LINES // 5, warmup, connections, close)
+            warm = wrk(url, requests_file, chunk_file, 0, warm_lines, warmup, connections, close)
             start = int(warm["requests"]) + connections  # past what the warm-up sent, in-flight ones too
             cpu0 = _cpu([proc.pid])
             with _profiled(profile, proc.pid, f"{what}-fsync{int(fsync)}-x{workers}", seconds):
-                timed = wrk(url, requests_file, chunk_file, start, LINES, seconds, connections, close)
+                timed = wrk(
+                    url, requests_file, chunk_file, start, start + timed_lines, seconds, connections, close
+                )
             cpu1 = _cpu([proc.pid])
             # Refusals (say 503 when a cap is reached) are counted apart; rates and CPU are per accepted.
             n = int(timed["c201"] + timed["c200"])

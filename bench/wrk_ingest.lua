@@ -7,6 +7,8 @@ local chunk = ""
 local at = 0
 local close = false
 c201, c200, cother = 0, 0, 0
+resent = 0 -- requests sent a second time (the list ran out): the runner refuses such a run
+local sent = 0
 first_other = "" -- the first answer that was neither, for the report
 
 function init(args)
@@ -27,8 +29,9 @@ function init(args)
 end
 
 function request()
-  at = at + 1
-  if at > #reqs then at = 1 end -- wrapped: the gateway answers these 200 (duplicates), counted apart
+  at, sent = at + 1, sent + 1
+  if at > #reqs then at = 1 end
+  if sent > #reqs then resent = resent + 1 end -- the gateway answers these 200 (duplicates)
   local r = reqs[at]
   local body = r[7]
   if body == "@" then body = chunk end
@@ -52,16 +55,16 @@ local threads = {}
 function setup(thread) threads[#threads + 1] = thread end
 
 function done(summary, latency, requests)
-  local a, b, c, other = 0, 0, 0, ""
+  local a, b, c, w, other = 0, 0, 0, 0, ""
   for _, t in ipairs(threads) do
-    a, b, c = a + t:get("c201"), b + t:get("c200"), c + t:get("cother")
+    a, b, c, w = a + t:get("c201"), b + t:get("c200"), c + t:get("cother"), w + t:get("resent")
     if other == "" then other = t:get("first_other") end
   end
   io.write("WRKOTHER " .. other .. "\n")
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"c201": %d, "c200": %d, "cother": %d, "socket_errors": %d}\n',
+    '"c201": %d, "c200": %d, "cother": %d, "socket_errors": %d, "resent": %d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    a, b, c, e.connect + e.read + e.write + e.timeout))
+    a, b, c, e.connect + e.read + e.write + e.timeout, w))
 end
