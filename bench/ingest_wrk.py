@@ -8,6 +8,10 @@ each request a new (meeting, seq) over 64 meetings. Measured, one after the othe
 - **webhook**: ``POST /webhooks/chunk`` ``{meetingId, seq, url}``, the gateway fetching a 32 KB WAV from a
   ``file:`` URL under ``AUDIOFLOW_INGEST_ROOT``;
 - **put**: ``PUT /v1/meetings/{id}/chunks/{seq}`` with the same WAV as body;
+- **retry**: the webhook, every timed request a delivery already accepted, sent again as a platform
+  retries one whose answer it missed (same webhook-id, body and signature; answered 200). Its warm-up
+  sends new chunks for as long as the timed run, and the timed run resends those, in order, from the
+  start again if it gets through them;
 - **seed** (with ``--seed DIR``): the seed's own Node backend (``services/backend``, run by its own
   ``ts-node`` as its ``npm start`` does) from a checkout of it in ``DIR``, with bodies
   ``{meetingId, seq, path}``, on a Redis of its own (it runs ``FLUSHALL`` when it starts) and a fresh
@@ -57,7 +61,7 @@ from tests.services import (
 CHUNK = wav_bytes(tone_pcm(1.0))  # 1 s at 16 kHz mono 16-bit: 32,044 bytes, the seed comparison's size
 LUA = BENCH_DIR / "wrk_ingest.lua"
 MEETINGS = 64
-GATEWAY = ("webhook", "put")  # the kinds that run audioflow's gateway (answered 201); the others answer 200
+GATEWAY = ("webhook", "put", "retry")  # the kinds that run audioflow's gateway
 # Requests signed per second of a run: over any rate measured here (the seed's best, 5,636/s), so a run
 # never reaches the end of its list. If one does, wrk would resend (duplicates) and the run is refused.
 CEILING_RATE = 8_000
@@ -72,7 +76,7 @@ class Run:
     seconds: float
     p50_ms: float
     p99_ms: float
-    created: int  # 201 (or the baseline's 200)
+    created: int  # the answers its kind expects: 201 (new), 200 for the baseline, the seed and retries
     other: int  # any other answer, socket errors included
     server_cpu_ms: float  # per request
     server_sys_ms: float  # of which in the kernel
@@ -103,7 +107,7 @@ def write_requests(path: Path, lines: int, what: str, secret: str, prefix: str, 
                     {"meetingId": meeting, "seq": seq, where_: chunk_url}, separators=(",", ":")
                 )
                 signed = sign(secret, body.encode(), msg_id=msg_id)
-                path_ = "/webhooks/chunk" if what == "webhook" else "/webhook/chunk"
+                path_ = "/webhooks/chunk" if what in ("webhook", "retry") else "/webhook/chunk"
                 line = ["POST", path_, "application/json", body]
             method, target, ctype, body_ = line
             out.write(
@@ -136,10 +140,11 @@ def wrk(
     seconds: float,
     c: int,
     close: bool = False,
+    resend: bool = False,
 ) -> dict[str, float]:
     """One wrk run over lines (first, last] of the file; its JSON summary plus its own CPU seconds. With
-    ``close``, a new connection per request. A run that reached the end of those lines is refused: the
-    script resends from the first, and their answers (duplicates) measure another path."""
+    ``close``, a new connection per request. A run that reached the end of those lines is refused unless
+    ``resend``: the script resends from the first, and their answers (duplicates) measure another path."""
     cmd = [
         "wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url,
         "--", str(requests_file), str(first), str(last), str(chunk_file), "close" if close else "keep",
@@ -151,7 +156,7 @@ def wrk(
     if done.returncode != 0 or line is None:
         raise Unmeasured(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]} {done.stdout[-300:]}")
     summary: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
-    if summary["resent"]:
+    if summary["resent"] and not resend:
         raise Unmeasured(
             f"wrk ran out of the {last - first} requests signed for the run and resent "
             f"{summary['resent']:.0f}: raise CEILING_RATE"
@@ -282,6 +287,8 @@ def measure(
         requests_file = work / "requests.tsv"
         with process(args, env, work / "server.log", port, cwd) as proc:
             prefix = f"{what[:2]}{uuid.uuid4().hex[:6]}"
+            retry = what == "retry"
+            warmup = max(warmup, seconds) if retry else warmup  # what the retries resend
             warm_lines, timed_lines = lines_for(warmup), lines_for(seconds)
             write_requests(
                 requests_file, warm_lines + timed_lines + connections, what, stack.secret, prefix,
@@ -289,11 +296,15 @@ def measure(
             )  # fmt: skip
             url = f"http://127.0.0.1:{port}"
             warm = wrk(url, requests_file, chunk_file, 0, warm_lines, warmup, connections, close)
-            start = int(warm["requests"]) + connections  # past what the warm-up sent, in-flight ones too
+            if retry:  # the deliveries the warm-up had answered (those in flight at its end may not be)
+                first, last = 0, int(warm["c201"])
+            else:  # past what the warm-up sent, in-flight ones too
+                first = int(warm["requests"]) + connections
+                last = first + timed_lines
             cpu0 = _cpu([proc.pid])
             with _profiled(profile, proc.pid, f"{what}-fsync{int(fsync)}-x{workers}", seconds):
                 timed = wrk(
-                    url, requests_file, chunk_file, start, start + timed_lines, seconds, connections, close
+                    url, requests_file, chunk_file, first, last, seconds, connections, close, resend=retry
                 )
             cpu1 = _cpu([proc.pid])
             # Refusals (say 503 when a cap is reached) are counted apart; rates and CPU are per accepted.
@@ -310,7 +321,7 @@ def measure(
             timed["duration_us"] / 1e6,
             timed["p50_us"] / 1000,
             timed["p99_us"] / 1000,
-            int(timed["c201"] if what in GATEWAY else timed["c200"]),
+            int(timed["c201"] if what in ("webhook", "put") else timed["c200"]),
             int(timed["cother"] + timed["socket_errors"]),
             (sum(cpu1) - sum(cpu0)) / n * 1000,
             (cpu1[1] - cpu0[1]) / n * 1000,
@@ -380,7 +391,8 @@ def table(runs: list[Run]) -> str:
         [
             "what", "fsync", "processes", "accepted/s", "p50 ms", "p99 ms",
             "server CPU ms per accepted (kernel)", "wrk CPU ms per accepted", "accepted/s / baseline",
-            *(["accepted/s / seed"] if with_seed else []), "new chunks", "refused (other answers)",
+            *(["accepted/s / seed"] if with_seed else []),
+            "answered as expected (201, or 200: baseline, seed, retry)", "refused (other answers)",
         ],
         rows,
     )  # fmt: skip
@@ -388,7 +400,9 @@ def table(runs: list[Run]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_wrk", description=__doc__.splitlines()[0])
-    parser.add_argument("--what", default="baseline,webhook,put", help="of baseline, seed, webhook, put")
+    parser.add_argument(
+        "--what", default="baseline,webhook,put", help="of baseline, seed, webhook, put, retry"
+    )
     parser.add_argument("--fsync", default="off", help="off, on, or off,on")
     parser.add_argument("--workers", default="1", help="gateway processes, e.g. 1,2")
     parser.add_argument("--seconds", type=float, default=15.0)
