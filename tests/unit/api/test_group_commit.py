@@ -23,10 +23,10 @@ from audioflow.api import group_commit
 from audioflow.api.acceptance import Accepted, accept_chunk, check_body
 from audioflow.api.context import AppContext
 from audioflow.api.group_commit import GroupCommit, Pending, commit_batch
-from audioflow.core.db import queries
+from audioflow.core.db import batch_ingest
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, WebhookDelivery
+from audioflow.core.db.models import Chunk, Recording, Segment, WebhookDelivery
 from audioflow.core.errors import Conflict, StorageFull
 from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
@@ -135,6 +135,70 @@ def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one
     assert one_by_one(8).first_chunk
 
 
+def _work_done(ctx: AppContext, meeting_id: str, seq: int) -> None:
+    """As the workers leave a chunk: transcribed, and the recording concatenated through it."""
+    with ctx.sessions() as session, session.begin():
+        session.add(
+            Segment(meeting_id=meeting_id, seq=seq, engine="t", start_s=0, end_s=1, text="", decode_s=0)
+        )
+        session.merge(Recording(meeting_id=meeting_id, concatenated_through=seq))
+
+
+def test_deliveries_sent_again_are_answered_in_the_batch_as_the_one_by_one_path_answers_them(
+    ctx: AppContext,
+) -> None:
+    """A platform that missed its answers sends the same deliveries again (a burst of them after a
+    timeout). Those are answered as duplicates in the batch, with their work enqueued again unless it is
+    done; anything that is not exactly a delivery sent again is still left to the one-by-one path."""
+    accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
+    assert [r and r.status for r in commit_batch(ctx, [_pending(ctx, "m", s, f"w-{s}") for s in (1, 2)])] == [
+        "created",
+        "created",
+    ]
+    _work_done(ctx, "m", 1)
+    unsigned = Pending("m", 2, CHUNK, check_body(ctx.settings, CHUNK), None)
+    unsigned_other = Pending("m", 2, OTHER, check_body(ctx.settings, OTHER), None)
+    rows_before, queued_before = _rows(ctx), ctx.redis.xlen(ctx.keys.transcribe)
+    batch = [
+        _pending(ctx, "m", 1, "w-1"),  # 0: sent again, its work done
+        _pending(ctx, "m", 2, "w-2"),  # 1: sent again, its work not done
+        _pending(ctx, "m", 2, "w-2"),  # 2: and again, in the same batch
+        unsigned,  # 3: the same bytes again, not a webhook delivery
+        _pending(ctx, "m", 0, "w-1"),  # 4: a webhook-id that delivered another seq
+        _pending(ctx, "m", 1, "w-1", OTHER),  # 5: its webhook-id delivered other bytes
+        unsigned_other,  # 6: other bytes under a held seq
+        _pending(ctx, "m", 2, "w-2-new-id"),  # 7: the same bytes under a new webhook-id (recorded one by one)
+    ]
+    results = commit_batch(ctx, batch)
+
+    assert [r and (r.status, r.needs_work) for r in results] == [
+        ("duplicate", False),
+        ("duplicate", True),
+        ("duplicate", True),
+        ("duplicate", True),
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert _rows(ctx) == rows_before  # nothing recorded: no chunk, no delivery
+    assert ctx.redis.xlen(ctx.keys.transcribe) == queued_before + 3  # the three whose work is not done
+    assert _received_events(ctx, "m") == [0, 1, 2]  # a duplicate announces no chunk.received
+
+    def one_by_one(i: int) -> Accepted:
+        p = batch[i]
+        return accept_chunk(ctx, p.meeting_id, p.seq, p.body, p.signature, p.checked)
+
+    for i in range(4):
+        assert results[i] == one_by_one(i), i
+    for i in (4, 5):
+        with pytest.raises(Conflict, match="webhook-id"):
+            one_by_one(i)
+    with pytest.raises(Conflict, match="different bytes"):
+        one_by_one(6)
+    assert one_by_one(7).status == "duplicate"
+
+
 def test_a_batch_that_fails_commits_nothing_and_each_chunk_is_then_decided_alone(
     ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,14 +282,14 @@ def test_concurrent_duplicates_as_many_as_the_pools_connections_are_answered(
         for seq in (0, 1):
             assert accept_chunk(context, "m", seq, CHUNK, None).status == "created"
         both_inside = threading.Barrier(2, timeout=10)
-        real = queries.get_segment
+        real = batch_ingest.held_chunks
 
-        def get_segment_once_both_hold_a_connection(*args: Any, **kwargs: Any) -> Any:
+        def held_chunks_once_both_hold_a_connection(*args: Any, **kwargs: Any) -> Any:
             """Test double around the real read: it waits until both duplicates are inside theirs."""
             both_inside.wait()
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(queries, "get_segment", get_segment_once_both_hold_a_connection)
+        monkeypatch.setattr(batch_ingest, "held_chunks", held_chunks_once_both_hold_a_connection)
         with ThreadPoolExecutor(2) as pool:
             answers = list(pool.map(lambda seq: accept_chunk(context, "m", seq, CHUNK, None), (0, 1)))
         assert [a.status for a in answers] == ["duplicate", "duplicate"]

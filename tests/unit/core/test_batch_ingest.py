@@ -7,14 +7,14 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, delete, insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from audioflow.core.db import batch_ingest
 from audioflow.core.db.batch_ingest import NewChunk
 from audioflow.core.db.engine import make_engine
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery
+from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, Recording, Segment, WebhookDelivery
 from tests import services
 
 
@@ -69,9 +69,7 @@ def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(e
         conn.execute(insert(DeletedMeeting), [{"meeting_id": "gone"}])
         batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0"), _chunk(4, None)])
     with engine.connect() as conn:
-        assert batch_ingest.held(conn, ["nobody"], []) == batch_ingest.Held(
-            meetings={}, seen_webhook_ids=set()
-        )
+        assert batch_ingest.held(conn, ["nobody"], []) == batch_ingest.Held(meetings={}, seen_webhook_ids={})
 
     for outcome in ("rolled back", "committed"):
         with contextlib.suppress(_RolledBack), engine.begin() as conn:
@@ -82,13 +80,33 @@ def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(e
             assert m.highest_seq == 4 and m.deleted_at is None and m.created_at.tzinfo is not None
             assert (gone.format.sample_rate, gone.format.channels, gone.format.bits) == (8000, 2, 8)
             assert gone.highest_seq == -1 and gone.deleted_at is not None
-            assert held.seen_webhook_ids == {"w-0"}
+            assert held.seen_webhook_ids == {"w-0": ("m", 0, "a" * 64)}  # what it delivered
             assert batch_ingest.insert_new_chunks(conn, [_chunk(5, "w-new")]) == {("m", 5)}
             if outcome == "rolled back":
                 raise _RolledBack
         with engine.connect() as conn:
             seqs = set(conn.execute(select(Chunk.seq).where(Chunk.meeting_id == "m")).scalars())
         assert (5 in seqs) == (outcome == "committed"), outcome
+
+
+def test_held_chunks_tell_their_bytes_and_whether_their_work_is_done(engine: Engine) -> None:
+    """Work is done once the chunk is transcribed and the recording is concatenated through it."""
+    with engine.begin() as conn:
+        batch_ingest.insert_new_chunks(conn, [_chunk(seq, None, sha="ab"[seq % 2]) for seq in range(4)])
+        segment = {"meeting_id": "m", "engine": "t", "start_s": 0, "end_s": 1, "text": "", "decode_s": 0}
+        conn.execute(insert(Segment), [{**segment, "seq": seq} for seq in (0, 1, 3)])
+        conn.execute(insert(Recording), [{"meeting_id": "m", "concatenated_through": 2}])
+        held = batch_ingest.held_chunks(conn, [("m", 0), ("m", 1), ("m", 2), ("m", 3), ("m", 9), ("x", 0)])
+    assert held == {
+        ("m", 0): batch_ingest.HeldChunk("a" * 64, work_done=True),
+        ("m", 1): batch_ingest.HeldChunk("b" * 64, work_done=True),
+        ("m", 2): batch_ingest.HeldChunk("a" * 64, work_done=False),  # concatenated, not transcribed
+        ("m", 3): batch_ingest.HeldChunk("b" * 64, work_done=False),  # transcribed, not concatenated yet
+    }
+    with engine.begin() as conn:
+        assert batch_ingest.held_chunks(conn, []) == {}
+        conn.execute(delete(Recording))
+        assert not batch_ingest.held_chunks(conn, [("m", 0)])[("m", 0)].work_done  # no recording yet
 
 
 class _RolledBack(Exception):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from audioflow.api.context import AppContext
 from audioflow.api.schemas import ChunkAccepted
 from audioflow.core import events
-from audioflow.core.db import queries
+from audioflow.core.db import batch_ingest, queries
 from audioflow.core.db.engine import transaction
 from audioflow.core.errors import ChunkTooLong, Conflict, Forbidden, NotFound, SeqTooFarAhead
 from audioflow.core.event_payloads import ChunkReceived, LogLine
@@ -183,9 +183,8 @@ def _work_unfinished(session: Session, meeting_id: str, seq: int) -> bool:
     """Read in the caller's transaction, on its connection: a second checkout while holding one let as
     many concurrent duplicates as the pool has connections hold them all and wait for one more, and the
     gateway stood still until the pool's timeout."""
-    transcribed = queries.get_segment(session, meeting_id, seq) is not None
-    recording = queries.get_recording(session, meeting_id)
-    return not (transcribed and recording is not None and recording.concatenated_through >= seq)
+    held = batch_ingest.held_chunks(session.connection(), [(meeting_id, seq)])
+    return not held[meeting_id, seq].work_done
 
 
 def accept_chunk(

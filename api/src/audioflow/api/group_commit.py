@@ -8,10 +8,12 @@ arriving meanwhile wait for the next flush, so a batch is as large as the load m
 gateway commits one chunk at a time with no added delay.
 
 The promise is unchanged: a request is answered 201 only after its row is committed, its file stored
-(and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Only the usual case takes this path: a new
-seq of a meeting that already has chunks, with an unseen webhook-id. Anything else (a meeting's first
-chunk, a duplicate, a conflict, a replay, a refusal), and every chunk of a batch that failed as a whole,
-goes the one-by-one way of :func:`acceptance.accept_chunk`, which decides it as it always did.
+(and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Two cases take this path: a new seq of a
+meeting that already has chunks, with an unseen webhook-id (the usual case); and a delivery sent again,
+the same bytes under the same webhook-id (or none) as a chunk already held, answered as a duplicate (a
+platform retrying after a timeout sends a burst of them). Anything else (a meeting's first chunk, a
+conflict, a replay, a refusal), and every chunk of a batch that failed as a whole, goes the one-by-one
+way of :func:`acceptance.accept_chunk`, which decides it as it always did.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import anyio.to_thread
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from audioflow.api.acceptance import (
@@ -36,8 +39,8 @@ from audioflow.api.acceptance import (
 from audioflow.api.context import AppContext
 from audioflow.core import events
 from audioflow.core.db import batch_ingest
-from audioflow.core.db.batch_ingest import HeldMeeting, NewChunk
-from audioflow.core.db.queries import generation_at
+from audioflow.core.db.batch_ingest import Delivered, HeldMeeting, NewChunk
+from audioflow.core.db.queries import AddResult, generation_at
 from audioflow.core.ids import check_meeting_id, check_seq
 from audioflow.core.metrics import INGEST_BATCH_CHUNKS
 from audioflow.core.signing import PresentedSignature
@@ -58,6 +61,24 @@ class Pending:
     @property
     def webhook_id(self) -> str | None:
         return None if self.signature is None else self.signature.webhook_id
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.meeting_id, self.seq
+
+    def answer(self, status: AddResult, generation: str, *, needs_work: bool) -> Accepted:
+        # Every value below is the gateway's own, checked already: built without validating it again.
+        return Accepted.model_construct(
+            meeting_id=self.meeting_id,
+            seq=self.seq,
+            status=status,
+            bytes=len(self.body),
+            duration_s=self.checked.info.duration_s,
+            sha256=self.checked.sha256,
+            needs_work=needs_work,
+            first_chunk=False,
+            generation=generation,
+        )
 
     def row(self) -> NewChunk:
         return NewChunk(
@@ -124,6 +145,32 @@ def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -
     )
 
 
+def _sent_again(pending: Pending, meeting: HeldMeeting | None, seen: dict[str, Delivered]) -> bool:
+    """May be a delivery sent again: its meeting is as a new chunk's must be (a replay after a deletion,
+    or another format, is decided one by one), and its webhook-id, if it has one, delivered these very
+    bytes under this key. Whether the key holds these bytes is read next (:func:`_duplicates`)."""
+    if meeting is None or meeting.deleted_at is not None or meeting.format != pending.checked.info.format:
+        return False
+    webhook_id = pending.webhook_id
+    return webhook_id is None or seen.get(webhook_id) == (*pending.key, pending.checked.sha256)
+
+
+def _duplicates(
+    conn: Connection, batch: list[Pending], candidates: list[int], generations: dict[str, str]
+) -> dict[int, Accepted]:
+    """The candidates whose key holds their very bytes, answered as duplicates (their work enqueued again
+    unless done); any other (other bytes: a conflict) is left to be decided one by one."""
+    held = batch_ingest.held_chunks(conn, (batch[i].key for i in candidates))
+    found = {}
+    for i in candidates:
+        pending = batch[i]
+        chunk = held.get(pending.key)
+        if chunk is not None and chunk.sha256 == pending.checked.sha256:
+            generation = generations[pending.meeting_id]
+            found[i] = pending.answer("duplicate", generation, needs_work=not chunk.work_done)
+    return found
+
+
 def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]:
     """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one."""
     results: list[Accepted | None] = [None] * len(batch)
@@ -131,40 +178,38 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
         webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
         held = batch_ingest.held(conn, (p.meeting_id for p in batch), webhook_ids)
         meetings, seen = held.meetings, held.seen_webhook_ids
+        generations = {m: generation_at(meeting.created_at) for m, meeting in meetings.items()}
         chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
-            key, webhook_id = (pending.meeting_id, pending.seq), pending.webhook_id
-            if key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
+            webhook_id = pending.webhook_id
+            if pending.key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
                 continue
             if webhook_id is not None and (webhook_id in seen or webhook_ids[webhook_id] > 1):
                 continue
-            chosen[key] = i
+            chosen[pending.key] = i
         inserted = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in chosen.values()])
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
-    generations = {m: generation_at(meetings[m].created_at) for m in {batch[i].meeting_id for i in stored}}
+        candidates = [
+            i
+            for i, pending in enumerate(batch)
+            if pending.key not in inserted and _sent_again(pending, meetings.get(pending.meeting_id), seen)
+        ]
+        duplicates = _duplicates(conn, batch, candidates, generations) if candidates else {}
     for i in stored:
-        pending = batch[i]
-        # Every value below is the gateway's own, checked already: built without validating it again.
-        results[i] = Accepted.model_construct(
-            meeting_id=pending.meeting_id,
-            seq=pending.seq,
-            status="created",
-            bytes=len(pending.body),
-            duration_s=pending.checked.info.duration_s,
-            sha256=pending.checked.sha256,
-            needs_work=True,
-            first_chunk=False,
-            generation=generations[pending.meeting_id],
-        )
+        results[i] = batch[i].answer("created", generations[batch[i].meeting_id], needs_work=True)
+    for i, duplicate in duplicates.items():
+        results[i] = duplicate
     accepted = [a for a in results if a is not None]
     INGEST_BATCH_CHUNKS.observe(len(accepted))
-    if accepted:
-        with_work = page_logs_with_work()
+    with_work = [a for a in accepted if a.needs_work]
+    if with_work:
+        published = page_logs_with_work()
         work = events.WriteBatch()  # the whole batch's work in one script call, run without interleaving
-        for one in accepted:
-            add_work(work, ctx, one, log_line(one) if with_work else None)
+        for one in with_work:
+            add_work(work, ctx, one, log_line(one) if published else None)
         work.execute(ctx.redis)
-        report(accepted, published=with_work)
+        report(with_work, published=published)
+    report([a for a in accepted if not a.needs_work], published=False)
     return results

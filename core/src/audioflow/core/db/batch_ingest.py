@@ -3,8 +3,9 @@
 Three statements serve a whole batch on PostgreSQL, whatever its size, in two round trips before the
 ``COMMIT``: two reads of what its meetings and webhook-ids already hold (pipelined), and one insert of
 the chunks that tells new from held (``ON CONFLICT DO NOTHING RETURNING``) and records the new ones'
-deliveries (SQLite: one insert per table). They run on a Core connection, without an ORM session
-(whose unit of work a batch does not need: it is only ever inserted, never read back as objects).
+deliveries (SQLite: one insert per table). A batch holding deliveries sent again adds one read of
+their chunks (:func:`held_chunks`). They run on a Core connection, without an ORM session (whose unit
+of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
 from __future__ import annotations
@@ -17,19 +18,32 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import ARRAY, Connection, Dialect, String, any_, bindparam, func, select, text
+from sqlalchemy import ARRAY, Connection, Dialect, String, and_, any_, bindparam, func, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
-from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, WebhookDelivery, utcnow
+from audioflow.core.db.models import (
+    Chunk,
+    DeletedMeeting,
+    Meeting,
+    Recording,
+    Segment,
+    WebhookDelivery,
+    utcnow,
+)
 from audioflow.core.wav import AudioFormat
 
-_MEETINGS, _CHUNKS, _DELETED, _DELIVERIES = (
+_MEETINGS, _CHUNKS, _DELETED, _DELIVERIES, _SEGMENTS, _RECORDINGS = (
     Meeting.__table__,
     Chunk.__table__,
     DeletedMeeting.__table__,
     WebhookDelivery.__table__,
+    Segment.__table__,
+    Recording.__table__,
 )
+
+#: A chunk by its key, and its bytes' hash: what a webhook delivery carried, or what a chunk row holds.
+Delivered = tuple[str, int, str]
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,10 @@ def _held_meetings_statement(postgresql_dialect: bool) -> Any:
 # Built once per dialect: a batch then only binds its ids.
 _HELD_MEETINGS = {pg: _held_meetings_statement(pg) for pg in (True, False)}
 _SEEN_WEBHOOK_IDS = {
-    pg: select(_DELIVERIES.c.id).where(_member_of(_DELIVERIES.c.id, pg)) for pg in (True, False)
+    pg: select(_DELIVERIES.c.id, _DELIVERIES.c.meeting_id, _DELIVERIES.c.seq, _DELIVERIES.c.sha256).where(
+        _member_of(_DELIVERIES.c.id, pg)
+    )
+    for pg in (True, False)
 }
 # The PostgreSQL texts as psycopg takes them, for its pipeline (below).
 _PSYCOPG: Dialect = psycopg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
@@ -101,7 +118,7 @@ class Held:
     """What the database holds of a batch's meetings and webhook-ids."""
 
     meetings: dict[str, HeldMeeting]  # the batch's meetings that exist, by id
-    seen_webhook_ids: set[str]  # the batch's webhook-ids a delivery already used
+    seen_webhook_ids: dict[str, Delivered]  # the batch's webhook-ids a delivery already used, and what it was
 
 
 def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str]) -> Held:
@@ -122,7 +139,8 @@ def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str
         rows = conn.execute(_HELD_MEETINGS[False], meetings)
         seen = conn.execute(_SEEN_WEBHOOK_IDS[False], webhooks) if webhooks["ids"] else []
     return Held(
-        meetings={row.id: _held_meeting(row) for row in rows}, seen_webhook_ids={row[0] for row in seen}
+        meetings={row.id: _held_meeting(row) for row in rows},
+        seen_webhook_ids={row[0]: (row[1], row[2], row[3]) for row in seen},
     )
 
 
@@ -135,11 +153,44 @@ def _held_meeting(row: Any) -> HeldMeeting:
     )
 
 
+@dataclass(frozen=True)
+class HeldChunk:
+    """A stored chunk, as a delivery sent again needs it: its hash, and whether its work is done."""
+
+    sha256: str
+    work_done: bool  # transcribed and concatenated: a duplicate of it needs no work enqueued again
+
+
+def held_chunks(conn: Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], HeldChunk]:
+    """The chunks held under these keys (meeting id, seq), in the caller's transaction; keys held by no
+    chunk are left out. One statement; the rare path (deliveries sent again), so its text varies with the
+    number of keys."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    c, s, r = _CHUNKS.c, _SEGMENTS.c, _RECORDINGS.c
+    statement = (
+        select(c.meeting_id, c.seq, c.sha256, s.seq.label("transcribed"), r.concatenated_through)
+        .outerjoin(_SEGMENTS, and_(s.meeting_id == c.meeting_id, s.seq == c.seq))
+        .outerjoin(_RECORDINGS, r.meeting_id == c.meeting_id)
+        .where(tuple_(c.meeting_id, c.seq).in_(wanted))
+    )
+    return {
+        (row.meeting_id, row.seq): HeldChunk(
+            row.sha256,
+            row.transcribed is not None
+            and row.concatenated_through is not None
+            and row.concatenated_through >= row.seq,
+        )
+        for row in conn.execute(statement)
+    }
+
+
 def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
     """Insert the chunks whose key is free, and the webhook deliveries of those inserted; returns the
     keys inserted. A key already held (or taken meanwhile: the insert waits for a concurrent one to
-    commit) is left out, with its delivery, for the caller to tell duplicate from conflict the one-by-one
-    way. On PostgreSQL one statement (one round trip); on SQLite one per table."""
+    commit) is left out, with its delivery, for the caller to tell duplicate from conflict. On PostgreSQL
+    one statement (one round trip); on SQLite one per table."""
     if not chunks:
         return set()
     now = utcnow()
