@@ -202,14 +202,20 @@ function snapshot(page) {
 }
 
 async function until(page, predicate, ms, what) {
-  const deadline = Date.now() + ms;
+  const start = Date.now();
+  const deadline = start + ms;
   let last;
+  const trail = []; // how the player moved while waiting, for a failure's message
   while (Date.now() < deadline) {
     last = await snapshot(page);
     if (predicate(last)) return last;
+    trail.push(`${((Date.now() - start) / 1000).toFixed(1)}s: ${last.mode} ${last.position} (${last.badge})`);
     await sleep(250);
   }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}; the page showed ${JSON.stringify(last)}`);
+  assert.fail(
+    `timed out after ${ms} ms waiting for ${what}; the page showed ${JSON.stringify(last)}; ` +
+      `the player meanwhile: ${trail.join(", ")}`,
+  );
 }
 
 /** A page that records console errors, page errors and the events WebSockets it opens. */
