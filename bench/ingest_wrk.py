@@ -470,9 +470,14 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{run} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
                         time.sleep(1)
     load1 = os.getloadavg()
+    retry_note = (
+        f" (retry: {max(args.warmup, args.seconds):g} s of new chunks first, then those sent again)"
+        if "retry" in args.what.split(",")
+        else ""
+    )
     text = (
         f"{started}, wrk -t1 -c{args.connections}{' (Connection: close)' if args.close else ''}, "
-        f"{args.warmup:g} s warm-up then {args.seconds:g} s; "
+        f"{args.warmup:g} s warm-up then {args.seconds:g} s{retry_note}; "
         f"{'; '.join(notes)}; load average {' / '.join(f'{x:.2f}' for x in load0)} at start, "
         f"{' / '.join(f'{x:.2f}' for x in load1)} at the end.\n\n{table(runs)}\n"
     )
