@@ -209,3 +209,23 @@ def test_completed_follows_a_peers_event_that_was_still_on_its_way(
     # meeting finished may), never anything before it.
     assert handle(Entry("0-1", {"meeting_id": "race", "seq": "0"}, 3), deps) is Outcome.ACK
     assert set(told()[4:]) <= {("meeting.phase", "completed")}
+
+
+def test_a_redelivered_chunk_is_settled_on_one_connection_at_a_time(
+    database_url: str, redis_client: redis.Redis, redis_prefix: str, tmp_path: Path
+) -> None:
+    """A chunk transcribed already (a redelivery, or a duplicate's work) is announced again after its
+    read is over: with a pool of one connection, announcing it must not wait for a second one."""
+    upgrade(database_url)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    try:
+        deps, _ = _deps(
+            make_sessionmaker(engine), tmp_path, redis_client, redis_prefix, [Word("hi", 1.0, 1.5)]
+        )
+        _meeting(deps.sessions, deps.storage, "again", range(2), ended=False)
+        for delivery in (1, 2):  # the second finds its segment stored and announces it
+            assert handle(Entry("0-1", {"meeting_id": "again", "seq": "0"}, delivery), deps) is Outcome.ACK
+        with deps.sessions() as session:
+            assert [s.text for s in queries.segments(session, "again")] == ["hi"]
+    finally:
+        engine.dispose()

@@ -129,11 +129,12 @@ def _settle(deps: ProcessingDeps, work: Work) -> _Meeting | None:
         # The last chunk of an ended meeting keeps the words after its trailing cut: no successor comes.
         final = row.ended_at is not None and queries.last_seq(session, work.meeting_id) == work.seq
         existing = queries.get_segment(session, work.meeting_id, work.seq)
-        if existing is not None and (existing.tail_kept or existing.error is not None or not final):
-            _announce_stored(deps, work, meeting, existing, final=final)  # a re-delivery or a duplicate
-            return meeting
-        # New, or transcribed before its meeting ended with it (ending enqueues it again): decode it.
         fmt = queries.meeting_format(row)
+    # Announced after the session is closed: announcing reads on a connection of its own.
+    if existing is not None and (existing.tail_kept or existing.error is not None or not final):
+        _announce_stored(deps, work, meeting, existing, final=final)  # a re-delivery or a duplicate
+        return meeting
+    # New, or transcribed before its meeting ended with it (ending enqueues it again): decode it.
     context = {"meeting_id": work.meeting_id, "seq": work.seq, "generation": meeting.generation}
     pcm = _pcm(deps.storage, work.meeting_id, work.seq)
     if pcm is None:
