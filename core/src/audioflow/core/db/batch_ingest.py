@@ -42,7 +42,7 @@ _MEETINGS, _CHUNKS, _DELETED, _DELIVERIES, _SEGMENTS, _RECORDINGS = (
     Recording.__table__,
 )
 
-#: A chunk by its key, and its bytes' hash: what a webhook delivery carried, or what a chunk row holds.
+#: What a webhook delivery carried: its chunk's key (meeting id, seq) and the hash of its bytes.
 Delivered = tuple[str, int, str]
 
 
