@@ -12,6 +12,8 @@ each request a new (meeting, seq) over 64 meetings. Measured, one after the othe
   retries one whose answer it missed (same webhook-id, body and signature; answered 200). Its warm-up
   sends new chunks for as long as the timed run, and the timed run resends those, in order, from the
   start again if it gets through them;
+- **first**: the webhook, every request the first chunk of a meeting of its own (meetings starting at
+  once, as at the top of an hour);
 - **seed** (with ``--seed DIR``): the seed's own Node backend (``services/backend``, run by its own
   ``ts-node`` as its ``npm start`` does) from a checkout of it in ``DIR``, with bodies
   ``{meetingId, seq, path}``, on a Redis of its own (it runs ``FLUSHALL`` when it starts) and a fresh
@@ -61,7 +63,8 @@ from tests.services import (
 CHUNK = wav_bytes(tone_pcm(1.0))  # 1 s at 16 kHz mono 16-bit: 32,044 bytes, the seed comparison's size
 LUA = BENCH_DIR / "wrk_ingest.lua"
 MEETINGS = 64
-GATEWAY = ("webhook", "put", "retry")  # the kinds that run audioflow's gateway
+GATEWAY = ("webhook", "put", "retry", "first")  # the kinds that run audioflow's gateway
+WEBHOOK = ("webhook", "retry", "first")  # of those, the ones sent to its JSON webhook
 # Requests signed per second of a run: over any rate measured here (the seed's best, 5,636/s), so a run
 # never reaches the end of its list. If one does, wrk would resend (duplicates) and the run is refused.
 CEILING_RATE = 8_000
@@ -93,10 +96,14 @@ def lines_for(seconds: float) -> int:
 
 
 def write_requests(path: Path, lines: int, what: str, secret: str, prefix: str, chunk_url: str) -> None:
-    """``lines`` signed requests, request i for meeting ``i % 64`` and seq ``i // 64``."""
+    """``lines`` signed requests, request i for meeting ``i % 64`` and seq ``i // 64`` (``first``: meeting
+    ``i``, seq 0)."""
     with path.open("w") as out:
         for i in range(lines):
-            meeting, seq = f"{prefix}-{i % MEETINGS}", i // MEETINGS
+            if what == "first":
+                meeting, seq = f"{prefix}-{i}", 0
+            else:
+                meeting, seq = f"{prefix}-{i % MEETINGS}", i // MEETINGS
             msg_id = f"msg_{prefix}_{i}"
             if what == "put":
                 signed = sign_chunk(secret, meeting, seq, CHUNK, msg_id=msg_id)
@@ -107,7 +114,7 @@ def write_requests(path: Path, lines: int, what: str, secret: str, prefix: str, 
                     {"meetingId": meeting, "seq": seq, where_: chunk_url}, separators=(",", ":")
                 )
                 signed = sign(secret, body.encode(), msg_id=msg_id)
-                path_ = "/webhooks/chunk" if what in ("webhook", "retry") else "/webhook/chunk"
+                path_ = "/webhooks/chunk" if what in WEBHOOK else "/webhook/chunk"
                 line = ["POST", path_, "application/json", body]
             method, target, ctype, body_ = line
             out.write(
@@ -321,7 +328,7 @@ def measure(
             timed["duration_us"] / 1e6,
             timed["p50_us"] / 1000,
             timed["p99_us"] / 1000,
-            int(timed["c201"] if what in ("webhook", "put") else timed["c200"]),
+            int(timed["c200"] if what in ("baseline", "seed", "retry") else timed["c201"]),
             int(timed["cother"] + timed["socket_errors"]),
             (sum(cpu1) - sum(cpu0)) / n * 1000,
             (cpu1[1] - cpu0[1]) / n * 1000,
@@ -401,7 +408,7 @@ def table(runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_wrk", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--what", default="baseline,webhook,put", help="of baseline, seed, webhook, put, retry"
+        "--what", default="baseline,webhook,put", help="of baseline, seed, webhook, put, retry, first"
     )
     parser.add_argument("--fsync", default="off", help="off, on, or off,on")
     parser.add_argument("--workers", default="1", help="gateway processes, e.g. 1,2")
