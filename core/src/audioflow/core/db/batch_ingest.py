@@ -4,8 +4,8 @@ Three statements serve a whole batch on PostgreSQL, whatever its size, in two ro
 ``COMMIT``: two reads of what its meetings and webhook-ids already hold (pipelined), and one insert of
 the chunks that tells new from held (``ON CONFLICT DO NOTHING RETURNING``) and records the new ones'
 deliveries (SQLite: one insert per table). A batch holding deliveries sent again adds one read of
-their chunks (:func:`held_chunks`); one holding meetings' first chunks, a read and an insert of those
-meetings (:func:`insert_new_meetings`). They run on a Core connection, without an ORM session (whose unit
+their chunks (:func:`held_chunks`); one holding meetings' first chunks, one insert of those meetings
+(:func:`insert_new_meetings`). They run on a Core connection, without an ORM session (whose unit
 of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
@@ -194,8 +194,7 @@ def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFor
     """Create the meetings whose id is free and was never deleted; returns those created, with their
     creation time. An id held (a concurrent creation committed first: the insert waits for it) or
     deleted once is left out, for the caller to decide one by one (a replay after a deletion is refused
-    there). Two statements, the ids deleted once and the insert; the rare path (meetings starting), so
-    the insert's text varies with their number."""
+    there). One statement; the rare path (meetings starting), so its text varies with their number."""
     if not meetings:
         return {}
     pg = _is_postgresql(conn)
