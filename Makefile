@@ -126,8 +126,8 @@ bench: install speech-corpora ## Benchmarks on 127.0.0.1 (about 20 min on 2 core
 	$(UV) run python -m bench
 
 .PHONY: bench-ingest
-bench-ingest: install services wrk ## Ingest at 64 senders with wrk (seed-work baseline, JSON webhook, PUT; fsync off and on; 1 and 2 gateway processes; files on a journaled ext4 of its own when root; about 12 min; SEED=<checkout of the seed> adds the seed's own Node backend): prints a Markdown table
-	$(UV) run python -m bench.ingest_wrk --fsync off,on --workers 1,2 $(if $(SEED),--seed $(SEED))
+bench-ingest: install services wrk ## Ingest at 64 senders with wrk (seed-work baseline, JSON webhook, PUT, retried deliveries, meetings' first chunks; fsync off and on; 1 and 2 gateway processes; files on a journaled ext4 of its own when root; about 10 min; SEED=<checkout of the seed> adds the seed's own Node backend): prints a Markdown table
+	$(UV) run python -m bench.ingest_wrk --what baseline,webhook,put,retry,first --fsync off,on --workers 1,2 $(if $(SEED),--seed $(SEED))
 
 .PHONY: wrk
 wrk: ; @test -x /usr/bin/wrk || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } ## Debian's wrk HTTP load generator, for bench-ingest
