@@ -178,7 +178,6 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
         webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
         held = batch_ingest.held(conn, (p.meeting_id for p in batch), webhook_ids)
         meetings, seen = held.meetings, held.seen_webhook_ids
-        generations = {m: generation_at(meeting.created_at) for m, meeting in meetings.items()}
         chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
             webhook_id = pending.webhook_id
@@ -196,6 +195,8 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
             for i, pending in enumerate(batch)
             if pending.key not in inserted and _sent_again(pending, meetings.get(pending.meeting_id), seen)
         ]
+        answered = {batch[i].meeting_id for i in (*stored, *candidates)}  # only these need a generation
+        generations = {m: generation_at(meetings[m].created_at) for m in answered}
         duplicates = _duplicates(conn, batch, candidates, generations) if candidates else {}
     for i in stored:
         results[i] = batch[i].answer("created", generations[batch[i].meeting_id], needs_work=True)
