@@ -11,27 +11,29 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from audioflow.api import group_commit
 from audioflow.api.acceptance import Accepted, accept_chunk, check_body
 from audioflow.api.context import AppContext
 from audioflow.api.group_commit import GroupCommit, Pending, commit_batch
-from audioflow.core.db import batch_ingest
+from audioflow.core.db import batch_ingest, queries
 from audioflow.core.db.engine import make_engine, make_sessionmaker
 from audioflow.core.db.migrate import upgrade
-from audioflow.core.db.models import Chunk, Recording, Segment, WebhookDelivery
-from audioflow.core.errors import Conflict, StorageFull
+from audioflow.core.db.models import Chunk, Meeting, Recording, Segment, WebhookDelivery
+from audioflow.core.errors import Conflict, NotFound, SeqTooFarAhead, StorageFull
 from audioflow.core.keys import Keys
 from audioflow.core.settings import Settings
 from audioflow.core.signing import PresentedSignature
 from audioflow.core.storage import LocalStorage
+from audioflow.core.wav import AudioFormat
 from tests import services
 from tests.factories import tone_pcm, wav_bytes
 
@@ -102,20 +104,21 @@ def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one
         _pending(ctx, "m", 5, "w-first"),  # 5: a webhook-id already delivered
         _pending(ctx, "m", 0, "w-0b"),  # 6: a seq already held
         _pending(ctx, "m", 0, "w-0c", OTHER),  # 7: a seq already held, other bytes
-        _pending(ctx, "new", 0, "w-new"),  # 8: a meeting's first chunk
+        _pending(ctx, "new", 0, "w-new"),  # 8: a meeting's first chunk (it creates the meeting)
         _pending(ctx, "m", 5000, "w-far"),  # 9: too far ahead
     ]
     results = commit_batch(ctx, batch)
 
     grouped = {i for i, r in enumerate(results) if r is not None}
-    assert grouped == {0, 1}
+    assert grouped == {0, 1, 8}
     assert all(isinstance(r, Accepted) and r.status == "created" and r.needs_work for r in results if r)
-    assert all(r.generation == first.generation for r in results if r)
+    assert [r.first_chunk for r in results if r] == [False, False, True]
+    assert all(r.generation == first.generation for r in results[:2] if r)
     chunks, deliveries = _rows(ctx)
-    assert chunks == {("m", 0), ("m", 1), ("m", 2)}
-    assert deliveries == {"w-first", "w-1", "w-2"}
+    assert chunks == {("m", 0), ("m", 1), ("m", 2), ("new", 0)}
+    assert deliveries == {"w-first", "w-1", "w-2", "w-new"}
     assert ctx.storage.get_chunk("m", 1) == CHUNK and ctx.storage.get_chunk("m", 2) == CHUNK
-    assert ctx.redis.xlen(ctx.keys.transcribe) == ctx.redis.xlen(ctx.keys.concat) == 3
+    assert ctx.redis.xlen(ctx.keys.transcribe) == ctx.redis.xlen(ctx.keys.concat) == 4
     assert _received_events(ctx, "m") == [0, 1, 2]
 
     # The chunks left over get the answers the one-by-one path always gave.
@@ -132,7 +135,73 @@ def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one
     assert one_by_one(6).status == "duplicate"
     with pytest.raises(Conflict, match="different bytes"):
         one_by_one(7)
-    assert one_by_one(8).first_chunk
+    assert one_by_one(8).status == "duplicate"
+
+
+def _phases(ctx: AppContext, meeting_id: str) -> list[str]:
+    entries = cast(list[tuple[str, dict[str, str]]], ctx.redis.xrange(ctx.keys.events(meeting_id)))
+    return [json.loads(f["data"])["phase"] for _, f in entries if f["type"] == "meeting.phase"]
+
+
+def test_meetings_starting_together_are_created_in_the_batch_and_go_live(ctx: AppContext) -> None:
+    """Many meetings start at once (the top of an hour): each one's first chunk creates it in the batch,
+    as the one-by-one path would, and announces it live. A meeting deleted once, a second chunk of a
+    meeting the batch creates, and a first chunk too far ahead are still decided one by one."""
+    accept_chunk(ctx, "gone", 0, CHUNK, _signed("w-gone-0"))
+    with ctx.sessions() as session, session.begin():
+        queries.mark_deleted(session, "gone", datetime.now(UTC) - timedelta(hours=1))
+        session.execute(delete(Meeting).where(Meeting.id == "gone"))
+    stereo = wav_bytes(tone_pcm(0.25) * 2, AudioFormat(16000, 2, 16))
+    batch = [
+        _pending(ctx, "a", 0, "w-a0"),  # 0: a new meeting's first chunk
+        _pending(ctx, "b", 3, "w-b3", stereo),  # 1: another, starting at seq 3, in its own format
+        _pending(ctx, "a", 1, "w-a1"),  # 2: the second chunk of a meeting this batch creates
+        _pending(ctx, "gone", 0, "w-gone-again"),  # 3: a meeting deleted once: its replay check
+        _pending(ctx, "far", 1000, "w-far"),  # 4: too far ahead for a meeting's first chunk
+        _pending(ctx, "c", 0, "w-twice"),  # 5: a webhook-id used twice in this batch
+        _pending(ctx, "d", 0, "w-twice"),  # 6
+    ]
+    results = commit_batch(ctx, batch)
+
+    assert [r and (r.status, r.first_chunk) for r in results] == [
+        ("created", True),
+        ("created", True),
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    with ctx.sessions() as session:
+        for i, meeting_id in ((0, "a"), (1, "b")):
+            meeting = queries.get_meeting(session, meeting_id)
+            assert queries.meeting_format(meeting) == batch[i].checked.info.format
+            assert results[i] == batch[i].answer(
+                "created", queries.generation(meeting), needs_work=True, first_chunk=True
+            )
+    assert ctx.storage.get_chunk("b", 3) == stereo
+    assert _phases(ctx, "a") == _phases(ctx, "b") == ["live"]
+    assert _received_events(ctx, "a") == [0] and _received_events(ctx, "b") == [3]
+
+    def one_by_one(i: int) -> Accepted:
+        p = batch[i]
+        return accept_chunk(ctx, p.meeting_id, p.seq, p.body, p.signature, p.checked)
+
+    second = one_by_one(2)
+    assert (second.status, second.first_chunk) == ("created", False)
+    assert one_by_one(3).first_chunk  # signed after the deletion: not a replay
+    with pytest.raises(SeqTooFarAhead):
+        one_by_one(4)
+    assert one_by_one(5).first_chunk
+    with pytest.raises(Conflict, match="webhook-id"):
+        one_by_one(6)
+
+
+def test_with_auto_create_off_no_meeting_is_created_in_the_batch(ctx: AppContext) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"auto_create_meetings": False})
+    assert commit_batch(ctx, [_pending(ctx, "a", 0, "w-a0")]) == [None]
+    with pytest.raises(NotFound, match="auto-create is off"):
+        accept_chunk(ctx, "a", 0, CHUNK, _signed("w-a0"))
 
 
 def _work_done(ctx: AppContext, meeting_id: str, seq: int) -> None:

@@ -15,7 +15,9 @@ from audioflow.core.db.batch_ingest import NewChunk
 from audioflow.core.db.engine import make_engine
 from audioflow.core.db.migrate import upgrade
 from audioflow.core.db.models import Chunk, DeletedMeeting, Meeting, Recording, Segment, WebhookDelivery
+from audioflow.core.wav import AudioFormat
 from tests import services
+from tests.factories import SPEECH_FORMAT
 
 
 @pytest.fixture
@@ -107,6 +109,31 @@ def test_held_chunks_tell_their_bytes_and_whether_their_work_is_done(engine: Eng
         assert batch_ingest.held_chunks(conn, []) == {}
         conn.execute(delete(Recording))
         assert not batch_ingest.held_chunks(conn, [("m", 0)])[("m", 0)].work_done  # no recording yet
+
+
+def test_new_meetings_are_created_unless_their_id_is_held_or_was_deleted(engine: Engine) -> None:
+    stereo = AudioFormat(8000, 2, 16)
+    with engine.begin() as conn:
+        conn.execute(insert(DeletedMeeting), [{"meeting_id": "deleted-once"}])
+        created = batch_ingest.insert_new_meetings(
+            conn,
+            [
+                ("m", SPEECH_FORMAT),
+                ("new", stereo),
+                ("deleted-once", SPEECH_FORMAT),
+                ("also-new", SPEECH_FORMAT),
+            ],
+        )
+        assert batch_ingest.insert_new_meetings(conn, []) == {}
+    assert set(created) == {"new", "also-new"}  # "m" is held by the fixture
+    assert all(at.tzinfo is not None for at in created.values())
+    with engine.connect() as conn:
+        rows = {
+            r.id: (r.sample_rate, r.channels, r.bits, r.created_at)
+            for r in conn.execute(select(Meeting.__table__))
+        }
+    assert rows["new"] == (8000, 2, 16, created["new"])
+    assert "deleted-once" not in rows
 
 
 class _RolledBack(Exception):

@@ -8,12 +8,14 @@ arriving meanwhile wait for the next flush, so a batch is as large as the load m
 gateway commits one chunk at a time with no added delay.
 
 The promise is unchanged: a request is answered 201 only after its row is committed, its file stored
-(and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Two cases take this path: a new seq of a
-meeting that already has chunks, with an unseen webhook-id (the usual case); and a delivery sent again,
-the same bytes under the same webhook-id (or none) as a chunk already held, answered as a duplicate (a
-platform retrying after a timeout sends a burst of them). Anything else (a meeting's first chunk, a
-conflict, a replay, a refusal), and every chunk of a batch that failed as a whole, goes the one-by-one
-way of :func:`acceptance.accept_chunk`, which decides it as it always did.
+(and synced with ``AUDIOFLOW_FSYNC``) and its work enqueued. Three cases take this path: a new seq of a
+meeting that already has chunks, with an unseen webhook-id (the usual case); the first chunk of a
+meeting that does not exist and never did, which creates it (many meetings start at once at the top of
+an hour); and a delivery sent again, the same bytes under the same webhook-id (or none) as a chunk
+already held, answered as a duplicate (a platform retrying after a timeout sends a burst of them).
+Anything else (a conflict, a replay, a refusal, a meeting's other chunks in the batch that creates it),
+and every chunk of a batch that failed as a whole, goes the one-by-one way of
+:func:`acceptance.accept_chunk`, which decides it as it always did.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class Pending:
     def key(self) -> tuple[str, int]:
         return self.meeting_id, self.seq
 
-    def answer(self, status: AddResult, generation: str, *, needs_work: bool) -> Accepted:
+    def answer(
+        self, status: AddResult, generation: str, *, needs_work: bool, first_chunk: bool = False
+    ) -> Accepted:
         # Every value below is the gateway's own, checked already: built without validating it again.
         return Accepted.model_construct(
             meeting_id=self.meeting_id,
@@ -76,7 +80,7 @@ class Pending:
             duration_s=self.checked.info.duration_s,
             sha256=self.checked.sha256,
             needs_work=needs_work,
-            first_chunk=False,
+            first_chunk=first_chunk,
             generation=generation,
         )
 
@@ -145,6 +149,46 @@ def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -
     )
 
 
+def _unique_delivery(pending: Pending, seen: dict[str, Delivered], webhook_ids: Counter[str]) -> bool:
+    """Its webhook-id, if it has one, is new: not delivered before, and once in this batch."""
+    webhook_id = pending.webhook_id
+    return webhook_id is None or (webhook_id not in seen and webhook_ids[webhook_id] == 1)
+
+
+def _create_meetings(
+    conn: Connection,
+    ctx: AppContext,
+    batch: list[Pending],
+    held: batch_ingest.Held,
+    webhook_ids: Counter[str],
+) -> dict[str, int]:
+    """Create the meetings whose first chunk this batch holds (one chunk each: the first such in the
+    batch), as :func:`acceptance.accept_chunk` would; returns, for each meeting created, the index of
+    its first chunk, and adds the meeting to ``held.meetings`` (with no chunk yet)."""
+    settings = ctx.settings
+    if not settings.auto_create_meetings:
+        return {}
+    starting: dict[str, int] = {}
+    for i, pending in enumerate(batch):
+        if (
+            pending.meeting_id not in held.meetings
+            and pending.meeting_id not in starting
+            and pending.seq < settings.max_seq_ahead  # as _check_seq_ahead with no chunk yet
+            and _unique_delivery(pending, held.seen_webhook_ids, webhook_ids)
+        ):
+            starting[pending.meeting_id] = i
+    if not starting:
+        return {}
+    formats = [(meeting_id, batch[i].checked.info.format) for meeting_id, i in starting.items()]
+    created = batch_ingest.insert_new_meetings(conn, formats)
+    for meeting_id, created_at in created.items():
+        fmt = batch[starting[meeting_id]].checked.info.format
+        held.meetings[meeting_id] = HeldMeeting(
+            format=fmt, created_at=created_at, deleted_at=None, highest_seq=-1
+        )
+    return {meeting_id: starting[meeting_id] for meeting_id in created}
+
+
 def _sent_again(pending: Pending, meeting: HeldMeeting | None, seen: dict[str, Delivered]) -> bool:
     """May be a delivery sent again: its meeting is as a new chunk's must be (a replay after a deletion,
     or another format, is decided one by one), and its webhook-id, if it has one, delivered these very
@@ -177,15 +221,14 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
     with ctx.engine.begin() as conn:
         webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
         held = batch_ingest.held(conn, (p.meeting_id for p in batch), webhook_ids)
+        first_chunks = _create_meetings(conn, ctx, batch, held, webhook_ids)
         meetings, seen = held.meetings, held.seen_webhook_ids
-        chosen: dict[tuple[str, int], int] = {}  # (meeting, seq) -> index in batch
+        chosen = {batch[i].key: i for i in first_chunks.values()}  # (meeting, seq) -> index in batch
         for i, pending in enumerate(batch):
-            webhook_id = pending.webhook_id
             if pending.key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
                 continue
-            if webhook_id is not None and (webhook_id in seen or webhook_ids[webhook_id] > 1):
-                continue
-            chosen[pending.key] = i
+            if _unique_delivery(pending, seen, webhook_ids):
+                chosen[pending.key] = i
         inserted = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in chosen.values()])
         stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
@@ -198,8 +241,10 @@ def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]
         answered = {batch[i].meeting_id for i in (*stored, *candidates)}  # only these need a generation
         generations = {m: generation_at(meetings[m].created_at) for m in answered}
         duplicates = _duplicates(conn, batch, candidates, generations) if candidates else {}
+    firsts = set(first_chunks.values())
     for i in stored:
-        results[i] = batch[i].answer("created", generations[batch[i].meeting_id], needs_work=True)
+        generation = generations[batch[i].meeting_id]
+        results[i] = batch[i].answer("created", generation, needs_work=True, first_chunk=i in firsts)
     for i, duplicate in duplicates.items():
         results[i] = duplicate
     accepted = [a for a in results if a is not None]

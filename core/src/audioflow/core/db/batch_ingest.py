@@ -4,7 +4,8 @@ Three statements serve a whole batch on PostgreSQL, whatever its size, in two ro
 ``COMMIT``: two reads of what its meetings and webhook-ids already hold (pipelined), and one insert of
 the chunks that tells new from held (``ON CONFLICT DO NOTHING RETURNING``) and records the new ones'
 deliveries (SQLite: one insert per table). A batch holding deliveries sent again adds one read of
-their chunks (:func:`held_chunks`). They run on a Core connection, without an ORM session (whose unit
+their chunks (:func:`held_chunks`); one holding meetings' first chunks, a read and an insert of those
+meetings (:func:`insert_new_meetings`). They run on a Core connection, without an ORM session (whose unit
 of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import ARRAY, Connection, Dialect, String, and_, any_, bindparam, func, select, text, tuple_
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from audioflow.core.db.models import (
@@ -106,6 +107,9 @@ _SEEN_WEBHOOK_IDS = {
     )
     for pg in (True, False)
 }
+_TOMBSTONES = {
+    pg: select(_DELETED.c.meeting_id).where(_member_of(_DELETED.c.meeting_id, pg)) for pg in (True, False)
+}
 # The PostgreSQL texts as psycopg takes them, for its pipeline (below).
 _PSYCOPG: Dialect = psycopg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
 _PG_HELD_MEETINGS, _PG_SEEN_WEBHOOK_IDS = (
@@ -184,6 +188,33 @@ def held_chunks(conn: Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple
         )
         for row in conn.execute(statement)
     }
+
+
+def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFormat]]) -> dict[str, datetime]:
+    """Create the meetings whose id is free and was never deleted; returns those created, with their
+    creation time. An id held (a concurrent creation committed first: the insert waits for it) or
+    deleted once is left out, for the caller to decide one by one (a replay after a deletion is refused
+    there). Two statements, the ids deleted once and the insert; the rare path (meetings starting), so
+    the insert's text varies with their number."""
+    if not meetings:
+        return {}
+    pg = _is_postgresql(conn)
+    deleted_once = set(conn.execute(_TOMBSTONES[pg], {"ids": [i for i, _ in meetings]}).scalars())
+    now = utcnow()
+    rows = [
+        {"id": i, "sample_rate": f.sample_rate, "channels": f.channels, "bits": f.bits, "created_at": now}
+        for i, f in meetings
+        if i not in deleted_once
+    ]
+    if not rows:
+        return {}
+    insert = (postgresql.insert if pg else sqlite.insert)(Meeting).values(rows)
+    created = conn.execute(
+        insert.on_conflict_do_nothing(index_elements=[_MEETINGS.c.id]).returning(
+            _MEETINGS.c.id, _MEETINGS.c.created_at
+        )
+    )
+    return {row.id: row.created_at for row in created}
 
 
 def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
