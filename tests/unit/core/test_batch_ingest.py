@@ -168,3 +168,33 @@ def test_a_connection_lost_under_the_pipeline_fails_one_batch_and_is_replaced(
         finally:
             engine.dispose()
             admin.dispose()
+
+
+def test_the_batch_reads_look_up_their_ids_when_a_table_grew_after_they_were_first_run(
+    postgres_server_url: str,
+) -> None:
+    """On a fresh database a prepared read could keep the plan made while its tables were empty, a
+    sequential scan, as they grow (it did: every group commit read every webhook delivery). Run many times
+    on empty tables, the reads must still look their ids up once the tables hold thousands of rows."""
+    with services.fresh_postgres_database(postgres_server_url) as url:
+        upgrade(url)
+        engine = make_engine(url, fsync=False)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE webhook_deliveries SET (autovacuum_enabled = false)"))
+                conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
+            for _ in range(20):  # psycopg prepares a statement at its fifth run; then PostgreSQL may go generic
+                with engine.begin() as conn:
+                    batch_ingest.held(conn, ["m", "other"], ["w-1", "w-2"])
+            with engine.begin() as conn:
+                batch_ingest.insert_new_chunks(conn, [_chunk(seq, f"w-{seq}") for seq in range(3000)])
+            with engine.begin() as conn:
+                for _ in range(5):
+                    held = batch_ingest.held(conn, ["m", "other"], ["w-1", "w-2"])
+                scanned = conn.execute(
+                    text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'webhook_deliveries'")
+                ).scalar_one()
+        finally:
+            engine.dispose()
+    assert set(held.seen_webhook_ids) == {"w-1", "w-2"}
+    assert scanned == 0, f"the webhook-id lookup read {scanned} deliveries row by row"

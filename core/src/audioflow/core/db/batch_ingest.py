@@ -134,9 +134,17 @@ def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str
     if _is_postgresql(conn):
         raw = conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
+        # Never prepared (``prepare=False``): planned at each execution, for its own ids and the tables'
+        # sizes then. Prepared, PostgreSQL may keep one generic plan for the connection's life, and one
+        # made while a table is empty (a fresh system's first seconds) scans it: the webhook-id lookup
+        # then read every delivery of a growing table, until an ANALYZE, and halved the gateway's rate.
         with raw.pipeline():  # the results are read once it is synced, on leaving the block
-            meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(_PG_HELD_MEETINGS, meetings)
-            seen_rows = raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks) if webhooks["ids"] else None
+            meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(
+                _PG_HELD_MEETINGS, meetings, prepare=False
+            )
+            seen_rows = (
+                raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks, prepare=False) if webhooks["ids"] else None
+            )
         rows: Iterable[Any] = meeting_rows.fetchall()
         seen: Iterable[Any] = [] if seen_rows is None else seen_rows.fetchall()
     else:

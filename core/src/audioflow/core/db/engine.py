@@ -38,24 +38,7 @@ def make_engine(url: str, *, fsync: bool = True, **kwargs: Any) -> Engine:
         return engine
     # No pre-ping (a round trip per checkout): a connection found dead by a statement invalidates the
     # pool (SQLAlchemy does on a disconnect error), that request answers 503 and the next ones reconnect.
-    engine = create_engine(url, **kwargs)
-    event.listen(engine, "connect", _plan_every_execution)
-    return engine
-
-
-def _plan_every_execution(dbapi_conn: Any, _record: Any) -> None:
-    """Plan each execution of a prepared statement with its own parameters and the tables' sizes then.
-
-    psycopg prepares a statement on its fifth execution, and PostgreSQL may then keep one generic plan for
-    the connection's life. Chosen while a table is empty (a fresh system's first seconds), that plan is a
-    sequential scan, kept as the table grows: the group commit's webhook-id lookup then read every
-    delivery, and PostgreSQL's CPU grew through a run until the gateway's rate halved. Until ANALYZE
-    replaces it, nothing else would. Planning these short statements costs less than one such scan.
-    A ``SET`` rather than a startup option, which a pooler such as PgBouncer refuses; committed, or the
-    pool's reset would roll it back."""
-    with dbapi_conn.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
-    dbapi_conn.commit()
+    return create_engine(url, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
