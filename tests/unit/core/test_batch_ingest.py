@@ -183,7 +183,8 @@ def test_the_batch_reads_look_up_their_ids_when_a_table_grew_after_they_were_fir
             with engine.begin() as conn:
                 conn.execute(text("ALTER TABLE webhook_deliveries SET (autovacuum_enabled = false)"))
                 conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
-            for _ in range(20):  # psycopg prepares a statement at its fifth run; then PostgreSQL may go generic
+            # psycopg prepares a statement at its fifth run; then PostgreSQL may go generic.
+            for _ in range(20):
                 with engine.begin() as conn:
                     batch_ingest.held(conn, ["m", "other"], ["w-1", "w-2"])
             with engine.begin() as conn:
@@ -192,7 +193,8 @@ def test_the_batch_reads_look_up_their_ids_when_a_table_grew_after_they_were_fir
                 for _ in range(5):
                     held = batch_ingest.held(conn, ["m", "other"], ["w-1", "w-2"])
                 scanned = conn.execute(
-                    text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'webhook_deliveries'")
+                    text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = :table"),
+                    {"table": "webhook_deliveries"},
                 ).scalar_one()
         finally:
             engine.dispose()

@@ -143,7 +143,9 @@ def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str
                 _PG_HELD_MEETINGS, meetings, prepare=False
             )
             seen_rows = (
-                raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks, prepare=False) if webhooks["ids"] else None
+                raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks, prepare=False)
+                if webhooks["ids"]
+                else None
             )
         rows: Iterable[Any] = meeting_rows.fetchall()
         seen: Iterable[Any] = [] if seen_rows is None else seen_rows.fetchall()
