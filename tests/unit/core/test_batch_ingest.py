@@ -4,7 +4,9 @@ key is free are inserted and their deliveries recorded; a chunk whose key is hel
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, delete, insert, select, text
@@ -134,6 +136,52 @@ def test_new_meetings_are_created_unless_their_id_is_held_or_was_deleted(engine:
         }
     assert rows["new"] == (8000, 2, 16, created["new"])
     assert "deleted-once" not in rows
+
+
+def test_batches_creating_the_same_meetings_wait_for_each_other_without_a_deadlock(
+    postgres_server_url: str,
+) -> None:
+    """Two batches whose first chunks start the same two meetings, listed in opposite orders: each
+    inserts in id order, so the second waits on the first id and never holds the other one."""
+    with services.fresh_postgres_database(postgres_server_url) as url:
+        upgrade(url)
+        engine = make_engine(url, fsync=False)
+
+        def second_batch() -> set[str]:
+            with engine.begin() as conn:
+                return set(
+                    batch_ingest.insert_new_meetings(conn, [("b", SPEECH_FORMAT), ("a", SPEECH_FORMAT)])
+                )
+
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                with engine.begin() as first:
+                    # The first batch's insert, caught between its two rows: it holds "a", not yet "b".
+                    assert set(batch_ingest.insert_new_meetings(first, [("a", SPEECH_FORMAT)])) == {"a"}
+                    other = pool.submit(second_batch)
+                    _wait_until_one_waits_on_a_lock(engine)
+                    # Its second row: had the other batch taken "b" before waiting on "a", a deadlock.
+                    assert set(batch_ingest.insert_new_meetings(first, [("b", SPEECH_FORMAT)])) == {"b"}
+                assert other.result(timeout=10) == set(), "both ids were the first batch's"
+        finally:
+            engine.dispose()
+
+
+def _wait_until_one_waits_on_a_lock(engine: Engine) -> None:
+    deadline = time.monotonic() + 10
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            if waiting:
+                return
+            conn.rollback()
+            time.sleep(0.01)
+    raise AssertionError("the second batch never waited on the first one's meeting")
 
 
 class _RolledBack(Exception):

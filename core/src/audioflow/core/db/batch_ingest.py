@@ -211,9 +211,9 @@ def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFor
     pg = _is_postgresql(conn)
     deleted_once = set(conn.execute(_TOMBSTONES[pg], {"ids": [i for i, _ in meetings]}).scalars())
     now = utcnow()
-    rows = [
+    rows = [  # in id order, as every batch inserts: two batches never wait on each other's ids crosswise
         {"id": i, "sample_rate": f.sample_rate, "channels": f.channels, "bits": f.bits, "created_at": now}
-        for i, f in meetings
+        for i, f in sorted(meetings)
         if i not in deleted_once
     ]
     if not rows:
@@ -271,11 +271,12 @@ _BATCH_RECORD = ", ".join(
     f"{name} {sql_type}" for name, sql_type in {**_CHUNK_TYPES, "webhook_id": "text"}.items()
 )
 # Names and types from this module's constants, never from input. The deliveries' insert joins the
-# chunks' RETURNING, so a chunk left out (its key held) records no delivery.
+# chunks' RETURNING, so a chunk left out (its key held) records no delivery. Keys are taken in key order,
+# as meetings are in id order: two batches holding the same keys never wait on each other crosswise.
 _PG_INSERT = text(
     f"WITH batch AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS b({_BATCH_RECORD})), "  # noqa: S608
     f"inserted AS (INSERT INTO {Chunk.__tablename__} ({', '.join(_CHUNK_COLUMNS)}, received_at) "
-    f"SELECT {', '.join(_CHUNK_COLUMNS)}, :now FROM batch "
+    f"SELECT {', '.join(_CHUNK_COLUMNS)}, :now FROM batch ORDER BY meeting_id, seq "
     f"ON CONFLICT (meeting_id, seq) DO NOTHING RETURNING meeting_id, seq), "
     f"delivered AS (INSERT INTO {WebhookDelivery.__tablename__} (id, meeting_id, seq, sha256, received_at) "
     f"SELECT batch.webhook_id, batch.meeting_id, batch.seq, batch.sha256, :now "
