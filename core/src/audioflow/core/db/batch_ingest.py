@@ -19,7 +19,20 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import ARRAY, Connection, Dialect, String, and_, any_, bindparam, func, select, text, tuple_
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Dialect,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
@@ -81,6 +94,25 @@ def _member_of(column: Any, postgresql_dialect: bool) -> Any:
     return column.in_(bindparam("ids", expanding=True))
 
 
+def _psycopg(conn: Connection) -> psycopg.Connection[Any]:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
+def _rows(conn: Connection, statement: Select[Any], params: dict[str, Any] | None = None) -> list[Any]:
+    """A read's rows. On PostgreSQL never prepared (psycopg ``prepare=False``): planned at each run, for
+    its own values and the tables' sizes then. Prepared (psycopg does at a statement's fifth run),
+    PostgreSQL may keep one generic plan for the connection's life, and for a lookup of many ids one
+    made while a table is empty (a fresh system's first seconds) scans the table: the webhook-id lookup
+    then read every delivery of a growing table until an ANALYZE, and halved the gateway's rate."""
+    if not _is_postgresql(conn):
+        return list(conn.execute(statement, params or {}))
+    compiled = statement.compile(dialect=_PSYCOPG, compile_kwargs={"render_postcompile": True})
+    cursor = _psycopg(conn).cursor(row_factory=namedtuple_row)
+    return cursor.execute(str(compiled), compiled.construct_params(params), prepare=False).fetchall()
+
+
 def _held_meetings_statement(postgresql_dialect: bool) -> Any:
     # The highest seq as a scalar subquery per meeting: each is one descent of the (meeting_id, seq)
     # index, whatever the meeting's length. A max() grouped over all the batch's meetings' chunks read
@@ -132,13 +164,10 @@ def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str
     holds, so round trips cost more than the network's time under load."""
     meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
     if _is_postgresql(conn):
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        # Never prepared (``prepare=False``): planned at each execution, for its own ids and the tables'
-        # sizes then. Prepared, PostgreSQL may keep one generic plan for the connection's life, and one
-        # made while a table is empty (a fresh system's first seconds) scans it: the webhook-id lookup
-        # then read every delivery of a growing table, until an ANALYZE, and halved the gateway's rate.
-        with raw.pipeline():  # the results are read once it is synced, on leaving the block
+        raw = _psycopg(conn)
+        # Both never prepared, as every read here (see _rows); their results are read once the pipeline
+        # is synced, on leaving the block.
+        with raw.pipeline():
             meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(
                 _PG_HELD_MEETINGS, meetings, prepare=False
             )
@@ -196,7 +225,7 @@ def held_chunks(conn: Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple
             and row.concatenated_through is not None
             and row.concatenated_through >= row.seq,
         )
-        for row in conn.execute(statement)
+        for row in _rows(conn, statement)
     }
 
 
@@ -209,7 +238,7 @@ def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFor
     if not meetings:
         return {}
     pg = _is_postgresql(conn)
-    deleted_once = set(conn.execute(_TOMBSTONES[pg], {"ids": [i for i, _ in meetings]}).scalars())
+    deleted_once = {row.meeting_id for row in _rows(conn, _TOMBSTONES[pg], {"ids": [i for i, _ in meetings]})}
     now = utcnow()
     rows = [  # in id order, as every batch inserts: two batches never wait on each other's ids crosswise
         {"id": i, "sample_rate": f.sample_rate, "channels": f.channels, "bits": f.bits, "created_at": now}
