@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -138,31 +138,43 @@ def test_new_meetings_are_created_unless_their_id_is_held_or_was_deleted(engine:
     assert "deleted-once" not in rows
 
 
-def test_batches_creating_the_same_meetings_wait_for_each_other_without_a_deadlock(
-    postgres_server_url: str,
+def _new_meetings(conn: Connection, ids: list[str]) -> set[str]:
+    return set(batch_ingest.insert_new_meetings(conn, [(i, SPEECH_FORMAT) for i in ids]))
+
+
+def _new_chunks(conn: Connection, ids: list[str]) -> set[str]:
+    """Chunks of meeting "m": "a" is seq 1, "b" seq 2."""
+    inserted = batch_ingest.insert_new_chunks(conn, [_chunk(" ab".index(i), None) for i in ids])
+    return {i for i in ids if ("m", " ab".index(i)) in inserted}
+
+
+@pytest.mark.parametrize("insert_new", [_new_meetings, _new_chunks], ids=["meetings", "chunks"])
+def test_batches_inserting_the_same_keys_wait_for_each_other_without_a_deadlock(
+    postgres_server_url: str, insert_new: Callable[[Connection, list[str]], set[str]]
 ) -> None:
-    """Two batches whose first chunks start the same two meetings, listed in opposite orders: each
-    inserts in id order, so the second waits on the first id and never holds the other one."""
+    """Two batches holding the same two new meetings (first chunks), or the same two new chunks, listed
+    in opposite orders: each inserts in key order, so the second waits on the first key and never holds
+    the other one."""
     with services.fresh_postgres_database(postgres_server_url) as url:
         upgrade(url)
         engine = make_engine(url, fsync=False)
+        with engine.begin() as conn:
+            conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
 
         def second_batch() -> set[str]:
             with engine.begin() as conn:
-                return set(
-                    batch_ingest.insert_new_meetings(conn, [("b", SPEECH_FORMAT), ("a", SPEECH_FORMAT)])
-                )
+                return insert_new(conn, ["b", "a"])
 
         try:
             with ThreadPoolExecutor(1) as pool:
                 with engine.begin() as first:
                     # The first batch's insert, caught between its two rows: it holds "a", not yet "b".
-                    assert set(batch_ingest.insert_new_meetings(first, [("a", SPEECH_FORMAT)])) == {"a"}
+                    assert insert_new(first, ["a"]) == {"a"}
                     other = pool.submit(second_batch)
                     _wait_until_one_waits_on_a_lock(engine)
                     # Its second row: had the other batch taken "b" before waiting on "a", a deadlock.
-                    assert set(batch_ingest.insert_new_meetings(first, [("b", SPEECH_FORMAT)])) == {"b"}
-                assert other.result(timeout=10) == set(), "both ids were the first batch's"
+                    assert insert_new(first, ["b"]) == {"b"}
+                assert other.result(timeout=10) == set(), "both keys were the first batch's"
         finally:
             engine.dispose()
 
