@@ -163,10 +163,16 @@ def _check_not_replayed_after_deletion(meeting_id: str, deleted: datetime | None
         )
 
 
+def within_reach(limit: int, seq: int, highest: int) -> bool:
+    """``seq`` is at most ``limit`` past ``highest``, the meeting's highest seq so far (-1 with no chunk
+    yet): the one rule for how far ahead a chunk may be, for both ways of accepting it."""
+    return seq - highest <= limit
+
+
 def _check_seq_ahead(limit: int, meeting_id: str, seq: int, highest: int) -> None:
     """Refuse a seq so far past the highest so far that bridging the seqs between would turn a tiny
     upload into hours of silence and a row per missing seq (issue 13). A seq already held passes."""
-    if seq - highest <= limit:
+    if within_reach(limit, seq, highest):
         return
     if highest < 0:
         raise SeqTooFarAhead(

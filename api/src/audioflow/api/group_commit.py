@@ -37,6 +37,7 @@ from audioflow.api.acceptance import (
     log_line,
     page_logs_with_work,
     report,
+    within_reach,
 )
 from audioflow.api.context import AppContext
 from audioflow.core import events
@@ -145,7 +146,7 @@ def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -
         and meeting.deleted_at is None
         and meeting.highest_seq >= 0
         and meeting.format == pending.checked.info.format
-        and pending.seq - meeting.highest_seq <= ctx.settings.max_seq_ahead
+        and within_reach(ctx.settings.max_seq_ahead, pending.seq, meeting.highest_seq)
     )
 
 
@@ -173,18 +174,17 @@ def _create_meetings(
         if (
             pending.meeting_id not in held.meetings
             and pending.meeting_id not in starting
-            and pending.seq < settings.max_seq_ahead  # as _check_seq_ahead with no chunk yet
+            and within_reach(settings.max_seq_ahead, pending.seq, -1)
             and _unique_delivery(pending, held.seen_webhook_ids, webhook_ids)
         ):
             starting[pending.meeting_id] = i
     if not starting:
         return {}
-    formats = [(meeting_id, batch[i].checked.info.format) for meeting_id, i in starting.items()]
-    created = batch_ingest.insert_new_meetings(conn, formats)
+    formats = {meeting_id: batch[i].checked.info.format for meeting_id, i in starting.items()}
+    created = batch_ingest.insert_new_meetings(conn, list(formats.items()))
     for meeting_id, created_at in created.items():
-        fmt = batch[starting[meeting_id]].checked.info.format
         held.meetings[meeting_id] = HeldMeeting(
-            format=fmt, created_at=created_at, deleted_at=None, highest_seq=-1
+            format=formats[meeting_id], created_at=created_at, deleted_at=None, highest_seq=-1
         )
     return {meeting_id: starting[meeting_id] for meeting_id in created}
 
