@@ -295,7 +295,8 @@ def execute(
             return 1, result
         stamp = (
             f"{where.now()}: measured on its own (`--only {','.join(names)} --update`) at git "
-            f"{versions['audioflow (git)']}; load average {machine['load average at start (1/5/15 min)']} "
+            f"{versions['audioflow (git)']}, on {machine['CPU']} ({machine['cores (logical)']} cores, "
+            f"{machine['kernel']}); load average {machine['load average at start (1/5/15 min)']} "
             f"at start, {machine['load average at end (1/5/15 min)']} at the end"
             + (f". {note}" if note else "")
         )

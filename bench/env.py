@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import BenchConfig
 from tests.integration.stack import Stack, make_stack
-from tests.services import delete_prefix, free_port, fresh_postgres_database
+from tests.services import delete_prefix, fresh_postgres_database
 
 
 def run_prefix() -> str:
@@ -34,11 +34,3 @@ def bench_stack(cfg: BenchConfig, name: str, **env: str) -> Iterator[Stack]:
         finally:
             stack.stop()
             delete_prefix(cfg.redis_url, prefix)
-
-
-def other_gateway(stack: Stack, index: int) -> Stack:
-    """Another gateway of the same stack (same database, Redis prefix and data folder) on a port of its
-    own, built but not started (``start_api``); stop it with its own ``stop()``."""
-    workdir = stack.workdir / f"gateway-{index}"
-    workdir.mkdir(exist_ok=True)
-    return Stack(stack.env, workdir, free_port(), stack.token, stack.secret)

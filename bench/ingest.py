@@ -1,212 +1,169 @@
-"""Section 1, ingest: signed chunk uploads per second the gateway sustains, against the raw work.
+"""Section 1, ingest: chunks per second the gateway accepts from 64 concurrent senders, and one sender's
+latency, against the seed's kind of work measured in the same run.
 
-Real gateway processes (``audioflow api``) on PostgreSQL and Redis, no workers. The same run measures
-the raw work (one chunk row insert + one XADD, from this process's threads) at the same concurrencies,
-so the ratio gateway / raw is the framework's cost on this machine today. Also two gateway processes
-(load spread round-robin) against one. Every combination is taken ``repeats`` times, interleaved so
-that drift of the shared machine hits all of them alike.
+Driven by wrk, as the comparison with the seed is (``bench.ingest_wrk`` runs each measurement; its
+docstring says how): one wrk thread on the same 2 cores, each request a new (meeting, seq), a warm-up
+before each timed run, ``AUDIOFLOW_FSYNC`` off. Per repeat, one after the other on the same services:
+at 64 connections the seed-work baseline, the JSON webhook and the signed ``PUT`` with one and with two
+gateway processes; at one connection the baseline and both routes with one process. ``make
+bench-ingest`` adds fsync on, retried deliveries, meetings' first chunks and the seed's own backend.
 """
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
 from dataclasses import dataclass
 
+from bench import ingest_wrk
 from bench.common import BenchConfig, Section, Spread, md_table, save_plot
-from bench.env import bench_stack, other_gateway
-from bench.load import CHUNK, LoadResult, RawLoop, drive_gateways
+from bench.ingest_wrk import Run
 
-MODES = ("raw", "gateway x1", "gateway x2")
+Key = tuple[int, str, int]  # connections, what, gateway processes
+BASELINE = "baseline"
+# (what, processes) measured at each number of connections; the baseline first in every pass.
+KINDS = {
+    64: ((BASELINE, 1), ("webhook", 1), ("webhook", 2), ("put", 1), ("put", 2)),
+    1: ((BASELINE, 1), ("webhook", 1), ("put", 1)),
+}
+ROUTES = {BASELINE: "seed-work baseline", "webhook": "JSON webhook", "put": "signed `PUT`"}
 
 
 @dataclass(frozen=True)
 class Plan:
-    concurrencies: tuple[int, ...]
-    seconds: float  # per measurement
+    seconds: float  # timed, per measurement
+    warmup: float  # whole seconds: wrk takes no fractions
+    scratch: str  # where the chunk files go: see ingest_wrk.scratch_space
 
 
 def plan(cfg: BenchConfig) -> Plan:
-    return Plan((1, 2), 0.4) if cfg.tiny else Plan((1, 4, 16), 2.5)
-
-
-def _spread(results: list[LoadResult], what: str) -> Spread:
-    if what == "throughput":
-        return Spread.of([r.throughput for r in results])
-    if what == "p50":
-        return Spread.of([r.p(50) * 1000 for r in results])
-    if what == "p99":
-        return Spread.of([r.p(99) * 1000 for r in results])
-    if what == "server_cpu":
-        return Spread.of([r.server_cpu_s / r.requests * 1000 for r in results])
-    return Spread.of([r.client_cpu_s / r.requests * 1000 for r in results])
+    return Plan(1.0, 1.0, "tmp") if cfg.tiny else Plan(8.0, 2.0, "auto")
 
 
 def run(cfg: BenchConfig) -> Section:
     p = plan(cfg)
-    results: dict[tuple[str, int], list[LoadResult]] = {(m, c): [] for m in MODES for c in p.concurrencies}
-    with bench_stack(cfg, "ingest") as stack, contextlib.ExitStack() as cleanup:
-        second = other_gateway(stack, 1)
-        cleanup.callback(second.stop)
-        with ThreadPoolExecutor(2) as pool:  # the two gateways start side by side
-            for started in [pool.submit(stack.start_api), pool.submit(second.start_api)]:
-                started.result()
-        prefix = stack.env["AUDIOFLOW_REDIS_PREFIX"]
-        raw = RawLoop(stack.env["DATABASE_URL"], cfg.redis_url, prefix, max(p.concurrencies))
-        cleanup.callback(raw.close)
-        one = [stack.base_url]
-        both = [stack.base_url, second.base_url]
-        pids_one = [proc.pid for proc in stack.procs["api"]]
-        pids_both = pids_one + [proc.pid for proc in second.procs["api"]]
-        for repeat in range(cfg.repeats):
-            for c in p.concurrencies:
-                tag = f"r{repeat}-c{c}-{uuid.uuid4().hex[:6]}"
-                results["raw", c].append(
-                    raw.run(concurrency=c, seconds=p.seconds, meeting_prefix=f"raw-{tag}")
-                )
-                for mode, urls, pids in (("gateway x1", one, pids_one), ("gateway x2", both, pids_both)):
-                    results[mode, c].append(
-                        drive_gateways(
-                            urls,
-                            stack.secret,
-                            pids,
-                            concurrency=c,
-                            seconds=p.seconds,
-                            meeting_prefix=f"{mode[-2:]}-{tag}",
-                        )
-                    )
-    return _report(cfg, p, results)
+    results: dict[Key, list[Run]] = defaultdict(list)
+    with ingest_wrk.scratch_space(p.scratch) as files:
+        if not cfg.tiny:  # not recorded: the first run on fresh services is slower (ingest_wrk.main)
+            ingest_wrk.measure(
+                cfg, "webhook", fsync=False, workers=1, seconds=3.0, warmup=p.warmup, connections=64
+            )
+        for _ in range(cfg.repeats):
+            for connections, kinds in KINDS.items():
+                for what, workers in kinds:
+                    one = ingest_wrk.measure(
+                        cfg, what, fsync=False, workers=workers, seconds=p.seconds, warmup=p.warmup,
+                        connections=connections,
+                    )  # fmt: skip
+                    results[connections, what, workers].append(one)
+    return _report(cfg, p, results, files)
 
 
-def _ratio(
-    results: dict[tuple[str, int], list[LoadResult]], top: str, bottom: str, c: int, what: str
-) -> Spread:
-    """Per repeat (both taken in the same pass), then min/median/max."""
-    pairs = list(zip(results[top, c], results[bottom, c], strict=True))
-    if what == "throughput":
-        return Spread.of([a.throughput / b.throughput for a, b in pairs])
-    if what == "cpu":  # the loaded process's CPU per op: the gateway's own, against the raw loop's own
-        return Spread.of([(a.server_cpu_s / a.requests) / (b.client_cpu_s / b.requests) for a, b in pairs])
-    return Spread.of([a.p(50) / b.p(50) for a, b in pairs])
+def _spread(runs: list[Run], figure: str) -> Spread:
+    return Spread.of([r.rate if figure == "rate" else getattr(r, figure) for r in runs])
 
 
-def _report(cfg: BenchConfig, p: Plan, results: dict[tuple[str, int], list[LoadResult]]) -> Section:
+def _to_baseline(results: dict[Key, list[Run]], key: Key) -> Spread:
+    """Accepted/s over the baseline's in the same pass, per repeat."""
+    base = results[key[0], BASELINE, 1]
+    return Spread.of([r.rate / b.rate for r, b in zip(results[key], base, strict=True)])
+
+
+def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str) -> Section:
     rows = []
-    for c in p.concurrencies:
-        for mode in MODES:
-            rs = results[mode, c]
+    for connections, kinds in KINDS.items():
+        for what, workers in kinds:
+            key = (connections, what, workers)
+            runs = results[key]
             rows.append(
                 [
-                    c,
-                    mode,
-                    _spread(rs, "throughput").fmt(0),
-                    _spread(rs, "p50").fmt(2),
-                    _spread(rs, "p99").fmt(2),
-                    _spread(rs, "server_cpu").fmt(2) if mode != "raw" else "(in the loop)",
-                    _spread(rs, "client_cpu").fmt(2),
-                    sum(r.requests for r in rs),
+                    connections,
+                    ROUTES[what],
+                    workers if what != BASELINE else "-",
+                    _spread(runs, "rate").fmt(0),
+                    _spread(runs, "p50_ms").fmt(1),
+                    _spread(runs, "p99_ms").fmt(1),
+                    _spread(runs, "server_cpu_ms").fmt(2),
+                    _spread(runs, "wrk_cpu_ms").fmt(3),
+                    "1" if what == BASELINE else _to_baseline(results, key).fmt(2),
+                    sum(r.requests for r in runs),
                 ]
             )
     table = md_table(
         [
-            "concurrency",
-            "what",
-            "ops/s",
-            "p50 ms",
-            "p99 ms",
-            "gateway CPU ms/op",
-            "loop process CPU ms/op",
-            "ops (all repeats)",
+            "connections", "what", "gateway processes", "accepted/s", "p50 ms", "p99 ms",
+            "server CPU ms per chunk", "wrk CPU ms per chunk", "accepted/s ÷ baseline (same pass)",
+            "accepted (all repeats)",
         ],
         rows,
-    )
-    ratio_rows = []
-    summary: dict[str, object] = {}
-    for c in p.concurrencies:
-        gw_raw = _ratio(results, "gateway x1", "raw", c, "throughput")
-        two_one = _ratio(results, "gateway x2", "gateway x1", c, "throughput")
-        ratio_rows.append(
-            [
-                c,
-                gw_raw.fmt(3),
-                _ratio(results, "gateway x1", "raw", c, "p50").fmt(1),
-                _ratio(results, "gateway x1", "raw", c, "cpu").fmt(1),
-                two_one.fmt(2),
-            ]
-        )
-        summary[f"gateway/raw throughput @c={c}"] = gw_raw.fmt(3)
-        summary[f"2 gateways/1 @c={c}"] = two_one.fmt(2)
-    cpu = _ratio(results, "gateway x1", "raw", max(p.concurrencies), "cpu")
-    summary[f"gateway/raw CPU per op @c={max(p.concurrencies)}"] = cpu.fmt(1)
-    ratios = md_table(
-        [
-            "concurrency",
-            "gateway / raw throughput",
-            "gateway / raw p50 latency",
-            "gateway / raw CPU per op",
-            "2 gateways / 1 gateway throughput",
-        ],
-        ratio_rows,
-    )
-    top = max(p.concurrencies)
-    summary["gateway uploads/s"] = f"{_spread(results['gateway x1', top], 'throughput').fmt(0)} @c={top}"
-    plot = _plot(cfg, p, results)
+    )  # fmt: skip
+    busy = (64, "webhook", 2)
+    one_sender = results[1, "webhook", 1]
+    summary: dict[str, object] = {
+        "webhook, 2 processes @c=64: accepted/s": _spread(results[busy], "rate").fmt(0),
+        "webhook, 2 processes @c=64: p50 / p99 ms": (
+            f"{_spread(results[busy], 'p50_ms').fmt(1)} / {_spread(results[busy], 'p99_ms').fmt(1)}"
+        ),
+        "webhook, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, busy).fmt(2),
+        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, "put", 2)).fmt(2),
+        "gateway CPU ms per chunk @c=64 (webhook, 2 processes)": (
+            _spread(results[busy], "server_cpu_ms").fmt(2)
+        ),
+        "one sender, webhook: p50 / p99 ms": (
+            f"{_spread(one_sender, 'p50_ms').fmt(1)} / {_spread(one_sender, 'p99_ms').fmt(1)}"
+        ),
+    }
     markdown = "\n\n".join(
         [
-            f"Signed `PUT /v1/meetings/{{id}}/chunks/{{seq}}` uploads of one {len(CHUNK):,}-byte WAV "
-            f"(0.5 s, 16 kHz mono), each to a new (meeting, seq), sent from *concurrency* asyncio lanes "
-            f"(one httpx client, keep-alive; each lane its own meeting, created in an untimed warm-up) for "
-            f"{p.seconds:g} s per measurement. Real `audioflow api` processes on PostgreSQL and Redis, no "
-            "workers, `AUDIOFLOW_FSYNC=false` (the chunk file is written but not fsynced: this measures "
-            "the software, not the disk). **raw** is the work the gateway exists to do, from a thread per "
-            "lane in the benchmark process: one `chunks` row inserted through the real SQLAlchemy models "
-            "in its own transaction, and one XADD. The gateway does more per upload, and that is the point "
-            "of the ratio: it verifies the signature, parses the WAV, hashes it, reads the meeting and "
-            "the chunk's key, records the webhook id, writes the chunk file, and XADDs the work for both "
-            "workers plus the `chunk.received` and `log` events.",
-            "**Shared cores.** The load generator runs on the same 2 cores as the gateway(s), Redis and "
-            "PostgreSQL; its own CPU per upload is the *loop process CPU* column, so the absolute "
-            "figures understate what a gateway on its own cores would do. For the same reason two "
-            "gateway processes cannot double throughput here: two processes plus the client and the "
-            "servers already oversubscribe two cores. `gateway CPU ms/op` (the gateway processes' own "
-            "CPU time per upload, against the raw loop's own CPU per op) is the figure least disturbed by "
-            "neighbours.",
-            f"Each cell is median (min-max) over {cfg.repeats} repeat(s); latency percentiles are taken "
-            "within each repeat.",
+            f"wrk (one thread) sends, from *connections* keep-alive connections, requests each for a new "
+            f"(meeting, seq) over 64 meetings: a {p.warmup:g} s warm-up, then {p.seconds:g} s timed. "
+            f"Real `audioflow api` processes (`--workers N`) on PostgreSQL and Redis, no workers, "
+            f"`AUDIOFLOW_FSYNC=false` (each chunk file is written, not synced: this measures the software, "
+            f"not the disk); {files}. The **JSON webhook** is `POST /webhooks/chunk` "
+            f"`{{meetingId, seq, url}}`, the gateway fetching a {len(ingest_wrk.CHUNK):,}-byte WAV (1 s, "
+            "16 kHz mono) from a `file:` URL under its ingest root; the **signed `PUT`** carries the same "
+            "WAV as its body. The **seed-work baseline** does the seed's work per webhook in Python (an "
+            "insert, an XADD, a select and a log PUBLISH; `bench/seed_baseline.py`), with the same bodies. "
+            "The gateway does more per chunk: it verifies the signature, fetches and parses the WAV, "
+            "hashes it, stores its file, records the webhook-id, and enqueues the work of both workers "
+            "with the page's events.",
+            "**Shared cores.** wrk, the servers and the gateway processes share the machine's 2 cores, so "
+            "two processes cannot double the rate; `server CPU ms per chunk` (the loaded processes' own "
+            "CPU over the timed run, per chunk accepted) is the figure least disturbed by neighbours.",
+            f"Each cell is median (min-max) over {cfg.repeats} repeat(s); percentiles are wrk's, within "
+            "each run. `make bench-ingest` measures fsync on, retried deliveries, meetings' first chunks "
+            "and, given a checkout of it, the seed's own backend; its runs are in the section *Ingest at 64 "
+            "concurrent senders (wrk)* below.",
             table,
-            "Ratios, each taken within one pass (the two measurements run back to back), then "
-            "median (min-max) over the repeats:",
-            ratios,
-            plot,
+            _plot(cfg, results),
         ]
     )
     return Section("Ingest throughput and latency", markdown, summary)
 
 
-def _plot(cfg: BenchConfig, p: Plan, results: dict[tuple[str, int], list[LoadResult]]) -> str:
+def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = list(p.concurrencies)
-    for mode, style in zip(MODES, ("k--o", "b-o", "g-s"), strict=True):
-        spreads = [_spread(results[mode, c], "throughput") for c in xs]
-        med = [s.median for s in spreads]
-        err = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
-        left.errorbar(xs, med, yerr=err, fmt=style, capsize=3, label=mode)
-        if mode != "raw":
-            p99 = [_spread(results[mode, c], "p99").median for c in xs]
-            p50 = [_spread(results[mode, c], "p50").median for c in xs]
-            right.plot(xs, p50, style, label=f"{mode} p50")
-            right.plot(xs, p99, style.replace("-", ":", 1), alpha=0.6, label=f"{mode} p99")
+    kinds = KINDS[64]
+    labels = [what if what == BASELINE else f"{what} x{workers}" for what, workers in kinds]
+    xs = range(len(kinds))
+    rates = [_spread(results[64, what, workers], "rate") for what, workers in kinds]
+    left.bar(
+        xs,
+        [s.median for s in rates],
+        yerr=[[s.median - s.low for s in rates], [s.high - s.median for s in rates]],
+        capsize=3,
+        color=["grey", *["tab:blue"] * (len(kinds) - 1)],
+    )
+    left.set_ylabel("accepted / s (median, min-max bars)")
+    left.set_title("64 concurrent senders")
+    for figure, offset, label in (("p50_ms", -0.2, "p50"), ("p99_ms", 0.2, "p99")):
+        spreads = [_spread(results[64, what, workers], figure) for what, workers in kinds]
+        right.bar([x + offset for x in xs], [s.median for s in spreads], width=0.4, label=label)
+    right.set_ylabel("latency, ms (median over repeats)")
+    right.set_title("64 concurrent senders: latency")
+    right.legend(fontsize=8)
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel("concurrent senders")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    left.set_ylabel("ops / s (median, min-max bars)")
-    left.set_title("Throughput: gateway vs raw insert+XADD")
-    right.set_ylabel("upload latency, ms (median over repeats)")
-    right.set_title("Gateway upload latency")
+        ax.set_xticks(list(xs), labels, rotation=20, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
     return save_plot(cfg, fig, "ingest_throughput")

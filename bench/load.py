@@ -1,28 +1,20 @@
-"""Load generators shared by the ingest and memory sections.
-
-``drive_gateways`` sends signed chunk uploads from ``concurrency`` asyncio lanes (one httpx client,
-keep-alive), each lane a meeting of its own with increasing seqs, spread round-robin over the gateways,
-for a fixed time. ``drive_raw`` does the raw work the gateway exists to do (one chunk row inserted with
-the real models and SQLAlchemy session + one XADD) from the same number of threads in this process.
-Both report what they did, their latencies and the CPU this process spent (the load generator shares
-the machine's cores with what it loads, so its own cost is stated next to every figure).
+"""The memory section's ingest load: ``drive_gateways`` sends signed chunk uploads from ``concurrency``
+asyncio lanes (one httpx client, keep-alive), each lane a meeting of its own with increasing seqs, spread
+round-robin over the gateways, for a fixed time. It reports what it did, its latencies and the CPU this
+process spent (the load generator shares the machine's cores with what it loads). Speed is measured with
+wrk instead (``bench.ingest``, ``bench.ingest_wrk``): a Python client spends more CPU per request than
+the gateway does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev tools
-import redis
 
-from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
-from audioflow.core.db.models import Chunk, Meeting
-from audioflow.core.keys import Keys
 from audioflow.core.signing import sign_chunk
 from bench.common import Unmeasured, percentile
 from tests.factories import tone_pcm, wav_bytes
@@ -109,69 +101,3 @@ def drive_gateways(
         client_cpu_s=(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * share,
         server_cpu_s=(server1 - server0) * share,
     )
-
-
-# the raw work ---------------------------------------------------------------------------------------------
-class RawLoop:
-    """One chunk row insert (real models, a session per op as the gateway has) + one XADD, per op."""
-
-    def __init__(self, database_url: str, redis_url: str, prefix: str, max_concurrency: int) -> None:
-        self.engine = make_engine(database_url, pool_size=max_concurrency, max_overflow=0)
-        self.sessions = make_sessionmaker(self.engine)
-        self.redis = redis.Redis.from_url(redis_url, max_connections=max_concurrency + 2)
-        self.stream = Keys(prefix + "raw:").transcribe
-
-    def close(self) -> None:
-        self.redis.close()
-        self.engine.dispose()
-
-    def _op(self, meeting_id: str, seq: int) -> None:
-        with transaction(self.sessions) as session:
-            session.add(
-                Chunk(
-                    meeting_id=meeting_id,
-                    seq=seq,
-                    sha256="0" * 64,
-                    size_bytes=len(CHUNK),
-                    data_bytes=len(CHUNK) - 44,
-                    duration_s=CHUNK_SECONDS,
-                )
-            )
-        self.redis.xadd(self.stream, {"meeting_id": meeting_id, "seq": seq})
-
-    def run(self, *, concurrency: int, seconds: float, meeting_prefix: str) -> LoadResult:
-        meetings = [f"{meeting_prefix}-{i}" for i in range(concurrency)]
-        with transaction(self.sessions) as session:  # as the gateway's warm-up creates its meetings
-            session.add_all(Meeting(id=m, sample_rate=16000, channels=1, bits=16) for m in meetings)
-        latencies: list[float] = []
-        lock = threading.Lock()
-        barrier = threading.Barrier(concurrency + 1)
-        deadline = [0.0]
-
-        def lane(meeting_id: str) -> None:
-            self._op(meeting_id, 0)  # warm-up: a pooled connection per lane
-            barrier.wait()
-            seq = 1
-            while time.perf_counter() < deadline[0]:
-                started = time.perf_counter()
-                self._op(meeting_id, seq)
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                seq += 1
-
-        me = psutil.Process()
-        with ThreadPoolExecutor(concurrency) as pool:
-            futures = [pool.submit(lane, m) for m in meetings]
-            deadline[0] = time.perf_counter() + 3600  # set for real once every lane is warm
-            barrier.wait()
-            cpu0 = me.cpu_times()
-            started = time.perf_counter()
-            deadline[0] = started + seconds
-            for future in futures:
-                future.result()
-            elapsed = time.perf_counter() - started
-            cpu1 = me.cpu_times()
-        return LoadResult(
-            len(latencies), elapsed, latencies, cpu1.user + cpu1.system - cpu0.user - cpu0.system, 0.0
-        )

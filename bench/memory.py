@@ -162,7 +162,7 @@ def _report(cfg: BenchConfig, p: Plan, runs: dict[str, list[Sampler]]) -> Sectio
             f"Decoding speech: {SPEECH_CHUNKS} consecutive 5 s chunks of the meeting uploaded one after the "
             f"other (1 in a tiny run); idle: {p.idle_s:g} s after them; load: {p.load_s:g} s of signed 0.5 s "
             "uploads "
-            f"from {p.concurrency} concurrent senders (the ingest section's generator); RSS sampled every "
+            f"from {p.concurrency} concurrent senders (`bench.load`'s asyncio lanes); RSS sampled every "
             f"0.1 s (psutil, process + children). {cfg.repeats} repeat(s) per engine, each a fresh stack; "
             "median (min-max) over them. The operator is not included: it needs a Kubernetes API server "
             "(its tests run it against kmock), which this benchmark does not start. MiB = 2^20 bytes; the "
