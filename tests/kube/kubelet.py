@@ -3,9 +3,9 @@
 There are no nodes here (no kubelet can run on these machines), so a Pod stays Pending for ever. Where a
 test needs a Pod to finish (a Job's Pod, a ``helm test`` hook), this stand-in does what a kubelet would
 do for it and nothing more: it runs the Pod's container command as a local process (the image's
-entrypoint replaced by the matching local command, the container's environment resolved as a
-kubelet resolves it, ``pod_env``), then reports the exit code to the Pod's status through the
-``pods/status`` subresource.
+entrypoint replaced by the matching local command, the container's environment and the ``$(NAME)``
+references in its args resolved as a kubelet resolves them, ``pod_env``), then reports the exit code
+to the Pod's status through the ``pods/status`` subresource.
 Service addresses in the container's arguments and environment can be routed to local processes
 (``routes``), standing in for cluster DNS and kube-proxy. Everything after that (the Job controller
 counting a success, helm reading the phase) is the real control plane's. What only real nodes show
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kube.controlplane import ControlPlane
-from tests.kube.pod_env import Lookups, container_env
+from tests.kube.pod_env import Lookups, container_args, container_env
 
 
 def _now() -> str:
@@ -92,10 +92,11 @@ class NodelessKubelet:
                 value = value.replace(cluster, local)
             return value
 
+        own = self.environment(pod, container)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOFLOW_")}
-        env.update({k: routed(v) for k, v in self.environment(pod, container).items()})
+        env.update({k: routed(v) for k, v in own.items()})
         result = subprocess.run(
-            [*image_command, *(routed(arg) for arg in container.get("args", []))],
+            [*image_command, *(routed(arg) for arg in container_args(container, own))],
             env=env,
             cwd=cwd,
             capture_output=True,

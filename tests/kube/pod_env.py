@@ -3,7 +3,8 @@ Pod's container as a local process (``kubelet.NodelessKubelet``, ``test_images``
 
 The order is Kubernetes': ``envFrom`` sources first (each key with the source's ``prefix``), then
 ``env`` in order, later names replacing earlier ones; ``$(NAME)`` in an ``env`` value refers to a name
-defined before it (``$$`` escapes a ``$``; a reference to an undefined name stays as written). Where the
+defined before it, and in the container's ``args`` to any name of its environment (``$$`` escapes a
+``$``; a reference to an undefined name stays as written). Where the
 values come from is the caller's (``Lookups``): the real API server for the kubelet stand-in, the
 rendered chart for the image tests. A missing Secret, ConfigMap or key fails loudly unless its
 reference is ``optional``, as a Pod then fails to start (``CreateContainerConfigError``).
@@ -52,6 +53,12 @@ def container_env(container: Mapping[str, Any], pod: Mapping[str, Any], lookups:
         if value is not None:
             env[name] = value
     return env
+
+
+def container_args(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """The container's ``args`` as the kubelet passes them, ``$(NAME)`` expanded from ``env`` (its
+    environment, from :func:`container_env`)."""
+    return [_expand(str(arg), env) for arg in container.get("args") or []]
 
 
 def _source(lookup: Source, kind: str, ref: Mapping[str, Any]) -> Mapping[str, str] | None:

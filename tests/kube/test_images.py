@@ -334,24 +334,22 @@ def gateway(
         overrides = {"AUDIOFLOW_REDIS_PREFIX": prefix}
         claims = {"af-audioflow-data": data_volume}
         migrate = Container(f"af-{run_id}-migrate", init)
-        init_flags = podman_run_args(
-            workload, init, claims=claims, env=container_env(init, secrets, "t", overrides)
-        )
+        init_env = container_env(init, secrets, "t", overrides)
+        init_flags = podman_run_args(workload, init, claims=claims, env=init_env)
         ran = podman(
             "run", "--pull=never", "--network=host", f"--name={migrate.name}", *init_flags,
-            init["image"], *init["args"], timeout=300, check=False,
+            init["image"], *pod_env.container_args(init, init_env), timeout=300, check=False,
         )  # fmt: skip
         try:
             assert ran.returncode == 0, f"the migrate init container failed:\n{ran.stdout}\n{ran.stderr}"
         finally:
             migrate.remove()
         # The chart's args, but 127.0.0.1 and a free port: the container shares the host's network.
-        args = list(spec["args"])
+        env = container_env(spec, secrets, "t", overrides)
+        args = pod_env.container_args(spec, env)
         args[args.index("--host") + 1] = "127.0.0.1"
         args[args.index("--port") + 1] = str(port)
-        flags = podman_run_args(
-            workload, spec, claims=claims, env=container_env(spec, secrets, "t", overrides)
-        )
+        flags = podman_run_args(workload, spec, claims=claims, env=env)
         with (
             started(f"af-{run_id}-gateway", spec["image"], flags, args, spec) as container,
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
@@ -435,7 +433,7 @@ def test_workers_image_under_the_restricted_security_context_transcribes_and_app
             )
             flags = podman_run_args(workload, spec, claims={"af-audioflow-data": data_volume}, env=env)
             container = stack.enter_context(
-                started(f"af-{run_id}-{kind}", spec["image"], flags, spec["args"], spec)
+                started(f"af-{run_id}-{kind}", spec["image"], flags, pod_env.container_args(spec, env), spec)
             )
             workers.append((container, metrics))
         for container, metrics in workers:
@@ -533,7 +531,8 @@ def test_operator_image_under_the_restricted_security_context_reconciles_a_meeti
         extra_mounts=(f"type=bind,source={account},destination={SERVICE_ACCOUNT_DIR},readonly=true",),
     )
     meeting_id = f"op-{run_id}"
-    with started(f"af-{run_id}-operator", spec["image"], flags, spec["args"], spec) as operator:
+    args = pod_env.container_args(spec, env)
+    with started(f"af-{run_id}-operator", spec["image"], flags, args, spec) as operator:
         operator.wait_probe("livenessProbe", {"health": health, "metrics": metrics})
         operator.assert_restricted()
         control_plane.apply(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube.pod_env import Lookups, MissingSource, container_env, quantity
+from tests.kube.pod_env import Lookups, MissingSource, container_args, container_env, quantity
 
 POD: dict[str, Any] = {
     "metadata": {
@@ -115,6 +115,21 @@ def test_values_expand_earlier_names_only() -> None:
         }
     )
     assert env["URL"] == "http://gw.meetings.svc:$(PORT)/$(NS)"
+
+
+def test_args_expand_any_name_of_the_environment() -> None:
+    container = {
+        "env": [
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "PORT", "value": "8080"},
+        ],
+        "args": ["api", "--port", "$(PORT)", "--url=http://gw.$(NS).svc", "$$(PORT)", "$(UNSET)", 7],
+    }
+    env = env_of(container)
+    assert container_args(container, env) == [
+        "api", "--port", "8080", "--url=http://gw.meetings.svc", "$(PORT)", "$(UNSET)", "7",
+    ]  # fmt: skip
+    assert container_args({"name": "c"}, env) == []
 
 
 @pytest.mark.parametrize(
