@@ -4,10 +4,10 @@ Pod's container as a local process (``kubelet.NodelessKubelet``, ``test_images``
 The order is Kubernetes': ``envFrom`` sources first (each key with the source's ``prefix``), then
 ``env`` in order, later names replacing earlier ones; ``$(NAME)`` in an ``env`` value refers to a name
 defined before it, and in the container's ``args`` to any name of its environment (``$$`` escapes a
-``$``; a reference to an undefined name stays as written). Where the
-values come from is the caller's (``Lookups``): the real API server for the kubelet stand-in, the
-rendered chart for the image tests. A missing Secret, ConfigMap or key fails loudly unless its
-reference is ``optional``, as a Pod then fails to start (``CreateContainerConfigError``).
+``$``; a reference to an undefined name stays as written). Where the values come from is the caller's
+(``Lookups``): the real API server for the kubelet stand-in, the rendered chart for the image tests. A
+missing Secret, ConfigMap or key fails loudly unless its reference is ``optional``, as a Pod then fails
+to start (``CreateContainerConfigError``).
 """
 
 from __future__ import annotations
