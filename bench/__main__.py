@@ -280,11 +280,12 @@ def execute(
     """Run the sections on ``cfg``'s services and write ``RESULTS.md`` (with ``update``, replace only
     their sections in the existing one); 1 if anything went unmeasured."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    machine = where.machine()
+    # Before the old plots go: deleting them would count as an uncommitted change to the tree measured.
+    versions = where.versions(cfg.redis_url, cfg.postgres_url) | speech_versions()
     if set(names) >= set(SECTIONS):  # a full run: every plot left in plots/ must come from this run
         for old in cfg.plots_dir.glob("*.png"):
             old.unlink()
-    machine = where.machine()
-    versions = where.versions(cfg.redis_url, cfg.postgres_url) | speech_versions()
     result = run_suite(cfg, names)
     machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     report = cfg.out_dir / "RESULTS.md"
