@@ -59,7 +59,8 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def _spread(runs: list[Run], figure: str) -> Spread:
-    return Spread.of([r.rate if figure == "rate" else getattr(r, figure) for r in runs])
+    """A figure of every run (``rate``, ``p99_ms``, ...: an attribute of ``Run``), as min / median / max."""
+    return Spread.of([getattr(r, figure) for r in runs])
 
 
 def _to_baseline(results: dict[Key, list[Run]], key: Key) -> Spread:
