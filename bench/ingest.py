@@ -3,10 +3,11 @@ latency, against the seed's kind of work measured in the same run.
 
 Driven by wrk, as the comparison with the seed is (``bench.ingest_wrk`` runs each measurement; its
 docstring says how): one wrk thread on the same 2 cores, each request a new (meeting, seq), a warm-up
-before each timed run, ``AUDIOFLOW_FSYNC`` off. Per repeat, one after the other on the same services:
-at 64 connections the seed-work baseline, the JSON webhook and the signed ``PUT`` with one and with two
-gateway processes; at one connection the baseline and both routes with one process. ``make
-bench-ingest`` adds fsync on, retried deliveries, meetings' first chunks and the seed's own backend.
+before each timed run, ``AUDIOFLOW_FSYNC`` off unless said. Per repeat, one after the other on the same
+services: at 64 connections the seed-work baseline, the JSON webhook and the signed ``PUT`` with one and
+with two gateway processes, then the webhook (one and two processes) and the ``PUT`` (two) with fsync
+on; at one connection the baseline and both routes with one process. ``make bench-ingest`` adds
+retried deliveries, meetings' first chunks and the seed's own backend.
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ from bench import ingest_wrk
 from bench.common import BenchConfig, Section, Spread, md_table, save_plot
 from bench.ingest_wrk import Run
 
-Key = tuple[int, str, int]  # connections, what, gateway processes
+Key = tuple[int, str, int, bool]  # connections, what, gateway processes, fsync
 BASELINE = "baseline"
-# (what, processes) measured at each number of connections; the baseline first in every pass.
+# (what, processes, fsync) measured at each number of connections; the baseline first in every pass.
 KINDS = {
-    64: ((BASELINE, 1), ("webhook", 1), ("webhook", 2), ("put", 1), ("put", 2)),
-    1: ((BASELINE, 1), ("webhook", 1), ("put", 1)),
+    64: (
+        (BASELINE, 1, False),
+        ("webhook", 1, False),
+        ("webhook", 2, False),
+        ("put", 1, False),
+        ("put", 2, False),
+        ("webhook", 1, True),
+        ("webhook", 2, True),
+        ("put", 2, True),
+    ),
+    1: ((BASELINE, 1, False), ("webhook", 1, False), ("put", 1, False)),
 }
 ROUTES = {BASELINE: "seed-work baseline", "webhook": "JSON webhook", "put": "signed `PUT`"}
 
@@ -49,12 +59,12 @@ def run(cfg: BenchConfig) -> Section:
             )
         for _ in range(cfg.repeats):
             for connections, kinds in KINDS.items():
-                for what, workers in kinds:
+                for what, workers, fsync in kinds:
                     one = ingest_wrk.measure(
-                        cfg, what, fsync=False, workers=workers, seconds=p.seconds, warmup=p.warmup,
+                        cfg, what, fsync=fsync, workers=workers, seconds=p.seconds, warmup=p.warmup,
                         connections=connections,
                     )  # fmt: skip
-                    results[connections, what, workers].append(one)
+                    results[connections, what, workers, fsync].append(one)
     return _report(cfg, p, results, files)
 
 
@@ -65,21 +75,22 @@ def _spread(runs: list[Run], figure: str) -> Spread:
 
 def _to_baseline(results: dict[Key, list[Run]], key: Key) -> Spread:
     """Accepted/s over the baseline's in the same pass, per repeat."""
-    base = results[key[0], BASELINE, 1]
+    base = results[key[0], BASELINE, 1, False]
     return Spread.of([r.rate / b.rate for r, b in zip(results[key], base, strict=True)])
 
 
 def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str) -> Section:
     rows = []
     for connections, kinds in KINDS.items():
-        for what, workers in kinds:
-            key = (connections, what, workers)
+        for what, workers, fsync in kinds:
+            key = (connections, what, workers, fsync)
             runs = results[key]
             rows.append(
                 [
                     connections,
                     ROUTES[what],
                     workers if what != BASELINE else "-",
+                    "on" if fsync else "off",
                     _spread(runs, "rate").fmt(0),
                     _spread(runs, "p50_ms").fmt(1),
                     _spread(runs, "p99_ms").fmt(1),
@@ -91,21 +102,23 @@ def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str
             )
     table = md_table(
         [
-            "connections", "what", "gateway processes", "accepted/s", "p50 ms", "p99 ms",
+            "connections", "what", "gateway processes", "fsync", "accepted/s", "p50 ms", "p99 ms",
             "server CPU ms per chunk", "wrk CPU ms per chunk", "accepted/s ÷ baseline (same pass)",
             "accepted (all repeats)",
         ],
         rows,
     )  # fmt: skip
-    busy = (64, "webhook", 2)
-    one_sender = results[1, "webhook", 1]
+    busy, synced = (64, "webhook", 2, False), (64, "webhook", 2, True)
+    one_sender = results[1, "webhook", 1, False]
     summary: dict[str, object] = {
         "webhook, 2 processes @c=64: accepted/s": _spread(results[busy], "rate").fmt(0),
         "webhook, 2 processes @c=64: p50 / p99 ms": (
             f"{_spread(results[busy], 'p50_ms').fmt(1)} / {_spread(results[busy], 'p99_ms').fmt(1)}"
         ),
         "webhook, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, busy).fmt(2),
-        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, "put", 2)).fmt(2),
+        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, "put", 2, False)).fmt(2),
+        "webhook, 2 processes, fsync on @c=64: accepted/s": _spread(results[synced], "rate").fmt(0),
+        "webhook, 2 processes, fsync on @c=64: p99 ms": _spread(results[synced], "p99_ms").fmt(1),
         "gateway CPU ms per chunk @c=64 (webhook, 2 processes)": (
             _spread(results[busy], "server_cpu_ms").fmt(2)
         ),
@@ -118,20 +131,21 @@ def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str
             f"wrk (one thread) sends, from *connections* keep-alive connections, requests each for a new "
             f"(meeting, seq) over 64 meetings: a {p.warmup:g} s warm-up, then {p.seconds:g} s timed. "
             f"Real `audioflow api` processes (`--workers N`) on PostgreSQL and Redis, no workers, "
-            f"`AUDIOFLOW_FSYNC=false` (each chunk file is written, not synced: this measures the software, "
-            f"not the disk); {files}. The **JSON webhook** is `POST /webhooks/chunk` "
-            f"`{{meetingId, seq, url}}`, the gateway fetching a {len(ingest_wrk.CHUNK):,}-byte WAV (1 s, "
-            "16 kHz mono) from a `file:` URL under its ingest root; the **signed `PUT`** carries the same "
-            "WAV as its body. The **seed-work baseline** does the seed's work per webhook in Python (an "
-            "insert, an XADD, a select and a log PUBLISH; `bench/seed_baseline.py`), with the same bodies. "
-            "The gateway does more per chunk: it verifies the signature, fetches and parses the WAV, "
-            "hashes it, stores its file, records the webhook-id, and enqueues the work of both workers "
-            "with the page's events.",
+            f"`AUDIOFLOW_FSYNC=false` unless the *fsync* column says on (off: each chunk file is written, "
+            f"not synced, which measures the software, not the disk; on: a batch's files and their "
+            f"folder are synced before its commit, which measures this machine's disk too); {files}. "
+            f"The **JSON webhook** is `POST /webhooks/chunk` `{{meetingId, seq, url}}`, the gateway "
+            f"fetching a {len(ingest_wrk.CHUNK):,}-byte WAV (1 s, 16 kHz mono) from a `file:` URL under "
+            "its ingest root; the **signed `PUT`** carries the same WAV as its body. The **seed-work "
+            "baseline** does the seed's work per webhook in Python (an insert, an XADD, a select and a "
+            "log PUBLISH; `bench/seed_baseline.py`), with the same bodies. The gateway does more per "
+            "chunk: it verifies the signature, fetches and parses the WAV, hashes it, stores its file, "
+            "records the webhook-id, and enqueues the work of both workers with the page's events.",
             "**Shared cores.** wrk, the servers and the gateway processes share the machine's 2 cores, so "
             "two processes cannot double the rate; `server CPU ms per chunk` (the loaded processes' own "
             "CPU over the timed run, per chunk accepted) is the figure least disturbed by neighbours.",
             f"Each cell is median (min-max) over {cfg.repeats} repeat(s); percentiles are wrk's, within "
-            "each run. `make bench-ingest` measures fsync on, retried deliveries, meetings' first chunks "
+            "each run. `make bench-ingest` measures retried deliveries, meetings' first chunks "
             "and, given a checkout of it, the seed's own backend; its runs are in the section *Ingest at 64 "
             "concurrent senders (wrk)* below.",
             table,
@@ -145,10 +159,10 @@ def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    kinds = KINDS[64]
-    labels = [what if what == BASELINE else f"{what} x{workers}" for what, workers in kinds]
+    kinds = [kind for kind in KINDS[64] if not kind[2]]  # fsync off: the software, comparable to the baseline
+    labels = [what if what == BASELINE else f"{what} x{workers}" for what, workers, _ in kinds]
     xs = range(len(kinds))
-    rates = [_spread(results[64, what, workers], "rate") for what, workers in kinds]
+    rates = [_spread(results[64, *kind], "rate") for kind in kinds]
     left.bar(
         xs,
         [s.median for s in rates],
@@ -159,7 +173,7 @@ def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     left.set_ylabel("accepted / s (median, min-max bars)")
     left.set_title("64 concurrent senders")
     for figure, offset, label in (("p50_ms", -0.2, "p50"), ("p99_ms", 0.2, "p99")):
-        spreads = [_spread(results[64, what, workers], figure) for what, workers in kinds]
+        spreads = [_spread(results[64, *kind], figure) for kind in kinds]
         right.bar([x + offset for x in xs], [s.median for s in spreads], width=0.4, label=label)
     right.set_ylabel("latency, ms (median over repeats)")
     right.set_title("64 concurrent senders: latency")
