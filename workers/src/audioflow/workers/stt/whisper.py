@@ -6,7 +6,10 @@ local model directory, or one of faster-whisper's model names (``base.en``, ``sm
 downloads once and which needs network access.
 
 Each chunk is decoded from a fresh state (greedy, temperature 0, no conditioning on earlier text), so
-the same audio gives the same words whichever worker decodes it. Whisper invents words in silence and
+the same audio gives the same words whichever worker decodes it. Conditioning did not help either: with
+the words earlier chunks kept as the prompt (faster-whisper's ``initial_prompt``), 2 s chunks of the
+real-speech meeting went from 7.7 % WER to 54-65 % (tiny.en loops on a phrase of the prompt), and to
+8.6-10.8 % with the beam fallback below left unprompted (2026-12-06). Whisper invents words in silence and
 noise ("Thank you."), so three gates stand before it: digital silence (a silence-bridged gap, a muted
 line) is not decoded at all; Silero VAD (shipped inside faster-whisper) keeps only stretches of speech;
 and a segment Whisper itself thinks is no speech, or that it is unsure of, is dropped.
