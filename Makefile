@@ -122,7 +122,7 @@ test-e2e: install frontend tests/e2e/node_modules/.installed $(CHROMIUM) ## Brow
 	cd tests/e2e && UV="$(abspath $(UV))" npm test
 
 .PHONY: bench
-bench: install services wrk speech-corpora ## Benchmarks on 127.0.0.1 (about 25 min on 2 cores): writes bench/RESULTS.md and bench/plots/
+bench: install services wrk speech-corpora ## Benchmarks on 127.0.0.1 (about 28 min on 2 cores): writes bench/RESULTS.md and bench/plots/
 	$(UV) run python -m bench
 
 .PHONY: bench-ingest
