@@ -14,26 +14,37 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bench import ingest_wrk
 from bench.common import BenchConfig, Section, Spread, md_table, save_plot
 from bench.ingest_wrk import Run
 
-Key = tuple[int, str, int, bool]  # connections, what, gateway processes, fsync
+
+class Kind(NamedTuple):
+    """One measurement of a pass: what is sent, to how many gateway processes, with fsync on or off."""
+
+    what: str
+    workers: int
+    fsync: bool = False
+
+
+Key = tuple[int, str, int, bool]  # connections, then a Kind's fields
 BASELINE = "baseline"
-# (what, processes, fsync) measured at each number of connections; the baseline first in every pass.
+BASE = Kind(BASELINE, 1)  # what every ratio is to, in the same pass
+# Measured at each number of connections; the baseline first in every pass.
 KINDS = {
     64: (
-        (BASELINE, 1, False),
-        ("webhook", 1, False),
-        ("webhook", 2, False),
-        ("put", 1, False),
-        ("put", 2, False),
-        ("webhook", 1, True),
-        ("webhook", 2, True),
-        ("put", 2, True),
+        BASE,
+        Kind("webhook", 1),
+        Kind("webhook", 2),
+        Kind("put", 1),
+        Kind("put", 2),
+        Kind("webhook", 1, fsync=True),
+        Kind("webhook", 2, fsync=True),
+        Kind("put", 2, fsync=True),
     ),
-    1: ((BASELINE, 1, False), ("webhook", 1, False), ("put", 1, False)),
+    1: (BASE, Kind("webhook", 1), Kind("put", 1)),
 }
 ROUTES = {BASELINE: "seed-work baseline", "webhook": "JSON webhook", "put": "signed `PUT`"}
 
@@ -59,12 +70,12 @@ def run(cfg: BenchConfig) -> Section:
             )
         for _ in range(cfg.repeats):
             for connections, kinds in KINDS.items():
-                for what, workers, fsync in kinds:
+                for kind in kinds:
                     one = ingest_wrk.measure(
-                        cfg, what, fsync=fsync, workers=workers, seconds=p.seconds, warmup=p.warmup,
-                        connections=connections,
+                        cfg, kind.what, fsync=kind.fsync, workers=kind.workers, seconds=p.seconds,
+                        warmup=p.warmup, connections=connections,
                     )  # fmt: skip
-                    results[connections, what, workers, fsync].append(one)
+                    results[connections, *kind].append(one)
     return _report(cfg, p, results, files)
 
 
@@ -75,28 +86,28 @@ def _spread(runs: list[Run], figure: str) -> Spread:
 
 def _to_baseline(results: dict[Key, list[Run]], key: Key) -> Spread:
     """Accepted/s over the baseline's in the same pass, per repeat."""
-    base = results[key[0], BASELINE, 1, False]
+    base = results[key[0], *BASE]
     return Spread.of([r.rate / b.rate for r, b in zip(results[key], base, strict=True)])
 
 
 def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str) -> Section:
     rows = []
     for connections, kinds in KINDS.items():
-        for what, workers, fsync in kinds:
-            key = (connections, what, workers, fsync)
+        for kind in kinds:
+            key: Key = (connections, *kind)
             runs = results[key]
             rows.append(
                 [
                     connections,
-                    ROUTES[what],
-                    workers if what != BASELINE else "-",
-                    "on" if fsync else "off",
+                    ROUTES[kind.what],
+                    kind.workers if kind != BASE else "-",
+                    "on" if kind.fsync else "off",
                     _spread(runs, "rate").fmt(0),
                     _spread(runs, "p50_ms").fmt(1),
                     _spread(runs, "p99_ms").fmt(1),
                     _spread(runs, "server_cpu_ms").fmt(2),
                     _spread(runs, "wrk_cpu_ms").fmt(3),
-                    "1" if what == BASELINE else _to_baseline(results, key).fmt(2),
+                    "1" if kind == BASE else _to_baseline(results, key).fmt(2),
                     sum(r.requests for r in runs),
                 ]
             )
@@ -108,15 +119,16 @@ def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str
         ],
         rows,
     )  # fmt: skip
-    busy, synced = (64, "webhook", 2, False), (64, "webhook", 2, True)
-    one_sender = results[1, "webhook", 1, False]
+    busy: Key = (64, *Kind("webhook", 2))
+    synced: Key = (64, *Kind("webhook", 2, fsync=True))
+    one_sender = results[1, *Kind("webhook", 1)]
     summary: dict[str, object] = {
         "webhook, 2 processes @c=64: accepted/s": _spread(results[busy], "rate").fmt(0),
         "webhook, 2 processes @c=64: p50 / p99 ms": (
             f"{_spread(results[busy], 'p50_ms').fmt(1)} / {_spread(results[busy], 'p99_ms').fmt(1)}"
         ),
         "webhook, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, busy).fmt(2),
-        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, "put", 2, False)).fmt(2),
+        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, *Kind("put", 2))).fmt(2),
         "webhook, 2 processes, fsync on @c=64: accepted/s": _spread(results[synced], "rate").fmt(0),
         "webhook, 2 processes, fsync on @c=64: p99 ms": _spread(results[synced], "p99_ms").fmt(1),
         "gateway CPU ms per chunk @c=64 (webhook, 2 processes)": (
@@ -159,8 +171,8 @@ def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    kinds = [kind for kind in KINDS[64] if not kind[2]]  # fsync off: the software, comparable to the baseline
-    labels = [what if what == BASELINE else f"{what} x{workers}" for what, workers, _ in kinds]
+    kinds = [kind for kind in KINDS[64] if not kind.fsync]  # the software alone, comparable to the baseline
+    labels = [kind.what if kind == BASE else f"{kind.what} x{kind.workers}" for kind in kinds]
     xs = range(len(kinds))
     rates = [_spread(results[64, *kind], "rate") for kind in kinds]
     left.bar(
