@@ -70,12 +70,6 @@ def ctx(database_url: str, redis_server_url: str, redis_prefix: str, tmp_path: P
         yield context
 
 
-@pytest.fixture(params=[False, True], ids=["reads after the insert", "reads with the insert"])
-def read_ahead(request: pytest.FixtureRequest) -> bool:
-    """Both ways a batch reads about the chunks its insert of later chunks left out: they decide alike."""
-    return bool(request.param)
-
-
 def _signed(webhook_id: str) -> PresentedSignature:
     return PresentedSignature(webhook_id=webhook_id, timestamp=int(time.time()), signatures="v1,unused")
 
@@ -98,7 +92,6 @@ def _received_events(ctx: AppContext, meeting_id: str) -> list[int]:
 
 def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one_by_one_path(
     ctx: AppContext,
-    read_ahead: bool,
 ) -> None:
     first = accept_chunk(ctx, "m", 0, CHUNK, _signed("w-first"))  # the meeting's first chunk, one by one
     assert first.status == "created" and first.first_chunk
@@ -114,7 +107,7 @@ def test_later_chunks_share_one_commit_and_everything_unusual_is_left_to_the_one
         _pending(ctx, "new", 0, "w-new"),  # 8: a meeting's first chunk (it creates the meeting)
         _pending(ctx, "m", 5000, "w-far"),  # 9: too far ahead
     ]
-    results = commit_batch(ctx, batch, read_ahead)
+    results = commit_batch(ctx, batch)
 
     grouped = {i for i, r in enumerate(results) if r is not None}
     assert grouped == {0, 1, 8}
@@ -150,9 +143,7 @@ def _phases(ctx: AppContext, meeting_id: str) -> list[str]:
     return [json.loads(f["data"])["phase"] for _, f in entries if f["type"] == "meeting.phase"]
 
 
-def test_meetings_starting_together_are_created_in_the_batch_and_go_live(
-    ctx: AppContext, read_ahead: bool
-) -> None:
+def test_meetings_starting_together_are_created_in_the_batch_and_go_live(ctx: AppContext) -> None:
     """Many meetings start at once (the top of an hour): each one's first chunk creates it in the batch,
     as the one-by-one path would, and announces it live. A meeting deleted once, a second chunk of a
     meeting the batch creates, and a first chunk too far ahead are still decided one by one."""
@@ -170,7 +161,7 @@ def test_meetings_starting_together_are_created_in_the_batch_and_go_live(
         _pending(ctx, "c", 0, "w-twice"),  # 5: a webhook-id used twice in this batch
         _pending(ctx, "d", 0, "w-twice"),  # 6
     ]
-    results = commit_batch(ctx, batch, read_ahead)
+    results = commit_batch(ctx, batch)
 
     assert [r and (r.status, r.first_chunk) for r in results] == [
         ("created", True),
@@ -206,9 +197,9 @@ def test_meetings_starting_together_are_created_in_the_batch_and_go_live(
         one_by_one(6)
 
 
-def test_with_auto_create_off_no_meeting_is_created_in_the_batch(ctx: AppContext, read_ahead: bool) -> None:
+def test_with_auto_create_off_no_meeting_is_created_in_the_batch(ctx: AppContext) -> None:
     ctx.settings = ctx.settings.model_copy(update={"auto_create_meetings": False})
-    assert commit_batch(ctx, [_pending(ctx, "a", 0, "w-a0")], read_ahead) == [None]
+    assert commit_batch(ctx, [_pending(ctx, "a", 0, "w-a0")]) == [None]
     with pytest.raises(NotFound, match="auto-create is off"):
         accept_chunk(ctx, "a", 0, CHUNK, _signed("w-a0"))
 
@@ -224,16 +215,12 @@ def _work_done(ctx: AppContext, meeting_id: str, seq: int) -> None:
 
 def test_deliveries_sent_again_are_answered_in_the_batch_as_the_one_by_one_path_answers_them(
     ctx: AppContext,
-    read_ahead: bool,
 ) -> None:
     """A platform that missed its answers sends the same deliveries again (a burst of them after a
     timeout). Those are answered as duplicates in the batch, with their work enqueued again unless it is
     done; anything that is not exactly a delivery sent again is still left to the one-by-one path."""
     accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
-    assert [
-        r and r.status
-        for r in commit_batch(ctx, [_pending(ctx, "m", s, f"w-{s}") for s in (1, 2)], read_ahead)
-    ] == [
+    assert [r and r.status for r in commit_batch(ctx, [_pending(ctx, "m", s, f"w-{s}") for s in (1, 2)])] == [
         "created",
         "created",
     ]
@@ -251,7 +238,7 @@ def test_deliveries_sent_again_are_answered_in_the_batch_as_the_one_by_one_path_
         unsigned_other,  # 6: other bytes under a held seq
         _pending(ctx, "m", 2, "w-2-new-id"),  # 7: the same bytes under a new webhook-id (recorded one by one)
     ]
-    results = commit_batch(ctx, batch, read_ahead)
+    results = commit_batch(ctx, batch)
 
     assert [r and (r.status, r.needs_work) for r in results] == [
         ("duplicate", False),
@@ -282,7 +269,7 @@ def test_deliveries_sent_again_are_answered_in_the_batch_as_the_one_by_one_path_
 
 
 def test_a_batch_that_fails_commits_nothing_and_each_chunk_is_then_decided_alone(
-    ctx: AppContext, monkeypatch: pytest.MonkeyPatch, read_ahead: bool
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
     put_chunks = ctx.storage.put_chunks
@@ -295,7 +282,7 @@ def test_a_batch_that_fails_commits_nothing_and_each_chunk_is_then_decided_alone
 
     monkeypatch.setattr(ctx.storage, "put_chunks", full_at_seq_2)
     with pytest.raises(StorageFull):
-        commit_batch(ctx, [_pending(ctx, "m", seq, f"w-{seq}") for seq in (1, 2, 3)], read_ahead)
+        commit_batch(ctx, [_pending(ctx, "m", seq, f"w-{seq}") for seq in (1, 2, 3)])
     assert _rows(ctx) == ({("m", 0)}, {"w-0"})
     assert ctx.redis.xlen(ctx.keys.transcribe) == 1
 
@@ -316,9 +303,9 @@ def test_concurrent_requests_are_committed_in_one_batch(
     accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
     sizes: list[int] = []
 
-    def counted(context: AppContext, batch: list[Pending], read_ahead: bool) -> list[Accepted | None]:
+    def counted(context: AppContext, batch: list[Pending]) -> list[Accepted | None]:
         sizes.append(len(batch))
-        return commit_batch(context, batch, read_ahead)
+        return commit_batch(context, batch)
 
     monkeypatch.setattr(group_commit, "commit_batch", counted)
 
@@ -334,29 +321,6 @@ def test_concurrent_requests_are_committed_in_one_batch(
     with ctx.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Chunk)) == 21
     assert ctx.redis.xlen(ctx.keys.transcribe) == 21
-
-
-def test_a_batch_after_one_that_held_more_than_later_chunks_reads_with_its_insert(
-    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A delivery sent again is left out by the insert of later chunks: the next batch sends its reads
-    with its insert, expecting more; once a batch holds only later chunks, the next reads nothing first."""
-    accept_chunk(ctx, "m", 0, CHUNK, _signed("w-0"))
-    read_ahead: list[bool] = []
-
-    def recorded(context: AppContext, batch: list[Pending], ahead: bool) -> list[Accepted | None]:
-        read_ahead.append(ahead)
-        return commit_batch(context, batch, ahead)
-
-    monkeypatch.setattr(group_commit, "commit_batch", recorded)
-
-    async def send_one_by_one() -> list[str]:
-        committer = GroupCommit(ctx)
-        sent = [(0, "w-0"), (1, "w-1"), (2, "w-2"), (3, "w-3")]
-        return [(await committer.accept("m", seq, CHUNK, _signed(w))).status for seq, w in sent]
-
-    assert asyncio.run(send_one_by_one()) == ["duplicate", "created", "created", "created"]
-    assert read_ahead == [False, True, False, False]
 
 
 def test_concurrent_duplicates_as_many_as_the_pools_connections_are_answered(

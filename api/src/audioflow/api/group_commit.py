@@ -105,9 +105,6 @@ class GroupCommit:
         self._max_batch = max_batch
         self._waiting: list[tuple[Pending, asyncio.Future[Accepted | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        # The last batch held more than later chunks (a burst of deliveries sent again, meetings starting):
-        # the next one reads with its insert, in one round trip, rather than after it.
-        self._read_ahead = False
 
     async def accept(
         self, meeting_id: str, seq: int, body: bytes | memoryview, signature: PresentedSignature | None
@@ -132,14 +129,10 @@ class GroupCommit:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
-                pending = [p for p, _ in batch]
                 try:
-                    results = await anyio.to_thread.run_sync(
-                        commit_batch, self._ctx, pending, self._read_ahead
-                    )
+                    results = await anyio.to_thread.run_sync(commit_batch, self._ctx, [p for p, _ in batch])
                 except Exception:  # each chunk is then decided on its own, its error included
                     results = [None] * len(batch)
-                self._read_ahead = any(r is None or r.status != "created" or r.first_chunk for r in results)
                 for (_, done), accepted in zip(batch, results, strict=True):
                     if not done.done():  # its request may have been cancelled (client gone)
                         done.set_result(accepted)
@@ -198,15 +191,18 @@ def _sent_again(pending: Pending, meeting: HeldMeeting | None, seen: dict[str, D
     return webhook_id is None or seen.get(webhook_id) == (*pending.key, pending.checked.sha256)
 
 
-def _duplicates(batch: list[Pending], candidates: list[int], held: batch_ingest.Held) -> dict[int, Accepted]:
+def _duplicates(
+    conn: Connection, batch: list[Pending], candidates: list[int], generations: dict[str, str]
+) -> dict[int, Accepted]:
     """The candidates whose key holds their very bytes, answered as duplicates (their work enqueued again
     unless done); any other (other bytes: a conflict) is left to be decided one by one."""
+    held = batch_ingest.held_chunks(conn, (batch[i].key for i in candidates))
     found = {}
     for i in candidates:
         pending = batch[i]
-        chunk = held.chunks.get(pending.key)
+        chunk = held.get(pending.key)
         if chunk is not None and chunk.sha256 == pending.checked.sha256:
-            generation = generation_at(held.meetings[pending.meeting_id].created_at)
+            generation = generations[pending.meeting_id]
             found[i] = pending.answer("duplicate", generation, needs_work=not chunk.work_done)
     return found
 
@@ -228,19 +224,14 @@ def _decide_the_rest(
     rest: list[int],
     webhook_ids: Counter[str],
     inserted: batch_ingest.Inserted,
-    held: batch_ingest.Held | None,
 ) -> tuple[set[int], dict[int, Accepted]]:
     """For the chunks the insert of later chunks left out (``rest``): create the meetings whose first
     chunk is among them and insert those chunks (added to ``inserted``), and answer deliveries sent again
-    as duplicates. Reads what the database holds of them unless it was read with the insert (``held``).
-    Returns the first chunks inserted, and the duplicates by index."""
-    if held is None:
-        held = batch_ingest.held(  # one round trip: what a duplicate needs is read with the rest
-            conn,
-            (batch[i].meeting_id for i in rest),
-            (w for i in rest if (w := batch[i].webhook_id) is not None),
-            (batch[i].key for i in rest),
-        )
+    as duplicates. Returns the first chunks inserted, and the duplicates by index."""
+    rest_webhook_ids = (batch[i].webhook_id for i in rest)
+    held = batch_ingest.held(
+        conn, (batch[i].meeting_id for i in rest), (w for w in rest_webhook_ids if w is not None)
+    )
     first_chunks = _create_meetings(conn, ctx, batch, rest, held, webhook_ids)
     started = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in first_chunks.values()])
     inserted.update(started)
@@ -251,18 +242,20 @@ def _decide_the_rest(
         if batch[i].key not in inserted and _sent_again(batch[i], meetings.get(batch[i].meeting_id), seen)
     ]
     firsts = {i for i in first_chunks.values() if batch[i].key in started}
-    return firsts, _duplicates(batch, candidates, held)
+    if not candidates:
+        return firsts, {}
+    generations = {
+        batch[i].meeting_id: generation_at(meetings[batch[i].meeting_id].created_at) for i in candidates
+    }
+    return firsts, _duplicates(conn, batch, candidates, generations)
 
 
-def commit_batch(ctx: AppContext, batch: list[Pending], read_ahead: bool = False) -> list[Accepted | None]:
+def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]:
     """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one.
 
     The usual chunks (later chunks of their meetings) are inserted first, in the statement that opens
     the transaction, which applies the rule for them itself (``batch_ingest._LATER_CHUNK``): nothing has
-    to be read before it. Only what it left out is looked at (:func:`_decide_the_rest`), with reads made
-    after the insert or, with ``read_ahead``, sent with it (a batch expected to hold more than later
-    chunks: one round trip instead of two). Reads that see the insert decide the same: what it inserted
-    is never among what they are asked about (a key, or a webhook-id once in the batch, it took)."""
+    to be read before it. Only what it left out is looked at (:func:`_decide_the_rest`)."""
     results: list[Accepted | None] = [None] * len(batch)
     webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
     offered = _offered(batch, webhook_ids)
@@ -270,18 +263,11 @@ def commit_batch(ctx: AppContext, batch: list[Pending], read_ahead: bool = False
     duplicates: dict[int, Accepted] = {}
     with ctx.engine.begin() as conn:
         rows = [batch[i].row() for i in offered.values()]
-        reach = ctx.settings.max_seq_ahead
-        held = None
-        if read_ahead:
-            inserted, held = batch_ingest.insert_new_chunks_then_read(
-                conn, rows, reach, (p.meeting_id for p in batch), webhook_ids, (p.key for p in batch)
-            )
-        else:
-            inserted = batch_ingest.insert_new_chunks(conn, rows, reach=reach)
+        inserted = batch_ingest.insert_new_chunks(conn, rows, reach=ctx.settings.max_seq_ahead)
         stored = [offered[key] for key in inserted]
         rest = [i for i, pending in enumerate(batch) if pending.key not in inserted]
         if rest:
-            firsts, duplicates = _decide_the_rest(conn, ctx, batch, rest, webhook_ids, inserted, held)
+            firsts, duplicates = _decide_the_rest(conn, ctx, batch, rest, webhook_ids, inserted)
             stored += sorted(firsts)
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])

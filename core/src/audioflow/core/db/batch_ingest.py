@@ -14,8 +14,8 @@ a batch does not need: it is only ever inserted, never read back as objects).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -122,16 +122,9 @@ def _rows(conn: Connection, statement: Select[Any], params: dict[str, Any] | Non
     then read every delivery of a growing table until an ANALYZE, and halved the gateway's rate."""
     if not _is_postgresql(conn):
         return list(conn.execute(statement, params or {}))
-    cursor = _psycopg(conn).cursor(row_factory=namedtuple_row)
-    return cursor.execute(*_psycopg_query(statement, params), prepare=False).fetchall()
-
-
-def _psycopg_query(
-    statement: Select[Any], params: dict[str, Any] | None = None
-) -> tuple[str, dict[str, Any]]:
-    """The statement's text and parameters as psycopg takes them."""
     compiled = statement.compile(dialect=_PSYCOPG, compile_kwargs={"render_postcompile": True})
-    return str(compiled), dict(compiled.construct_params(params))
+    cursor = _psycopg(conn).cursor(row_factory=namedtuple_row)
+    return cursor.execute(str(compiled), compiled.construct_params(params), prepare=False).fetchall()
 
 
 def _held_meetings_statement(postgresql_dialect: bool) -> Any:
@@ -172,71 +165,40 @@ _PG_HELD_MEETINGS, _PG_SEEN_WEBHOOK_IDS = (
 
 @dataclass(frozen=True)
 class Held:
-    """What the database holds of a batch's meetings, webhook-ids and keys."""
+    """What the database holds of a batch's meetings and webhook-ids."""
 
     meetings: dict[str, HeldMeeting]  # the batch's meetings that exist, by id
     seen_webhook_ids: dict[str, Delivered]  # the batch's webhook-ids a delivery already used, and what it was
-    chunks: dict[tuple[str, int], HeldChunk] = field(default_factory=dict)  # the keys asked for that are held
 
 
-def held(
-    conn: Connection,
-    meeting_ids: Iterable[str],
-    webhook_ids: Iterable[str],
-    chunk_keys: Iterable[tuple[str, int]] = (),
-) -> Held:
-    """The reads a batch holding more than later chunks makes: its meetings, its webhook-ids and, if
-    asked, the chunks under some keys (:func:`held_chunks`). On PostgreSQL they leave together in
+def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str]) -> Held:
+    """Both reads a batch holding more than later chunks makes. On PostgreSQL they leave together in
     psycopg's pipeline mode (with the transaction's ``BEGIN`` if they open it) and come back together:
-    one round trip. Each round trip also costs the group commit's thread a wait for the GIL that the busy
-    event loop holds, so round trips cost more than the network's time under load."""
+    one round trip where there were three.
+    Each round trip also costs the group commit's thread a wait for the GIL that the busy event loop
+    holds, so round trips cost more than the network's time under load."""
+    meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
     if _is_postgresql(conn):
         raw = _psycopg(conn)
+        # Both never prepared, as every read here (see _rows); their results are read once the pipeline
+        # is synced, on leaving the block.
         with raw.pipeline():
-            read = _queue_reads(raw, meeting_ids, webhook_ids, chunk_keys)
-        return read()
-    meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
-    wanted = sorted(set(chunk_keys))
-    return _held(
-        conn.execute(_HELD_MEETINGS[False], meetings),
-        conn.execute(_SEEN_WEBHOOK_IDS[False], webhooks) if webhooks["ids"] else [],
-        conn.execute(_held_chunks_statement(wanted)) if wanted else [],
-    )
-
-
-def _queue_reads(
-    raw: psycopg.Connection[Any],
-    meeting_ids: Iterable[str],
-    webhook_ids: Iterable[str],
-    chunk_keys: Iterable[tuple[str, int]],
-) -> Callable[[], Held]:
-    """Send :func:`held`'s reads in the pipeline ``raw`` is in; returns what reads their answers, once
-    the pipeline is synced (on leaving its block). Never prepared, as every read here (see _rows)."""
-    meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
-    wanted = sorted(set(chunk_keys))
-    meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(_PG_HELD_MEETINGS, meetings, prepare=False)
-    seen_rows = (
-        raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks, prepare=False) if webhooks["ids"] else None
-    )
-    chunk_rows = (
-        raw.cursor(row_factory=namedtuple_row).execute(
-            *_psycopg_query(_held_chunks_statement(wanted)), prepare=False
-        )
-        if wanted
-        else None
-    )
-    return lambda: _held(
-        meeting_rows.fetchall(),
-        [] if seen_rows is None else seen_rows.fetchall(),
-        [] if chunk_rows is None else chunk_rows.fetchall(),
-    )
-
-
-def _held(meeting_rows: Iterable[Any], seen_rows: Iterable[Any], chunk_rows: Iterable[Any]) -> Held:
+            meeting_rows = raw.cursor(row_factory=namedtuple_row).execute(
+                _PG_HELD_MEETINGS, meetings, prepare=False
+            )
+            seen_rows = (
+                raw.cursor().execute(_PG_SEEN_WEBHOOK_IDS, webhooks, prepare=False)
+                if webhooks["ids"]
+                else None
+            )
+        rows: Iterable[Any] = meeting_rows.fetchall()
+        seen: Iterable[Any] = [] if seen_rows is None else seen_rows.fetchall()
+    else:
+        rows = conn.execute(_HELD_MEETINGS[False], meetings)
+        seen = conn.execute(_SEEN_WEBHOOK_IDS[False], webhooks) if webhooks["ids"] else []
     return Held(
-        meetings={row.id: _held_meeting(row) for row in meeting_rows},
-        seen_webhook_ids={row[0]: (row[1], row[2], row[3]) for row in seen_rows},
-        chunks={(row.meeting_id, row.seq): _held_chunk(row) for row in chunk_rows},
+        meetings={row.id: _held_meeting(row) for row in rows},
+        seen_webhook_ids={row[0]: (row[1], row[2], row[3]) for row in seen},
     )
 
 
@@ -264,28 +226,22 @@ def held_chunks(conn: Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    return {
-        (row.meeting_id, row.seq): _held_chunk(row) for row in _rows(conn, _held_chunks_statement(wanted))
-    }
-
-
-def _held_chunks_statement(wanted: list[tuple[str, int]]) -> Select[Any]:
     c, s, r = _CHUNKS.c, _SEGMENTS.c, _RECORDINGS.c
-    return (
+    statement = (
         select(c.meeting_id, c.seq, c.sha256, s.seq.label("transcribed"), r.concatenated_through)
         .outerjoin(_SEGMENTS, and_(s.meeting_id == c.meeting_id, s.seq == c.seq))
         .outerjoin(_RECORDINGS, r.meeting_id == c.meeting_id)
         .where(tuple_(c.meeting_id, c.seq).in_(wanted))
     )
-
-
-def _held_chunk(row: Any) -> HeldChunk:
-    return HeldChunk(
-        row.sha256,
-        row.transcribed is not None
-        and row.concatenated_through is not None
-        and row.concatenated_through >= row.seq,
-    )
+    return {
+        (row.meeting_id, row.seq): HeldChunk(
+            row.sha256,
+            row.transcribed is not None
+            and row.concatenated_through is not None
+            and row.concatenated_through >= row.seq,
+        )
+        for row in _rows(conn, statement)
+    }
 
 
 def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFormat]]) -> dict[str, datetime]:
@@ -333,13 +289,18 @@ def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk], *, reach: in
     meetings' creation times."""
     if not chunks:
         return {}
+    later = reach is not None
+    params = {
+        "rows": json.dumps([c.record() for c in chunks]),
+        "now": utcnow(),
+        **({"reach": reach} if later else {}),
+    }
     if _is_postgresql(conn):
         raw = _psycopg(conn)
         with raw.pipeline():  # with the transaction's BEGIN, if it is the first statement
-            inserted_rows = _queue_insert(raw, chunks, reach)
-        return inserted_rows()
-    params = _insert_params(chunks, reach)
-    inserted = {(row.meeting_id, row.seq) for row in conn.execute(_SQLITE_INSERT[reach is not None], params)}
+            found = raw.cursor().execute(_PG_INSERT[later], params, prepare=False)
+        return {(meeting_id, seq): created_at for meeting_id, seq, created_at in found.fetchall()}
+    inserted = {(row.meeting_id, row.seq) for row in conn.execute(_SQLITE_INSERT[later], params)}
     deliveries = [
         {
             "id": c.webhook_id,
@@ -356,42 +317,6 @@ def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk], *, reach: in
     meetings = sorted({meeting_id for meeting_id, _ in inserted})
     created = {row.id: row.created_at for row in conn.execute(_CREATED_AT, {"ids": meetings})}
     return {key: created[key[0]] for key in inserted}
-
-
-def insert_new_chunks_then_read(
-    conn: Connection,
-    chunks: Sequence[NewChunk],
-    reach: int,
-    meeting_ids: Iterable[str],
-    webhook_ids: Iterable[str],
-    chunk_keys: Iterable[tuple[str, int]],
-) -> tuple[Inserted, Held]:
-    """:func:`insert_new_chunks` with ``reach``, then :func:`held`, in the same transaction: on
-    PostgreSQL in one round trip. The reads see what the insert inserted."""
-    if not _is_postgresql(conn):
-        return insert_new_chunks(conn, chunks, reach=reach), held(conn, meeting_ids, webhook_ids, chunk_keys)
-    raw = _psycopg(conn)
-    with raw.pipeline():
-        inserted_rows = _queue_insert(raw, chunks, reach)
-        read = _queue_reads(raw, meeting_ids, webhook_ids, chunk_keys)
-    return inserted_rows(), read()
-
-
-def _insert_params(chunks: Sequence[NewChunk], reach: int | None) -> dict[str, Any]:
-    reached = {} if reach is None else {"reach": reach}
-    return {"rows": json.dumps([c.record() for c in chunks]), "now": utcnow(), **reached}
-
-
-def _queue_insert(
-    raw: psycopg.Connection[Any], chunks: Sequence[NewChunk], reach: int | None
-) -> Callable[[], Inserted]:
-    """Send :func:`insert_new_chunks`'s statement in the pipeline ``raw`` is in; returns what reads its
-    answer once the pipeline is synced."""
-    if not chunks:
-        return dict
-    params = _insert_params(chunks, reach)
-    found = raw.cursor().execute(_PG_INSERT[reach is not None], params, prepare=False)
-    return lambda: {(meeting_id, seq): created_at for meeting_id, seq, created_at in found.fetchall()}
 
 
 # A batch's chunks as one JSON array of objects, read back as a table (PostgreSQL ``json_to_recordset``,
