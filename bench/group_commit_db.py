@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import inspect
 import itertools
 import json
@@ -47,7 +46,6 @@ def measure(database_url: str, rounds: int) -> dict[str, float]:
     from audioflow.core.db.engine import make_engine, make_sessionmaker, transaction
     from audioflow.core.db.migrate import upgrade
     from audioflow.core.db.models import Chunk, Meeting
-    from audioflow.core.wav import AudioFormat
 
     upgrade(database_url)
     engine = make_engine(database_url, fsync=False, pool_size=1, max_overflow=0)
@@ -82,18 +80,12 @@ def measure(database_url: str, rounds: int) -> dict[str, float]:
             with transaction(sessions) as session:
                 yield session
 
-    # Trees since the insert applies the later-chunk rule itself read nothing before it (two parts 0).
-    reach = (
-        {"reach": 1000} if "reach" in inspect.signature(batch_ingest.insert_new_chunks).parameters else None
-    )
-    fields = {f.name for f in dataclasses.fields(batch_ingest.NewChunk)}
-    formats = {"format": AudioFormat(16000, 1, 16)} if "format" in fields else {}
     samples: list[list[float]] = []
     walls: list[float] = []
     for r in range(rounds):
         batch = [
             batch_ingest.NewChunk(
-                f"m{k % MEETINGS}", 1 + k // MEETINGS, "a" * 64, 32044, 32000, 1.0, f"msg_{k}", **formats
+                f"m{k % MEETINGS}", 1 + k // MEETINGS, "a" * 64, 32044, 32000, 1.0, f"msg_{k}"
             )
             for k in range(r * BATCH, (r + 1) * BATCH)
         ]
@@ -101,9 +93,7 @@ def measure(database_url: str, rounds: int) -> dict[str, float]:
         marks = [time.thread_time()]
         with batch_transaction() as tx:
             webhook_ids = [c.webhook_id for c in batch if c.webhook_id]
-            if reach is not None:
-                marks.append(time.thread_time())
-            elif held := getattr(batch_ingest, "held", None):  # both reads in one pipeline: one part
+            if held := getattr(batch_ingest, "held", None):  # both reads in one pipeline: one part
                 held(tx, (c.meeting_id for c in batch), webhook_ids)
                 marks.append(time.thread_time())
             else:  # older trees: a round trip each
@@ -111,7 +101,7 @@ def measure(database_url: str, rounds: int) -> dict[str, float]:
                 marks.append(time.thread_time())
                 getattr(batch_ingest, "seen_webhook_ids")(tx, webhook_ids)  # noqa: B009
             marks.append(time.thread_time())
-            inserted = batch_ingest.insert_new_chunks(tx, batch, **(reach or {}))
+            inserted = batch_ingest.insert_new_chunks(tx, batch)
             marks.append(time.thread_time())
             if record_deliveries := getattr(batch_ingest, "record_deliveries", None):  # older trees
                 record_deliveries(tx, batch)  # newer ones record them in the chunks' insert

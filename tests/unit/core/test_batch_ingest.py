@@ -32,19 +32,13 @@ def engine(database_url: str) -> Iterator[Engine]:
     made.dispose()
 
 
-def _chunk(
-    seq: int,
-    webhook_id: str | None,
-    sha: str = "a",
-    meeting_id: str = "m",
-    format: AudioFormat = SPEECH_FORMAT,
-) -> NewChunk:
-    return NewChunk(meeting_id, seq, sha * 64, 32044, 32000, 1.0 + seq / 8, webhook_id, format)
+def _chunk(seq: int, webhook_id: str | None, sha: str = "a") -> NewChunk:
+    return NewChunk("m", seq, sha * 64, 32044, 32000, 1.0 + seq / 8, webhook_id)
 
 
 def test_free_keys_are_inserted_with_their_deliveries_and_held_keys_record_nothing(engine: Engine) -> None:
     with engine.begin() as conn:
-        assert set(batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0")])) == {("m", 0)}
+        assert batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0")]) == {("m", 0)}
     batch = [
         _chunk(0, "w-again", sha="b"),  # key held: left out, and its delivery too
         _chunk(1, "w-1"),
@@ -52,8 +46,8 @@ def test_free_keys_are_inserted_with_their_deliveries_and_held_keys_record_nothi
         _chunk(3, 'w-3 "quoted" \\ é'),  # any header text survives the statement's encoding
     ]
     with engine.begin() as conn:
-        assert set(batch_ingest.insert_new_chunks(conn, batch)) == {("m", 1), ("m", 2), ("m", 3)}
-        assert batch_ingest.insert_new_chunks(conn, []) == {}
+        assert batch_ingest.insert_new_chunks(conn, batch) == {("m", 1), ("m", 2), ("m", 3)}
+        assert batch_ingest.insert_new_chunks(conn, []) == set()
     with engine.connect() as conn:
         chunks = {
             row.seq: (row.sha256, row.size_bytes, row.data_bytes, row.duration_s, row.received_at is not None)
@@ -69,50 +63,6 @@ def test_free_keys_are_inserted_with_their_deliveries_and_held_keys_record_nothi
         ("w-1", "m", 1, "a" * 64),
         ('w-3 "quoted" \\ é', "m", 3, "a" * 64),
     }
-
-
-def test_with_a_reach_only_the_chunks_a_meeting_takes_as_later_chunks_are_inserted(engine: Engine) -> None:
-    """The rule of the usual batch, applied by the insert itself on both databases: the meeting has a
-    chunk already, was never deleted, is in the chunk's format, the chunk is at most ``reach`` past its
-    highest seq, and its webhook-id was never delivered."""
-    others = {  # each in another format than the chunks', by one field
-        "stereo": AudioFormat(16000, 2, 16),
-        "8 kHz": AudioFormat(8000, 1, 16),
-        "8-bit": AudioFormat(16000, 1, 8),
-    }
-    with engine.begin() as conn:
-        meetings = [("empty", SPEECH_FORMAT), ("gone", SPEECH_FORMAT), *others.items()]
-        conn.execute(
-            insert(Meeting),
-            [
-                {"id": i, "sample_rate": f.sample_rate, "channels": f.channels, "bits": f.bits}
-                for i, f in meetings
-            ],
-        )
-        conn.execute(insert(DeletedMeeting), [{"meeting_id": "gone"}])
-        batch_ingest.insert_new_chunks(conn, [_chunk(0, "w-0"), _chunk(2, None)])
-        for meeting_id, f in [("gone", SPEECH_FORMAT), *others.items()]:
-            batch_ingest.insert_new_chunks(conn, [_chunk(0, None, meeting_id=meeting_id, format=f)])
-    offered = {
-        "next": _chunk(3, "w-3"),
-        "a gap below the highest": _chunk(1, "w-1"),
-        "as far as the reach": _chunk(2 + 5, None),
-        "past the reach": _chunk(2 + 6, None),
-        "a held key": _chunk(2, None, sha="b"),
-        "a webhook-id delivered": _chunk(4, "w-0"),
-        "a meeting with no chunk": _chunk(1, None, meeting_id="empty"),
-        "a meeting deleted once": _chunk(1, None, meeting_id="gone"),
-        **{f"another format ({i})": _chunk(1, None, meeting_id=i) for i in others},
-        "no such meeting": _chunk(1, None, meeting_id="nobody"),
-    }
-    with engine.begin() as conn:
-        created = conn.execute(select(Meeting.created_at).where(Meeting.id == "m")).scalar_one()
-        inserted = batch_ingest.insert_new_chunks(conn, list(offered.values()), reach=5)
-    taken = {"next", "a gap below the highest", "as far as the reach"}
-    assert inserted == {(offered[name].meeting_id, offered[name].seq): created for name in taken}
-    with engine.connect() as conn:
-        deliveries = set(conn.execute(select(WebhookDelivery.id)).scalars())
-    assert deliveries == {"w-0", "w-1", "w-3"}
 
 
 def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(engine: Engine) -> None:
@@ -135,7 +85,7 @@ def test_the_reads_a_batch_starts_with_then_its_insert_in_the_same_transaction(e
             assert (gone.format.sample_rate, gone.format.channels, gone.format.bits) == (8000, 2, 8)
             assert gone.highest_seq == -1 and gone.deleted_at is not None
             assert held.seen_webhook_ids == {"w-0": ("m", 0, "a" * 64)}  # what it delivered
-            assert set(batch_ingest.insert_new_chunks(conn, [_chunk(5, "w-new")])) == {("m", 5)}
+            assert batch_ingest.insert_new_chunks(conn, [_chunk(5, "w-new")]) == {("m", 5)}
             if outcome == "rolled back":
                 raise _RolledBack
         with engine.connect() as conn:
@@ -250,28 +200,19 @@ class _RolledBack(Exception):
     """Raised inside ``engine.begin()`` to roll its transaction back."""
 
 
-def _read(conn: Connection) -> bool:
-    return set(batch_ingest.held(conn, ["m"], ["w"]).meetings) == {"m"}
-
-
-def _insert(conn: Connection) -> bool:
-    return batch_ingest.insert_new_chunks(conn, [_chunk(7, None)], reach=10**6) == {}  # "m" has no chunk
-
-
-@pytest.mark.parametrize("pipelined", [_read, _insert], ids=["reads", "insert of later chunks"])
 def test_a_connection_lost_under_the_pipeline_fails_one_batch_and_is_replaced(
-    postgres_server_url: str, pipelined: Callable[[Connection], bool]
+    postgres_server_url: str,
 ) -> None:
-    """The pipelined statements (PostgreSQL only) bypass SQLAlchemy's execute; a dropped connection must
-    still leave the pool, so that only the batch that met it fails (its chunks then go the one-by-one way)
-    and the next one runs."""
+    """The pipelined reads (PostgreSQL only) bypass SQLAlchemy's execute; a dropped connection must still
+    leave the pool, so that only the batch that met it fails (its chunks then go the one-by-one way) and
+    the next one reads."""
     with services.fresh_postgres_database(postgres_server_url) as url:
         upgrade(url)
         engine, admin = make_engine(url, fsync=False), make_engine(url, fsync=False)
         try:
             with engine.begin() as conn:
                 conn.execute(insert(Meeting), [{"id": "m", "sample_rate": 16000, "channels": 1, "bits": 16}])
-                assert pipelined(conn)
+                batch_ingest.held(conn, ["m"], ["w"])
             with admin.begin() as other:  # as a PostgreSQL restart would: the pooled session ends
                 ended = other.execute(
                     text(
@@ -281,9 +222,9 @@ def test_a_connection_lost_under_the_pipeline_fails_one_batch_and_is_replaced(
                 ).scalar_one()
             assert ended == 1, "the pooled connection was not there to end"
             with pytest.raises(OperationalError), engine.begin() as conn:
-                pipelined(conn)
+                batch_ingest.held(conn, ["m"], ["w"])
             with engine.begin() as conn:
-                assert pipelined(conn)
+                assert set(batch_ingest.held(conn, ["m"], ["w"]).meetings) == {"m"}
         finally:
             engine.dispose()
             admin.dispose()
@@ -293,12 +234,9 @@ _GROWING = ("webhook_deliveries", "chunks", "deleted_meetings")
 
 
 def _lookups(conn: Connection) -> tuple[batch_ingest.Held, dict[tuple[str, int], batch_ingest.HeldChunk]]:
-    """Every read a batch may make: what its meetings and webhook-ids hold, the lookups of its insert of
-    later chunks, the chunks of deliveries sent again, and (with meetings' first chunks) the ids deleted
-    once, before a creation that finds both held."""
+    """Every read a batch may make: what its meetings and webhook-ids hold, the chunks of deliveries sent
+    again, and (with meetings' first chunks) the ids deleted once, before a creation that finds both held."""
     held = batch_ingest.held(conn, ["m", "other"], ["w-1", "w-2"])
-    # Not inserted (a meeting with no chunk, then a key and a webhook-id held), but every lookup made.
-    assert batch_ingest.insert_new_chunks(conn, [_chunk(1, "w-1")], reach=10**6) == {}
     assert batch_ingest.insert_new_meetings(conn, [("m", SPEECH_FORMAT), ("gone-1", SPEECH_FORMAT)]) == {}
     return held, batch_ingest.held_chunks(conn, [("m", 1), ("m", 2)])
 

@@ -165,8 +165,7 @@ def _check_not_replayed_after_deletion(meeting_id: str, deleted: datetime | None
 
 def within_reach(limit: int, seq: int, highest: int) -> bool:
     """``seq`` is at most ``limit`` past ``highest``, the meeting's highest seq so far (-1 with no chunk
-    yet): the one rule for how far ahead a chunk may be, for both ways of accepting it (a batch's insert
-    of later chunks says it in SQL: ``batch_ingest._LATER_CHUNK``)."""
+    yet): the one rule for how far ahead a chunk may be, for both ways of accepting it."""
     return seq - highest <= limit
 
 

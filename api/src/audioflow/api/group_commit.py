@@ -1,10 +1,9 @@
 """Group commit: concurrent requests' chunks share one transaction and one Redis script call.
 
 A request hands its checked chunk to :meth:`GroupCommit.accept` and waits. One flush at a time takes
-every chunk waiting (up to ``max_batch``) to a worker thread, which inserts the rows of the later chunks
-and records their deliveries in one statement (the transaction's first: nothing is read before it),
-reads what it needs for the chunks that statement left out, stores the new chunks' files and commits,
-then enqueues all their work in one script call (``events.WriteBatch``). Chunks
+every chunk waiting (up to ``max_batch``) to a worker thread, which reads what the batch's meetings and
+webhook-ids hold, inserts the rows of the new chunks in one statement, stores their files, records their
+deliveries and commits, then enqueues all their work in one script call (``events.WriteBatch``). Chunks
 arriving meanwhile wait for the next flush, so a batch is as large as the load makes it and an idle
 gateway commits one chunk at a time with no added delay.
 
@@ -95,7 +94,6 @@ class Pending:
             data_bytes=self.checked.info.data_length,
             duration_s=self.checked.info.duration_s,
             webhook_id=self.webhook_id,
-            format=self.checked.info.format,
         )
 
 
@@ -140,6 +138,18 @@ class GroupCommit:
             self._flusher = None
 
 
+def _groupable(ctx: AppContext, pending: Pending, meeting: HeldMeeting | None) -> bool:
+    """The usual case: a later chunk of a meeting in the right format, near its highest seq, not a
+    replay after a deletion (those are decided one by one)."""
+    return (
+        meeting is not None
+        and meeting.deleted_at is None
+        and meeting.highest_seq >= 0
+        and meeting.format == pending.checked.info.format
+        and within_reach(ctx.settings.max_seq_ahead, pending.seq, meeting.highest_seq)
+    )
+
+
 def _unique_delivery(pending: Pending, seen: dict[str, Delivered], webhook_ids: Counter[str]) -> bool:
     """Its webhook-id, if it has one, is new: not delivered before, and once in this batch."""
     webhook_id = pending.webhook_id
@@ -150,19 +160,17 @@ def _create_meetings(
     conn: Connection,
     ctx: AppContext,
     batch: list[Pending],
-    rest: list[int],
     held: batch_ingest.Held,
     webhook_ids: Counter[str],
 ) -> dict[str, int]:
-    """Create the meetings whose first chunk is among the ``rest`` of the batch (one chunk each: the
-    first such in the batch), as :func:`acceptance.accept_chunk` would; returns, for each meeting created,
-    the index of its first chunk, and adds the meeting to ``held.meetings`` (with no chunk yet)."""
+    """Create the meetings whose first chunk this batch holds (one chunk each: the first such in the
+    batch), as :func:`acceptance.accept_chunk` would; returns, for each meeting created, the index of
+    its first chunk, and adds the meeting to ``held.meetings`` (with no chunk yet)."""
     settings = ctx.settings
     if not settings.auto_create_meetings:
         return {}
     starting: dict[str, int] = {}
-    for i in rest:
-        pending = batch[i]
+    for i, pending in enumerate(batch):
         if (
             pending.meeting_id not in held.meetings
             and pending.meeting_id not in starting
@@ -207,72 +215,35 @@ def _duplicates(
     return found
 
 
-def _offered(batch: list[Pending], webhook_ids: Counter[str]) -> dict[tuple[str, int], int]:
-    """The chunks offered to the insert of later chunks, by key (meeting, seq): those whose webhook-id, if
-    any, is once in the batch; of a key sent twice, the first."""
-    offered: dict[tuple[str, int], int] = {}
-    for i, pending in enumerate(batch):
-        if pending.webhook_id is None or webhook_ids[pending.webhook_id] == 1:
-            offered.setdefault(pending.key, i)
-    return offered
-
-
-def _decide_the_rest(
-    conn: Connection,
-    ctx: AppContext,
-    batch: list[Pending],
-    rest: list[int],
-    webhook_ids: Counter[str],
-    inserted: batch_ingest.Inserted,
-) -> tuple[set[int], dict[int, Accepted]]:
-    """For the chunks the insert of later chunks left out (``rest``): create the meetings whose first
-    chunk is among them and insert those chunks (added to ``inserted``), and answer deliveries sent again
-    as duplicates. Returns the first chunks inserted, and the duplicates by index."""
-    rest_webhook_ids = (batch[i].webhook_id for i in rest)
-    held = batch_ingest.held(
-        conn, (batch[i].meeting_id for i in rest), (w for w in rest_webhook_ids if w is not None)
-    )
-    first_chunks = _create_meetings(conn, ctx, batch, rest, held, webhook_ids)
-    started = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in first_chunks.values()])
-    inserted.update(started)
-    meetings, seen = held.meetings, held.seen_webhook_ids
-    candidates = [
-        i
-        for i in rest
-        if batch[i].key not in inserted and _sent_again(batch[i], meetings.get(batch[i].meeting_id), seen)
-    ]
-    firsts = {i for i in first_chunks.values() if batch[i].key in started}
-    if not candidates:
-        return firsts, {}
-    generations = {
-        batch[i].meeting_id: generation_at(meetings[batch[i].meeting_id].created_at) for i in candidates
-    }
-    return firsts, _duplicates(conn, batch, candidates, generations)
-
-
 def commit_batch(ctx: AppContext, batch: list[Pending]) -> list[Accepted | None]:
-    """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one.
-
-    The usual chunks (later chunks of their meetings) are inserted first, in the statement that opens
-    the transaction, which applies the rule for them itself (``batch_ingest._LATER_CHUNK``): nothing has
-    to be read before it. Only what it left out is looked at (:func:`_decide_the_rest`)."""
+    """Commit and enqueue what can be in one go; ``None`` for each chunk to decide one by one."""
     results: list[Accepted | None] = [None] * len(batch)
-    webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
-    offered = _offered(batch, webhook_ids)
-    firsts: set[int] = set()
-    duplicates: dict[int, Accepted] = {}
     with ctx.engine.begin() as conn:
-        rows = [batch[i].row() for i in offered.values()]
-        inserted = batch_ingest.insert_new_chunks(conn, rows, reach=ctx.settings.max_seq_ahead)
-        stored = [offered[key] for key in inserted]
-        rest = [i for i, pending in enumerate(batch) if pending.key not in inserted]
-        if rest:
-            firsts, duplicates = _decide_the_rest(conn, ctx, batch, rest, webhook_ids, inserted)
-            stored += sorted(firsts)
+        webhook_ids = Counter(p.webhook_id for p in batch if p.webhook_id is not None)
+        held = batch_ingest.held(conn, (p.meeting_id for p in batch), webhook_ids)
+        first_chunks = _create_meetings(conn, ctx, batch, held, webhook_ids)
+        meetings, seen = held.meetings, held.seen_webhook_ids
+        chosen = {batch[i].key: i for i in first_chunks.values()}  # (meeting, seq) -> index in batch
+        for i, pending in enumerate(batch):
+            if pending.key in chosen or not _groupable(ctx, pending, meetings.get(pending.meeting_id)):
+                continue
+            if _unique_delivery(pending, seen, webhook_ids):
+                chosen[pending.key] = i
+        inserted = batch_ingest.insert_new_chunks(conn, [batch[i].row() for i in chosen.values()])
+        stored = [chosen[key] for key in inserted]
         # Inside the transaction, after the insert took each key (see acceptance._record); synced together.
         ctx.storage.put_chunks([(batch[i].meeting_id, batch[i].seq, batch[i].body) for i in stored])
+        candidates = [
+            i
+            for i, pending in enumerate(batch)
+            if pending.key not in inserted and _sent_again(pending, meetings.get(pending.meeting_id), seen)
+        ]
+        answered = {batch[i].meeting_id for i in (*stored, *candidates)}  # only these need a generation
+        generations = {m: generation_at(meetings[m].created_at) for m in answered}
+        duplicates = _duplicates(conn, batch, candidates, generations) if candidates else {}
+    firsts = set(first_chunks.values())
     for i in stored:
-        generation = generation_at(inserted[batch[i].key])
+        generation = generations[batch[i].meeting_id]
         results[i] = batch[i].answer("created", generation, needs_work=True, first_chunk=i in firsts)
     for i, duplicate in duplicates.items():
         results[i] = duplicate

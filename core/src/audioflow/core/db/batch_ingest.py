@@ -1,14 +1,12 @@
 """Many chunks' rows in one transaction: the gateway's group commit (``api/group_commit.py``).
 
-The usual batch (later chunks of meetings that exist) is one statement on PostgreSQL, whatever its size,
-sent with the transaction's ``BEGIN``: one round trip before the ``COMMIT``. That statement inserts the
-chunks a meeting takes as later chunks (:func:`insert_new_chunks` with ``reach``: the rule is SQL, so no
-read has to come back before it), tells new keys from held ones (``ON CONFLICT DO NOTHING RETURNING``)
-and records the new ones' deliveries (SQLite: one insert per table). Only a batch holding something else
-reads what its meetings and webhook-ids hold (:func:`held`), then the chunks of deliveries sent again
-(:func:`held_chunks`) or, for meetings' first chunks, the ids deleted once and an insert of those meetings
-(:func:`insert_new_meetings`). They run on a Core connection, without an ORM session (whose unit of work
-a batch does not need: it is only ever inserted, never read back as objects).
+Three statements serve a whole batch on PostgreSQL, whatever its size, in two round trips before the
+``COMMIT``: two reads of what its meetings and webhook-ids already hold (pipelined), and one insert of
+the chunks that tells new from held (``ON CONFLICT DO NOTHING RETURNING``) and records the new ones'
+deliveries (SQLite: one insert per table). A batch holding deliveries sent again adds one read of
+their chunks (:func:`held_chunks`); one holding meetings' first chunks, a read and an insert of those
+meetings (:func:`insert_new_meetings`). They run on a Core connection, without an ORM session (whose unit
+of work a batch does not need: it is only ever inserted, never read back as objects).
 """
 
 from __future__ import annotations
@@ -81,18 +79,6 @@ class NewChunk:
     data_bytes: int
     duration_s: float
     webhook_id: str | None
-    format: AudioFormat
-
-    def record(self) -> dict[str, Any]:
-        """Its values under the batch record's column names (``_BATCH_TYPES``)."""
-        f = self.format
-        return {
-            **{name: getattr(self, name) for name in _CHUNK_COLUMNS},
-            "webhook_id": self.webhook_id,
-            "sample_rate": f.sample_rate,
-            "channels": f.channels,
-            "bits": f.bits,
-        }
 
 
 def _is_postgresql(conn: Connection) -> bool:
@@ -172,9 +158,8 @@ class Held:
 
 
 def held(conn: Connection, meeting_ids: Iterable[str], webhook_ids: Iterable[str]) -> Held:
-    """Both reads a batch holding more than later chunks makes. On PostgreSQL they leave together in
-    psycopg's pipeline mode (with the transaction's ``BEGIN`` if they open it) and come back together:
-    one round trip where there were three.
+    """Both reads a batch starts with. On PostgreSQL they leave together with the transaction's
+    ``BEGIN`` in psycopg's pipeline mode and come back together: one round trip where there were three.
     Each round trip also costs the group commit's thread a wait for the GIL that the busy event loop
     holds, so round trips cost more than the network's time under load."""
     meetings, webhooks = {"ids": sorted(set(meeting_ids))}, {"ids": sorted(set(webhook_ids))}
@@ -271,59 +256,36 @@ def insert_new_meetings(conn: Connection, meetings: Sequence[tuple[str, AudioFor
     return {row.id: row.created_at for row in created}
 
 
-#: A chunk inserted: the meeting's creation time, by its key (meeting id, seq).
-Inserted = dict[tuple[str, int], datetime]
-
-
-def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk], *, reach: int | None = None) -> Inserted:
+def insert_new_chunks(conn: Connection, chunks: Sequence[NewChunk]) -> set[tuple[str, int]]:
     """Insert the chunks whose key is free, and the webhook deliveries of those inserted; returns the
-    keys inserted, each with its meeting's creation time. A key already held (or taken meanwhile: the
-    insert waits for a concurrent one to commit) is left out, with its delivery, for the caller to tell
-    duplicate from conflict; so is a chunk whose meeting does not exist.
-
-    With ``reach``, only the chunks a meeting takes as later chunks are inserted (``_LATER_CHUNK``): it
-    has a chunk already, was never deleted, is in the chunk's format, its highest seq is at most
-    ``reach`` behind the chunk's (``acceptance.within_reach``), and the chunk's webhook-id, if any, was
-    never delivered. The rest are left out for the caller to decide. On PostgreSQL one statement, sent
-    with the transaction's ``BEGIN`` (one round trip); on SQLite one per table and a read of the
-    meetings' creation times."""
+    keys inserted. A key already held (or taken meanwhile: the insert waits for a concurrent one to
+    commit) is left out, with its delivery, for the caller to tell duplicate from conflict. On PostgreSQL
+    one statement (one round trip); on SQLite one per table."""
     if not chunks:
-        return {}
-    later = reach is not None
-    params = {
-        "rows": json.dumps([c.record() for c in chunks]),
-        "now": utcnow(),
-        **({"reach": reach} if later else {}),
-    }
+        return set()
+    now = utcnow()
     if _is_postgresql(conn):
-        raw = _psycopg(conn)
-        with raw.pipeline():  # with the transaction's BEGIN, if it is the first statement
-            found = raw.cursor().execute(_PG_INSERT[later], params, prepare=False)
-        return {(meeting_id, seq): created_at for meeting_id, seq, created_at in found.fetchall()}
-    inserted = {(row.meeting_id, row.seq) for row in conn.execute(_SQLITE_INSERT[later], params)}
+        rows = json.dumps([{name: getattr(c, name) for name in _BATCH_COLUMNS} for c in chunks])
+        return {(row.meeting_id, row.seq) for row in conn.execute(_PG_INSERT, {"rows": rows, "now": now})}
+    found = conn.execute(
+        _SQLITE_INSERT_CHUNKS,
+        [{**{name: getattr(c, name) for name in _CHUNK_COLUMNS}, "received_at": now} for c in chunks],
+    )
+    inserted = {(row.meeting_id, row.seq) for row in found}
     deliveries = [
-        {
-            "id": c.webhook_id,
-            "meeting_id": c.meeting_id,
-            "seq": c.seq,
-            "sha256": c.sha256,
-            "received_at": params["now"],
-        }
+        {"id": c.webhook_id, "meeting_id": c.meeting_id, "seq": c.seq, "sha256": c.sha256, "received_at": now}
         for c in chunks
         if c.webhook_id is not None and (c.meeting_id, c.seq) in inserted
     ]
     if deliveries:
         conn.execute(_SQLITE_INSERT_DELIVERIES, deliveries)
-    meetings = sorted({meeting_id for meeting_id, _ in inserted})
-    created = {row.id: row.created_at for row in conn.execute(_CREATED_AT, {"ids": meetings})}
-    return {key: created[key[0]] for key in inserted}
+    return inserted
 
 
-# A batch's chunks as one JSON array of objects, read back as a table (PostgreSQL ``json_to_recordset``,
-# SQLite ``json_each``): one parameter, dumped by the json module's C encoder, where one array parameter
-# per column made psycopg dump every value of every column in Python; and one statement text whatever the
-# batch's size, which psycopg converts once and keeps (a multi-row VALUES is a new text, parsed again, per
-# batch size).
+# A batch's chunks as one JSON array of objects, read back by ``json_to_recordset``:
+# one parameter, dumped by the json module's C encoder, where one array parameter per column made psycopg
+# dump every value of every column in Python; and one statement text whatever the batch's size, which
+# psycopg converts once and keeps (a multi-row VALUES is a new text, parsed again, per batch size).
 _CHUNK_TYPES = {
     "meeting_id": "text",
     "seq": "integer",
@@ -333,77 +295,26 @@ _CHUNK_TYPES = {
     "duration_s": "float8",
 }
 _CHUNK_COLUMNS = tuple(_CHUNK_TYPES)
-_BATCH_TYPES = {
-    **_CHUNK_TYPES,
-    "webhook_id": "text",
-    "sample_rate": "integer",
-    "channels": "integer",
-    "bits": "integer",
-}
-# Names and types from this module's constants, never from input.
-_PG_BATCH = (
-    "SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS b("  # noqa: S608
-    + ", ".join(f"{name} {sql_type}" for name, sql_type in _BATCH_TYPES.items())
-    + ")"
+_BATCH_COLUMNS = (*_CHUNK_COLUMNS, "webhook_id")
+_BATCH_RECORD = ", ".join(
+    f"{name} {sql_type}" for name, sql_type in {**_CHUNK_TYPES, "webhook_id": "text"}.items()
 )
-_SQLITE_BATCH = (
-    "SELECT "  # noqa: S608
-    + ", ".join(f"json_extract(j.value, '$.{name}') AS {name}" for name in _BATCH_TYPES)
-    + " FROM json_each(:rows) AS j"
+# Names and types from this module's constants, never from input. The deliveries' insert joins the
+# chunks' RETURNING, so a chunk left out (its key held) records no delivery. Keys are taken in key order,
+# as meetings are in id order: two batches holding the same keys never wait on each other crosswise.
+_PG_INSERT = text(
+    f"WITH batch AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS b({_BATCH_RECORD})), "  # noqa: S608
+    f"inserted AS (INSERT INTO {Chunk.__tablename__} ({', '.join(_CHUNK_COLUMNS)}, received_at) "
+    f"SELECT {', '.join(_CHUNK_COLUMNS)}, :now FROM batch ORDER BY meeting_id, seq "
+    f"ON CONFLICT (meeting_id, seq) DO NOTHING RETURNING meeting_id, seq), "
+    f"delivered AS (INSERT INTO {WebhookDelivery.__tablename__} (id, meeting_id, seq, sha256, received_at) "
+    f"SELECT batch.webhook_id, batch.meeting_id, batch.seq, batch.sha256, :now "
+    f"FROM batch JOIN inserted USING (meeting_id, seq) WHERE batch.webhook_id IS NOT NULL) "
+    f"SELECT meeting_id, seq FROM inserted"
 )
-# The one rule, in SQL, for a chunk that a meeting takes as a later chunk in a batch (``b``, its meeting
-# ``m``): the same on both databases; its reach is ``acceptance.within_reach``'s. A meeting with no chunk
-# has no highest seq (NULL: not taken), nor a chunk with no webhook-id a delivery (NULL: taken). Each
-# lookup is a scalar subquery, so one probe of an index per chunk: written as NOT EXISTS inside an OR,
-# PostgreSQL hashed the whole deliveries table for every batch.
-_LATER_CHUNK = (
-    f"(SELECT 1 FROM {DeletedMeeting.__tablename__} AS d WHERE d.meeting_id = m.id) IS NULL "  # noqa: S608
-    "AND m.sample_rate = b.sample_rate AND m.channels = b.channels AND m.bits = b.bits "
-    f"AND b.seq - (SELECT max(c.seq) FROM {Chunk.__tablename__} AS c WHERE c.meeting_id = m.id) <= :reach "
-    f"AND (SELECT 1 FROM {WebhookDelivery.__tablename__} AS w WHERE w.id = b.webhook_id) IS NULL"
+_SQLITE_INSERT_CHUNKS = (
+    sqlite.insert(Chunk)
+    .on_conflict_do_nothing(index_elements=[_CHUNKS.c.meeting_id, _CHUNKS.c.seq])
+    .returning(_CHUNKS.c.meeting_id, _CHUNKS.c.seq)
 )
-
-
-def _offered(batch: str, later: bool) -> str:
-    """The batch's chunks whose meeting exists (with its creation time), and with ``later`` only those
-    it takes as later chunks."""
-    return (
-        f"SELECT b.*, m.created_at FROM ({batch}) AS b JOIN {Meeting.__tablename__} AS m "  # noqa: S608
-        f"ON m.id = b.meeting_id WHERE {_LATER_CHUNK if later else 'true'}"
-    )
-
-
-def _pg_insert(later: bool) -> str:
-    # The deliveries' insert joins the chunks' RETURNING, so a chunk left out (its key held) records no
-    # delivery. Keys are taken in key order, as meetings are in id order: two batches holding the same
-    # keys never wait on each other crosswise. In psycopg's own parameter style: run with psycopg itself.
-    chunk_columns = ", ".join(_CHUNK_COLUMNS)
-    statement = text(
-        f"WITH offered AS ({_offered(_PG_BATCH, later)}), "  # noqa: S608
-        f"inserted AS (INSERT INTO {Chunk.__tablename__} ({chunk_columns}, received_at) "
-        f"SELECT {chunk_columns}, :now FROM offered ORDER BY meeting_id, seq "
-        f"ON CONFLICT (meeting_id, seq) DO NOTHING RETURNING meeting_id, seq), "
-        f"delivered AS (INSERT INTO {WebhookDelivery.__tablename__} "
-        "(id, meeting_id, seq, sha256, received_at) "
-        "SELECT offered.webhook_id, meeting_id, seq, offered.sha256, :now "
-        f"FROM offered JOIN inserted USING (meeting_id, seq) WHERE offered.webhook_id IS NOT NULL) "
-        f"SELECT meeting_id, seq, offered.created_at FROM inserted JOIN offered USING (meeting_id, seq)"
-    )
-    return str(statement.compile(dialect=_PSYCOPG))
-
-
-def _sqlite_insert(later: bool) -> Any:
-    chunk_columns = ", ".join(_CHUNK_COLUMNS)
-    # SQLite reads ``ON CONFLICT`` after an INSERT's SELECT as the upsert clause only if the SELECT has a
-    # WHERE (its documented parsing ambiguity): hence the ``WHERE true``.
-    return text(
-        f"INSERT INTO {Chunk.__tablename__} ({chunk_columns}, received_at) "  # noqa: S608
-        f"SELECT {chunk_columns}, :now FROM ({_offered(_SQLITE_BATCH, later)}) WHERE true "
-        f"ORDER BY meeting_id, seq ON CONFLICT (meeting_id, seq) DO NOTHING RETURNING meeting_id, seq"
-    ).bindparams(bindparam("now", type_=_CHUNKS.c.received_at.type))
-
-
-_PG_INSERT = {later: _pg_insert(later) for later in (True, False)}
-_SQLITE_INSERT = {later: _sqlite_insert(later) for later in (True, False)}
 _SQLITE_INSERT_DELIVERIES = sqlite.insert(WebhookDelivery)
-_CREATED_AT = select(_MEETINGS.c.id, _MEETINGS.c.created_at).where(_member_of(_MEETINGS.c.id, False))
