@@ -29,7 +29,7 @@ class Kind(NamedTuple):
     fsync: bool = False
 
 
-Key = tuple[int, str, int, bool]  # connections, then a Kind's fields
+Key = tuple[int, Kind]  # connections, and what was measured at them
 BASELINE = "baseline"
 BASE = Kind(BASELINE, 1)  # what every ratio is to, in the same pass
 # Measured at each number of connections; the baseline first in every pass.
@@ -75,7 +75,7 @@ def run(cfg: BenchConfig) -> Section:
                         cfg, kind.what, fsync=kind.fsync, workers=kind.workers, seconds=p.seconds,
                         warmup=p.warmup, connections=connections,
                     )  # fmt: skip
-                    results[connections, *kind].append(one)
+                    results[connections, kind].append(one)
     return _report(cfg, p, results, files)
 
 
@@ -86,7 +86,8 @@ def _spread(runs: list[Run], figure: str) -> Spread:
 
 def _to_baseline(results: dict[Key, list[Run]], key: Key) -> Spread:
     """Accepted/s over the baseline's in the same pass, per repeat."""
-    base = results[key[0], *BASE]
+    connections, _ = key
+    base = results[connections, BASE]
     return Spread.of([r.rate / b.rate for r, b in zip(results[key], base, strict=True)])
 
 
@@ -94,7 +95,7 @@ def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str
     rows = []
     for connections, kinds in KINDS.items():
         for kind in kinds:
-            key: Key = (connections, *kind)
+            key: Key = (connections, kind)
             runs = results[key]
             rows.append(
                 [
@@ -119,16 +120,16 @@ def _report(cfg: BenchConfig, p: Plan, results: dict[Key, list[Run]], files: str
         ],
         rows,
     )  # fmt: skip
-    busy: Key = (64, *Kind("webhook", 2))
-    synced: Key = (64, *Kind("webhook", 2, fsync=True))
-    one_sender = results[1, *Kind("webhook", 1)]
+    busy: Key = (64, Kind("webhook", 2))
+    synced: Key = (64, Kind("webhook", 2, fsync=True))
+    one_sender = results[1, Kind("webhook", 1)]
     summary: dict[str, object] = {
         "webhook, 2 processes @c=64: accepted/s": _spread(results[busy], "rate").fmt(0),
         "webhook, 2 processes @c=64: p50 / p99 ms": (
             f"{_spread(results[busy], 'p50_ms').fmt(1)} / {_spread(results[busy], 'p99_ms').fmt(1)}"
         ),
         "webhook, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, busy).fmt(2),
-        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, *Kind("put", 2))).fmt(2),
+        "PUT, 2 processes @c=64 ÷ seed-work baseline": _to_baseline(results, (64, Kind("put", 2))).fmt(2),
         "webhook, 2 processes, fsync on @c=64: accepted/s": _spread(results[synced], "rate").fmt(0),
         "webhook, 2 processes, fsync on @c=64: p99 ms": _spread(results[synced], "p99_ms").fmt(1),
         "gateway CPU ms per chunk @c=64 (webhook, 2 processes)": (
@@ -174,7 +175,7 @@ def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     kinds = [kind for kind in KINDS[64] if not kind.fsync]  # the software alone, comparable to the baseline
     labels = [kind.what if kind == BASE else f"{kind.what} x{kind.workers}" for kind in kinds]
     xs = range(len(kinds))
-    rates = [_spread(results[64, *kind], "rate") for kind in kinds]
+    rates = [_spread(results[64, kind], "rate") for kind in kinds]
     left.bar(
         xs,
         [s.median for s in rates],
@@ -185,7 +186,7 @@ def _plot(cfg: BenchConfig, results: dict[Key, list[Run]]) -> str:
     left.set_ylabel("accepted / s (median, min-max bars)")
     left.set_title("64 concurrent senders")
     for figure, offset, label in (("p50_ms", -0.2, "p50"), ("p99_ms", 0.2, "p99")):
-        spreads = [_spread(results[64, *kind], figure) for kind in kinds]
+        spreads = [_spread(results[64, kind], figure) for kind in kinds]
         right.bar([x + offset for x in xs], [s.median for s in spreads], width=0.4, label=label)
     right.set_ylabel("latency, ms (median over repeats)")
     right.set_title("64 concurrent senders: latency")
